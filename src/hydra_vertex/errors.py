@@ -1,0 +1,38 @@
+"""One root exception for the package, one subclass per area.
+
+Every message states the offending value, the rule it breaks and where to look.
+"""
+
+from __future__ import annotations
+
+
+class HydraVertexError(Exception):
+    """Root of every error hydra-vertex raises on purpose."""
+
+
+class UsageError(HydraVertexError):
+    """Bad command-line usage: the CLI prints one line and exits 2."""
+
+
+class SearchSpaceError(HydraVertexError):
+    """A search space (file, Hydra sweeper block or StudySpec) breaks a rule."""
+
+
+class ShimError(HydraVertexError):
+    """The trial arguments cannot be turned into Hydra overrides."""
+
+
+class ReportingError(HydraVertexError):
+    """The objective cannot be reported (missing, NaN, infinite, not a number)."""
+
+
+class JobFileError(HydraVertexError):
+    """A JOB.yaml breaks a rule."""
+
+
+class EmulatorError(HydraVertexError):
+    """The local emulator cannot start or be reached."""
+
+
+class TuningError(HydraVertexError):
+    """A tuning job ended without a usable result."""

@@ -1,0 +1,79 @@
+"""Thin wrappers over the official Google clients. Endpoint resolution lives here, in one place.
+
+Resolution order (as Google's Pub/Sub client does with ``PUBSUB_EMULATOR_HOST``):
+1. ``HYDRA_VERTEX_EMULATOR`` (``http://127.0.0.1:PORT``) with ``HYDRA_VERTEX_EMULATOR_TOKEN``;
+2. an explicit endpoint passed by the caller;
+3. Google's default for the location (left to the client library: never hard-coded here).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from google.auth.credentials import Credentials
+
+EMULATOR_ENV = "HYDRA_VERTEX_EMULATOR"
+EMULATOR_TOKEN_ENV = "HYDRA_VERTEX_EMULATOR_TOKEN"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where Vertex calls go. ``api_endpoint`` None means Google's default for the location."""
+
+    api_endpoint: str | None
+    token: str | None = None
+    is_emulator: bool = False
+
+    @property
+    def transport(self) -> str | None:
+        return "rest" if self.is_emulator else None
+
+
+def resolve_endpoint(explicit: str | None = None) -> Endpoint:
+    emulator = os.environ.get(EMULATOR_ENV)
+    if emulator:
+        return Endpoint(
+            api_endpoint=emulator.rstrip("/"),
+            token=os.environ.get(EMULATOR_TOKEN_ENV),
+            is_emulator=True,
+        )
+    if explicit:
+        return Endpoint(api_endpoint=explicit)
+    return Endpoint(api_endpoint=None)
+
+
+def bearer_credentials(token: str | None) -> Credentials:
+    """Static bearer-token credentials (what the emulator expects); they never refresh."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.oauth2.credentials import Credentials as OAuthCredentials
+
+    if not token:
+        return AnonymousCredentials()
+    return OAuthCredentials(token=token)
+
+
+def init_aiplatform(
+    project: str,
+    location: str,
+    *,
+    endpoint: str | None = None,
+    staging_bucket: str | None = None,
+    **kwargs: Any,
+) -> Endpoint:
+    """``aiplatform.init`` with the resolved endpoint; returns what was chosen."""
+    from google.cloud import aiplatform
+
+    resolved = resolve_endpoint(endpoint)
+    init_kwargs: dict[str, Any] = dict(project=project, location=location, **kwargs)
+    if staging_bucket:
+        init_kwargs["staging_bucket"] = staging_bucket
+    if resolved.api_endpoint:
+        init_kwargs["api_endpoint"] = resolved.api_endpoint
+    if resolved.is_emulator:
+        init_kwargs["api_transport"] = "rest"
+        init_kwargs["credentials"] = bearer_credentials(resolved.token)
+    aiplatform.init(**init_kwargs)
+    return resolved
