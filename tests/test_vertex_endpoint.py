@@ -34,12 +34,13 @@ def test_resolution_order(
 def test_init_aiplatform_points_the_real_sdk_at_the_emulator(monkeypatch: pytest.MonkeyPatch) -> None:
     from google.cloud.aiplatform import initializer
 
-    # A private config for this test; monkeypatch puts the process-wide one back afterwards.
-    monkeypatch.setattr(initializer, "global_config", initializer._Config())
     monkeypatch.setenv("HYDRA_VERTEX_EMULATOR", "http://127.0.0.1:9")
     monkeypatch.setenv("HYDRA_VERTEX_EMULATOR_TOKEN", "s3cret")
-    vertex.init_aiplatform("proj", "us-central1")
     cfg = initializer.global_config
-    assert cfg.api_endpoint == "http://127.0.0.1:9"
-    assert cfg.project == "proj" and cfg.location == "us-central1"
-    assert cfg.credentials.token == "s3cret"
+    try:
+        vertex.init_aiplatform("proj", "us-central1")
+        assert cfg.api_endpoint == "http://127.0.0.1:9"
+        assert cfg.project == "proj" and cfg.location == "us-central1"
+        assert cfg.credentials.token == "s3cret"
+    finally:
+        cfg.__init__()  # type: ignore[misc]  # back to the SDK's defaults for later tests
