@@ -1,0 +1,156 @@
+"""Best-trial selection from a finished ``HyperparameterTuningJob``.
+
+Rules (the same on Vertex and on the emulator):
+
+- Only SUCCEEDED trials compete; INFEASIBLE ones (crashes, missing or NaN metrics) are skipped.
+- A trial's value follows the study's measurement selection: LAST_MEASUREMENT (the API default)
+  takes the final measurement; BEST_MEASUREMENT takes the best of the final and intermediate
+  measurements by the metric's goal.
+- Ties are broken deterministically: the trial with the smaller numeric id (the one that started
+  first) wins, so re-reading a job always picks the same winner.
+- No successful trial is a :class:`~hydra_vertex.errors.TuningError` that says how many trials
+  failed and why.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from hydra_vertex.errors import TuningError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from google.cloud.aiplatform_v1.types import HyperparameterTuningJob, Measurement, Trial
+
+    from hydra_vertex.search_space import SearchSpace
+
+_STATE_NAMES = {
+    0: "STATE_UNSPECIFIED", 1: "REQUESTED", 2: "ACTIVE", 3: "STOPPING", 4: "SUCCEEDED",
+    5: "INFEASIBLE",
+}
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    id: str
+    state: str
+    parameters: dict[str, Any]
+    value: float | None
+    infeasible_reason: str = ""
+
+
+@dataclass(frozen=True)
+class BestTrial:
+    trial_id: str
+    value: float
+    parameters: dict[str, Any]
+    overrides: list[str]
+    trials: list[TrialResult] = field(default_factory=list)
+
+
+def _metric_value(measurement: Measurement, metric_id: str) -> float | None:
+    for m in measurement.metrics:
+        if m.metric_id == metric_id:
+            v = float(m.value)
+            return v if math.isfinite(v) else None
+    return None
+
+
+def trial_value(
+    trial: Trial, metric_id: str, minimize: bool, best_measurement: bool
+) -> float | None:
+    """The trial's objective under the measurement selection, or None if it has none."""
+    final = _metric_value(trial.final_measurement, metric_id) if trial.final_measurement else None
+    if not best_measurement:
+        return final
+    values = [v for v in (_metric_value(m, metric_id) for m in trial.measurements) if v is not None]
+    if final is not None:
+        values.append(final)
+    if not values:
+        return None
+    return min(values) if minimize else max(values)
+
+
+def _id_key(trial_id: str) -> tuple[int, str]:
+    return (int(trial_id), "") if trial_id.isdigit() else (2**63, trial_id)
+
+
+def trial_results(job: HyperparameterTuningJob) -> list[TrialResult]:
+    """Every trial of the job as plain data (ids ascending)."""
+    from google.cloud.aiplatform_v1.types import StudySpec
+
+    spec = job.study_spec
+    metric = spec.metrics[0]
+    minimize = int(metric.goal) == int(StudySpec.MetricSpec.GoalType.MINIMIZE)
+    best = int(spec.measurement_selection_type) == int(
+        StudySpec.MeasurementSelectionType.BEST_MEASUREMENT
+    )
+    out = []
+    for t in job.trials:
+        state = _STATE_NAMES.get(int(t.state), str(t.state))
+        value = trial_value(t, metric.metric_id, minimize, best) if state == "SUCCEEDED" else None
+        out.append(
+            TrialResult(
+                id=t.id,
+                state=state,
+                parameters={p.parameter_id: p.value for p in t.parameters},
+                value=value,
+                infeasible_reason=t.infeasible_reason,
+            )
+        )
+    return sorted(out, key=lambda r: _id_key(r.id))
+
+
+def select_best(
+    trials: Iterable[TrialResult], *, minimize: bool, job_name: str = "the tuning job"
+) -> TrialResult:
+    all_trials = list(trials)
+    ranked = [t for t in all_trials if t.state == "SUCCEEDED" and t.value is not None]
+    if not ranked:
+        raise TuningError(_no_success_message(all_trials, job_name))
+    sign = 1.0 if minimize else -1.0
+    return min(ranked, key=lambda t: (sign * float(t.value or 0.0), _id_key(t.id)))
+
+
+def _no_success_message(trials: list[TrialResult], job_name: str) -> str:
+    if not trials:
+        return f"{job_name} has no trials; nothing to retrain with"
+    states = Counter(t.state for t in trials)
+    reasons = Counter(t.infeasible_reason.splitlines()[0] for t in trials if t.infeasible_reason)
+    parts = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+    lines = [f"{job_name}: no trial succeeded ({len(trials)} trials: {parts})"]
+    for reason, n in reasons.most_common(3):
+        lines.append(f"  {n} x {reason}")
+    lines.append("Look at a trial's log for the details (the emulator keeps them per trial).")
+    return "\n".join(lines)
+
+
+def best_trial(job: HyperparameterTuningJob, space: SearchSpace | None = None) -> BestTrial:
+    """The winner of a finished job, with its Hydra overrides typed by the search space."""
+    from google.cloud.aiplatform_v1.types import StudySpec
+
+    from hydra_vertex.overrides import trial_overrides
+    from hydra_vertex.search_space import SearchSpace
+
+    if space is None:
+        space = SearchSpace.from_study_spec(job.study_spec, source=f"{job.name} study_spec")
+    minimize = int(job.study_spec.metrics[0].goal) == int(
+        StudySpec.MetricSpec.GoalType.MINIMIZE
+    )
+    results = trial_results(job)
+    winner = select_best(results, minimize=minimize, job_name=job.display_name or job.name)
+    assert winner.value is not None  # select_best only returns trials with a value
+    return BestTrial(
+        trial_id=winner.id,
+        value=winner.value,
+        parameters=dict(winner.parameters),
+        overrides=trial_overrides(space, _as_trial_args(winner.parameters)),
+        trials=results,
+    )
+
+
+def _as_trial_args(parameters: Mapping[str, Any]) -> dict[str, str | int | float]:
+    return {k: (v if isinstance(v, int | float | str) else str(v)) for k, v in parameters.items()}
