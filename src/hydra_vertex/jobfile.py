@@ -1,0 +1,183 @@
+"""``JOB.yaml``: what to tune, how much, and where. Every error names the field and the file.
+
+.. code-block:: yaml
+
+    name: digits                      # job and image name: lowercase letters, digits, - _ .
+    app:
+      source: .                       # the app's source directory, relative to this file
+      command: [python, train.py]     # how the app starts (an argv list, no shell)
+    search_space: search_space.yaml   # a search-space file, or a Hydra config with hydra.sweeper
+    tuning:
+      max_trials: 12
+      parallel_trials: 2
+      max_failed_trials: 0            # 0: the service decides (see the README)
+      seed: 0                         # the local suggestion engine's seed (reproducible runs)
+      timeout_seconds: 3600           # per trial
+    retrain:
+      overrides: [trainer.max_iter=100]   # Hydra overrides added to the winner's for the final run
+    wandb:                            # optional; passed to trials and the retrain
+      project: digits
+    vertex:
+      project: my-project
+      region: us-central1
+      staging_bucket: gs://my-bucket/hydra-vertex
+      machine_type: n1-standard-4
+      service_account: null
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra_vertex.errors import JobFileError
+
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+_TOP_KEYS = {"name", "app", "search_space", "tuning", "retrain", "wandb", "vertex"}
+_WANDB_KEYS = {"project", "entity", "tags", "mode", "watch", "log_model"}
+
+
+@dataclass(frozen=True)
+class Tuning:
+    max_trials: int = 12
+    parallel_trials: int = 2
+    max_failed_trials: int = 0
+    seed: int | None = None
+    timeout_seconds: int | None = None
+
+
+@dataclass(frozen=True)
+class VertexSettings:
+    project: str = "local-project"
+    region: str = "us-central1"
+    staging_bucket: str = "gs://hydra-vertex-local"
+    machine_type: str = "n1-standard-4"
+    service_account: str | None = None
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    path: Path
+    name: str
+    source: Path
+    command: list[str]
+    search_space: Path
+    tuning: Tuning = field(default_factory=Tuning)
+    retrain_overrides: list[str] = field(default_factory=list)
+    wandb: dict[str, Any] = field(default_factory=dict)
+    vertex: VertexSettings = field(default_factory=VertexSettings)
+
+
+def load(path: str | os.PathLike[str]) -> JobSpec:
+    import yaml
+
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise JobFileError(f"cannot read job file {str(p)!r}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise JobFileError(f"{p}: not valid YAML: {e}") from None
+    return parse(data, p)
+
+
+def _err(path: Path, field_: str, rule: str, value: Any) -> JobFileError:
+    return JobFileError(
+        f"{path}: '{field_}' {rule}, got {value!r} (see the README, 'The job file')"
+    )
+
+
+def _section(data: Mapping[str, Any], key: str, path: Path, allowed: set[str]) -> dict[str, Any]:
+    value = data.get(key) or {}
+    if not isinstance(value, Mapping):
+        raise _err(path, key, "must be a mapping", value)
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        raise JobFileError(
+            f"{path}: unknown key(s) {unknown} in '{key}'; allowed: {sorted(allowed)}"
+        )
+    return dict(value)
+
+
+def _int(path: Path, field_: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise _err(path, field_, f"must be an integer >= {minimum}", value)
+    return value
+
+
+def parse(data: Any, path: Path) -> JobSpec:
+    if not isinstance(data, Mapping):
+        raise JobFileError(f"{path}: a job file is a mapping (name, app, search_space, ...)")
+    unknown = sorted(set(data) - _TOP_KEYS)
+    if unknown:
+        raise JobFileError(f"{path}: unknown key(s) {unknown}; allowed: {sorted(_TOP_KEYS)}")
+    base = path.parent
+
+    name = data.get("name")
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise _err(path, "name", f"must match {_NAME_RE.pattern}", name)
+
+    app = _section(data, "app", path, {"source", "command"})
+    source = base / str(app.get("source", "."))
+    if not source.is_dir():
+        raise _err(
+            path, "app.source", "must be a directory (relative to the job file)", str(source)
+        )
+    command = app.get("command")
+    if isinstance(command, str):
+        import shlex
+
+        command = shlex.split(command)
+    if not isinstance(command, list) or not command or not all(isinstance(c, str) for c in command):
+        raise _err(path, "app.command", "must be a non-empty list of strings", command)
+
+    ss = data.get("search_space")
+    if not isinstance(ss, str) or not ss:
+        raise _err(path, "search_space", "must name a search-space file or a Hydra config", ss)
+    ss_path = base / ss
+    if not ss_path.is_file():
+        raise _err(path, "search_space", "must be an existing file (relative to the job file)",
+                   str(ss_path))
+
+    t = _section(data, "tuning", path, set(Tuning.__dataclass_fields__))
+    tuning = Tuning(
+        max_trials=_int(path, "tuning.max_trials", t.get("max_trials", 12), 1),
+        parallel_trials=_int(path, "tuning.parallel_trials", t.get("parallel_trials", 2), 1),
+        max_failed_trials=_int(path, "tuning.max_failed_trials", t.get("max_failed_trials", 0), 0),
+        seed=None if t.get("seed") is None else _int(path, "tuning.seed", t["seed"], 0),
+        timeout_seconds=None
+        if t.get("timeout_seconds") is None
+        else _int(path, "tuning.timeout_seconds", t["timeout_seconds"], 1),
+    )
+    if tuning.parallel_trials > tuning.max_trials:
+        raise JobFileError(
+            f"{path}: 'tuning.parallel_trials' ({tuning.parallel_trials}) must not exceed "
+            f"'tuning.max_trials' ({tuning.max_trials})"
+        )
+
+    r = _section(data, "retrain", path, {"overrides"})
+    overrides = r.get("overrides", [])
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        raise _err(path, "retrain.overrides", "must be a list of Hydra override strings", overrides)
+
+    wandb = _section(data, "wandb", path, _WANDB_KEYS)
+    v = _section(data, "vertex", path, set(VertexSettings.__dataclass_fields__))
+    vertex = VertexSettings(**{k: v[k] for k in v if v[k] is not None or k == "service_account"})
+    if not vertex.staging_bucket.startswith("gs://"):
+        raise _err(path, "vertex.staging_bucket", "must be a gs:// URI", vertex.staging_bucket)
+
+    return JobSpec(
+        path=path,
+        name=name,
+        source=source.resolve(),
+        command=list(command),
+        search_space=ss_path.resolve(),
+        tuning=tuning,
+        retrain_overrides=list(overrides),
+        wandb=wandb,
+        vertex=vertex,
+    )
