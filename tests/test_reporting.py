@@ -1,0 +1,274 @@
+"""Reporting: the Hydra callback, report() and the W&B trial variables.
+
+The apps are real Hydra apps (tests/apps/report_app) run as subprocesses with the callback switched on
+by overrides, exactly as the shim does; the metric file is written by the real cloudml-hypertune.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hydra_vertex import reporting
+from hydra_vertex.errors import ReportingError
+from hydra_vertex.reporting import check_objective, objective_from_return, report, wandb_trial_env
+
+APP = Path(__file__).parent / "apps" / "report_app" / "app.py"
+CALLBACK = [
+    "+hydra.callbacks.hydra_vertex_report._target_=hydra_vertex.reporting.ReportCallback",
+    "+hydra.callbacks.hydra_vertex_report.metric=val_loss",
+]
+
+
+def _clean_env() -> dict[str, str]:
+    drop = ("CLOUD_ML_", "WANDB_", "HYDRA_VERTEX_METRIC", "AIP_")
+    return {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+
+
+def run_app(
+    tmp_path: Path, *overrides: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]:
+    metrics = tmp_path / "metrics"
+    full_env = _clean_env()
+    full_env["CLOUD_ML_HP_METRIC_FILE"] = str(metrics)
+    full_env.update(env or {})
+    proc = subprocess.run(
+        [sys.executable, str(APP), *CALLBACK, f"hydra.run.dir={tmp_path / 'run'}", *overrides],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    entries = (
+        [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        if metrics.exists()
+        else []
+    )
+    return proc, entries
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        pytest.param(["mode=float"], [("0.25", "0")], id="float"),
+        pytest.param(["mode=float", "value=3"], [("3.0", "0")], id="int-config-value"),
+        pytest.param(["mode=dict"], [("0.25", "0")], id="dict-by-metric"),
+        pytest.param(
+            ["mode=dict", "+hydra.callbacks.hydra_vertex_report.key=acc"],
+            [("0.9", "0")],
+            id="dict-by-key",
+        ),
+        pytest.param(
+            ["mode=epochs"],
+            [("1.0", "0"), ("0.5", "1"), ("0.3333333333333333", "2"), ("0.25", "3")],
+            id="intermediate-then-final",
+        ),
+    ],
+)
+def test_final_value_is_reported(
+    tmp_path: Path, overrides: list[str], expected: list[tuple[str, str]]
+) -> None:
+    proc, entries = run_app(tmp_path, *overrides, env={"CLOUD_ML_TRIAL_ID": "4"})
+    assert proc.returncode == 0, proc.stderr
+    assert [(e["val_loss"], e["global_step"]) for e in entries] == expected
+    assert all(e["trial"] == "4" for e in entries)
+    assert all(
+        set(e) == {"val_loss", "global_step", "trial", "timestamp", "checkpoint_path"}
+        for e in entries
+    )
+
+
+@pytest.mark.parametrize(
+    ("mode", "message"),
+    [
+        pytest.param("nan", "the objective is nan", id="nan"),
+        pytest.param("inf", "the objective is inf", id="inf"),
+        pytest.param("none", "the objective is None", id="none"),
+        pytest.param("string", "is not a real number", id="string"),
+        pytest.param(
+            "missing",
+            "without the key 'val_loss' (available keys: 'loss', 'acc')",
+            id="missing-key",
+        ),
+    ],
+)
+def test_invalid_objective_fails_the_trial(tmp_path: Path, mode: str, message: str) -> None:
+    proc, entries = run_app(tmp_path, f"mode={mode}")
+    assert proc.returncode == 1
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("hydra-vertex:")]
+    assert len(lines) == 1, proc.stderr
+    assert message in lines[0]
+    assert entries == []
+
+
+def test_failing_task_reports_nothing(tmp_path: Path) -> None:
+    proc, entries = run_app(tmp_path, "mode=raise")
+    assert proc.returncode != 0
+    assert "training diverged" in proc.stderr
+    assert "hydra-vertex:" not in proc.stderr
+    assert entries == []
+
+
+def test_wandb_variables_reach_the_app(tmp_path: Path) -> None:
+    out = tmp_path / "wandb.json"
+    env = {
+        "CLOUD_ML_TRIAL_ID": "12",
+        "CLOUD_ML_JOB_ID": "987",
+        "WANDB_NAME": "users-own-name",
+        "REPORT_APP_WANDB_OUT": str(out),
+    }
+    proc, entries = run_app(tmp_path, "mode=float", "lr=0.01", "+note='a, b'", env=env)
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(out.read_text())
+    assert seen == {
+        "WANDB_NAME": "users-own-name",
+        "WANDB_RUN_GROUP": "987",
+        "WANDB_JOB_TYPE": "hpt-trial",
+        "WANDB_TAGS": "lr=0.01,mode=float,note=a; b",
+    }
+    assert [e["trial"] for e in entries] == ["12"]
+
+
+def test_no_wandb_variables_outside_a_trial(tmp_path: Path) -> None:
+    out = tmp_path / "wandb.json"
+    proc, _ = run_app(tmp_path, "mode=float", env={"REPORT_APP_WANDB_OUT": str(out)})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out.read_text()) == {}
+
+
+TRIAL = {"CLOUD_ML_TRIAL_ID": "3", "CLOUD_ML_JOB_ID": "555"}
+
+
+@pytest.mark.parametrize(
+    ("environ", "params", "expected"),
+    [
+        pytest.param({}, {"lr": 0.1}, {}, id="not-a-trial"),
+        pytest.param(
+            TRIAL,
+            {"lr": 0.1, "model": "cnn"},
+            {
+                "WANDB_RUN_GROUP": "555",
+                "WANDB_NAME": "trial-3",
+                "WANDB_JOB_TYPE": "hpt-trial",
+                "WANDB_TAGS": "lr=0.1,model=cnn",
+            },
+            id="all",
+        ),
+        pytest.param(
+            {**TRIAL, "WANDB_RUN_GROUP": "mine", "WANDB_TAGS": "x", "WANDB_JOB_TYPE": "t"},
+            {"lr": 0.1},
+            {"WANDB_NAME": "trial-3"},
+            id="user-set-kept",
+        ),
+        pytest.param(
+            {"CLOUD_ML_TRIAL_ID": "3"},
+            None,
+            {"WANDB_NAME": "trial-3", "WANDB_JOB_TYPE": "hpt-trial"},
+            id="no-job-no-params",
+        ),
+        pytest.param(
+            TRIAL,
+            {"name": "x" * 100},
+            {
+                "WANDB_RUN_GROUP": "555",
+                "WANDB_NAME": "trial-3",
+                "WANDB_JOB_TYPE": "hpt-trial",
+                "WANDB_TAGS": "name=" + "x" * 59,
+            },
+            id="tag-truncated-to-64",
+        ),
+    ],
+)
+def test_wandb_trial_env(
+    environ: dict[str, str], params: dict[str, object] | None, expected: dict[str, str]
+) -> None:
+    assert wandb_trial_env(environ, params) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param(1, 1.0, id="int"),
+        pytest.param(-0.5, -0.5, id="float"),
+        pytest.param(1e-300, 1e-300, id="tiny"),
+    ],
+)
+def test_check_objective_accepts(value: object, expected: float) -> None:
+    assert check_objective(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        pytest.param(None, "is None", id="none"),
+        pytest.param(float("nan"), "is nan", id="nan"),
+        pytest.param(float("-inf"), "is -inf", id="-inf"),
+        pytest.param(True, "not a real number", id="bool"),
+        pytest.param("1.0", "not a real number", id="string"),
+        pytest.param([1.0], "not a real number", id="list"),
+    ],
+)
+def test_check_objective_rejects(value: object, message: str) -> None:
+    with pytest.raises(ReportingError, match=message.replace("(", r"\(")):
+        check_objective(value)
+
+
+def test_objective_from_mapping() -> None:
+    assert objective_from_return({"val_loss": 2, "acc": 1}, "val_loss") == 2.0
+    with pytest.raises(ReportingError, match="available keys: 'acc'"):
+        objective_from_return({"acc": 1}, "val_loss")
+
+
+@pytest.fixture
+def fresh_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    metrics = tmp_path / "m" / "metrics"
+    monkeypatch.setenv("CLOUD_ML_HP_METRIC_FILE", str(metrics))
+    monkeypatch.delenv("HYDRA_VERTEX_METRIC", raising=False)
+    monkeypatch.setattr(reporting, "_state", {"hypertune": None, "path": None, "last_step": None})
+    return metrics
+
+
+def _read(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_report_steps_and_metric_resolution(
+    fresh_state: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    report(0.9)
+    report(0.8)
+    report(0.7, step=10)
+    monkeypatch.setenv("HYDRA_VERTEX_METRIC", "val_loss")
+    report(0.6)
+    report(0.5, metric="other")
+    entries = _read(fresh_state)
+    assert [(e.get("training/hptuning/metric"), e["global_step"]) for e in entries[:3]] == [
+        ("0.9", "0"),
+        ("0.8", "1"),
+        ("0.7", "10"),
+    ]
+    assert (entries[3]["val_loss"], entries[3]["global_step"]) == ("0.6", "11")
+    assert (entries[4]["other"], entries[4]["global_step"]) == ("0.5", "12")
+
+
+@pytest.mark.parametrize(
+    ("value", "step"),
+    [
+        pytest.param(math.nan, None, id="nan"),
+        pytest.param(math.inf, None, id="inf"),
+        pytest.param(1.0, -1, id="negative-step"),
+        pytest.param(1.0, 1.5, id="float-step"),
+    ],
+)
+def test_report_rejects(fresh_state: Path, value: float, step: Any) -> None:
+    with pytest.raises(ReportingError):
+        report(value, step=step)
+    assert not fresh_state.exists()
