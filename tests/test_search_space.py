@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hydra_vertex import search_space as ss
 from hydra_vertex.errors import SearchSpaceError
@@ -233,3 +235,47 @@ def test_category_lookup_error_lists_categories() -> None:
     assert p.category_value("cnn") == "cnn"
     with pytest.raises(SearchSpaceError, match=r"'rnn' is not a category.*\['mlp', 'cnn'\]"):
         p.category_value("rnn")
+
+
+# -- property: any valid space survives the StudySpec round trip ----------------------------------
+
+_keys = st.from_regex(r"[a-z][a-z0-9_]{0,8}(\.[a-z][a-z0-9_]{0,8}){0,2}", fullmatch=True)
+
+
+@st.composite
+def _param(draw: st.DrawFn, key: str) -> ss.Param:
+    kind = draw(st.sampled_from(["DOUBLE", "INTEGER", "DISCRETE", "CATEGORICAL"]))
+    if kind == "DOUBLE":
+        lo = draw(st.floats(1e-6, 1e3))
+        hi = draw(st.floats(lo, 1e4))
+        return ss.Param(key, "DOUBLE", low=lo, high=hi, scale=draw(st.sampled_from(["linear", "log", "reverse_log"])))
+    if kind == "INTEGER":
+        lo_i = draw(st.integers(1, 100))
+        return ss.Param(key, "INTEGER", low=lo_i, high=draw(st.integers(lo_i, 1000)))
+    if kind == "DISCRETE":
+        vals = draw(st.lists(st.integers(-50, 50), min_size=1, max_size=8, unique=True))
+        return ss.Param(key, "DISCRETE", values=tuple(sorted(vals)))
+    cats = draw(st.lists(st.text(min_size=0, max_size=6), min_size=1, max_size=5, unique=True))
+    return ss.Param(key, "CATEGORICAL", values=tuple(cats))
+
+
+@st.composite
+def _space(draw: st.DrawFn) -> ss.SearchSpace:
+    keys = draw(st.lists(_keys, min_size=1, max_size=5, unique=True))
+    params = [draw(_param(k)) for k in keys]
+    parent = params[0]
+    if len(params) > 1 and parent.kind in ("CATEGORICAL", "DISCRETE"):
+        child = params[1]
+        params[1] = dataclasses.replace(child, parent=parent.key, parent_values=parent.values[:1])
+    return ss.SearchSpace(
+        metric="m", direction=draw(st.sampled_from(["minimize", "maximize"])), params=tuple(params),
+        algorithm=draw(st.sampled_from(["bayesian", "random"])),
+        measurement_selection=draw(st.sampled_from(["last", "best"])),
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(_space())
+def test_study_spec_round_trip_property(space_: ss.SearchSpace) -> None:
+    assert ss.SearchSpace.from_study_spec(space_.to_study_spec()) == space_
+    assert ss.SearchSpace.from_dict(space_.to_dict()) == space_
