@@ -1,0 +1,280 @@
+"""Trial values -> Hydra override strings (pure functions, stdlib only, no Hydra import).
+
+Used by the argument shim (``hydra-vertex-shim``) at the start of every trial and by best-trial
+selection, which turns the winning trial's parameters into the overrides of the retrain run.
+
+How a value is written (:func:`format_value`):
+
+- INTEGER and integer DISCRETE: ``256``, ``"256.0"``, ``"2.56e2"`` -> ``256``; ``64.5`` is an
+  error.
+- DOUBLE and float DISCRETE: ``repr(float(x))`` (``0.1``, ``-0.5``, ``1e-05``), which Hydra parses
+  back to the identical float; NaN and infinities are errors.
+- CATEGORICAL: the typed choice value. Strings are emitted bare only when they are identifier-like
+  (``cnn``, ``resnet/18``) and cannot be read as anything else (``null``, ``true``, ``nan``...);
+  otherwise they are single-quoted with two layers of escaping: OmegaConf's (``${`` becomes
+  ``\\${``, so interpolations stay literal) and then Hydra's quoted-string escaping (quotes, and
+  backslashes in front of a quote or of the closing quote). The composed config holds exactly the
+  string Vertex sent.
+
+How trial arguments are found in the command line (:func:`convert_argv`): see its docstring.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from decimal import Decimal, InvalidOperation
+
+from hydra_vertex.errors import ShimError
+from hydra_vertex.search_space import Param, SearchSpace, category_string
+
+Value = str | int | float
+
+#: Tolerance for "the value is inside the declared space" checks.
+TOLERANCE = 1e-9
+
+#: Hydra's own command-line flags (``--name`` / ``--name=value``): never trial arguments.
+HYDRA_FLAGS = frozenset(
+    {
+        "help",
+        "hydra-help",
+        "version",
+        "cfg",
+        "resolve",
+        "package",
+        "run",
+        "multirun",
+        "shell-completion",
+        "config-path",
+        "config-name",
+        "config-dir",
+        "experimental-rerun",
+        "info",
+    }
+)
+
+REPORT_CALLBACK = "hydra_vertex.reporting.ReportCallback"
+_CALLBACK_KEY = "hydra.callbacks.hydra_vertex_report"
+
+# Bare strings Hydra reads back unchanged: identifier-like, no keyword of the primitive grammar.
+_BARE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_\-./]*")
+_KEYWORDS = frozenset({"null", "true", "false", "nan", "inf", "infinity"})
+_INTERPOLATION_RE = re.compile(r"(\\*)\$\{")
+_QUOTE_RE = re.compile(r"(\\*)(')")
+_TRAILING_BACKSLASHES_RE = re.compile(r"(\\*)$")
+
+
+# ------------------------------------------------------------------------------------------------
+# Values
+# ------------------------------------------------------------------------------------------------
+
+
+def quote_string(text: str) -> str:
+    """Hydra override text for ``text`` such that the composed config holds exactly ``text``."""
+    if _BARE_RE.fullmatch(text) and text.lower() not in _KEYWORDS:
+        return text
+    # OmegaConf: in a string holding "${", backslashes before "${" escape each other and "\${" is
+    # a literal "${"; other backslashes are literal.
+    escaped = _INTERPOLATION_RE.sub(lambda m: m.group(1) * 2 + "\\${", text)
+    # Hydra's quoted strings: backslashes before a quote (or the closing quote) escape each other.
+    escaped = _QUOTE_RE.sub(lambda m: m.group(1) * 2 + "\\'", escaped)
+    escaped = _TRAILING_BACKSLASHES_RE.sub(lambda m: m.group(1) * 2, escaped, count=1)
+    return f"'{escaped}'"
+
+
+def _number(param: Param, raw: Value) -> Decimal:
+    if isinstance(raw, bool):
+        raise ShimError(f"parameter {param.parameter_id!r}: expected a number, got {raw!r}")
+    try:
+        number = Decimal(raw.strip()) if isinstance(raw, str) else Decimal(raw)
+    except (InvalidOperation, ValueError):
+        raise ShimError(
+            f"parameter {param.parameter_id!r}: {raw!r} is not a number ({param.kind} parameter)"
+        ) from None
+    if not number.is_finite():
+        raise ShimError(
+            f"parameter {param.parameter_id!r}: {raw!r} is not a finite number; NaN and "
+            f"infinities cannot be trial values"
+        )
+    return number
+
+
+def _describe(param: Param) -> str:
+    if param.kind in ("DOUBLE", "INTEGER"):
+        return f"{param.kind} from {param.low!r} to {param.high!r}"
+    if param.kind == "DISCRETE":
+        return f"DISCRETE values {list(param.values)}"
+    return f"categories {list(param.categories)}"
+
+
+def _check_in_space(param: Param, value: float, raw: Value) -> None:
+    if param.kind in ("DOUBLE", "INTEGER"):
+        assert param.low is not None and param.high is not None
+        slack = TOLERANCE * max(1.0, abs(float(param.low)), abs(float(param.high)))
+        if float(param.low) - slack <= value <= float(param.high) + slack:
+            return
+        rule = f"it must lie in [{param.low!r}, {param.high!r}]"
+    else:  # DISCRETE
+        if any(abs(value - float(v)) <= TOLERANCE * max(1.0, abs(float(v))) for v in param.values):
+            return
+        rule = f"it must be one of the DISCRETE values {list(param.values)}"
+    raise ShimError(
+        f"parameter {param.parameter_id!r}: value {raw!r} is outside the declared space; {rule}"
+    )
+
+
+def format_value(param: Param, raw: Value) -> str:
+    """The Hydra override value text for one trial value (as the Vertex API or argv gives it)."""
+    if param.kind == "CATEGORICAL":
+        category = raw if isinstance(raw, str) else category_string(raw)
+        if category not in param.categories:
+            raise ShimError(
+                f"parameter {param.parameter_id!r}: {category!r} is not one of its categories "
+                f"{list(param.categories)}"
+            )
+        typed = param.category_value(category)
+        if isinstance(typed, bool):
+            return "true" if typed else "false"
+        if isinstance(typed, int):
+            return str(typed)
+        if isinstance(typed, float):
+            return repr(typed)
+        return quote_string(typed)
+    number = _number(param, raw)
+    if param.is_int:
+        if number != number.to_integral_value():
+            raise ShimError(
+                f"parameter {param.parameter_id!r} is an integer ({_describe(param)}), but the "
+                f"trial value {raw!r} is not a whole number"
+            )
+        as_int = int(number)
+        _check_in_space(param, float(as_int), raw)
+        return str(as_int)
+    as_float = float(number) if isinstance(raw, str) else float(raw)
+    if not math.isfinite(as_float):
+        raise ShimError(f"parameter {param.parameter_id!r}: {raw!r} overflows a float")
+    _check_in_space(param, as_float, raw)
+    return repr(as_float)
+
+
+def trial_overrides(space: SearchSpace, values: Mapping[str, Value]) -> list[str]:
+    """``parameter_id -> value`` to Hydra overrides (``key=value``, ``+key=value`` for new keys).
+
+    The overrides follow the order of ``values``.
+    """
+    declared = space.by_parameter_id()
+    unknown = [pid for pid in values if pid not in declared]
+    if unknown:
+        raise ShimError(
+            f"undeclared trial parameter(s) {unknown}; the search space ({space.source or 'given'})"
+            f" declares {sorted(declared)}"
+        )
+    out = []
+    for pid, raw in values.items():
+        param = declared[pid]
+        out.append(f"{param.override_key}={format_value(param, raw)}")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# The command line
+# ------------------------------------------------------------------------------------------------
+
+
+def _split_trial_args(
+    space: SearchSpace, argv: Sequence[str]
+) -> tuple[list[str], list[tuple[str, str]]]:
+    declared = space.by_parameter_id()
+    trial: list[tuple[str, str]] = []
+    i = len(argv) - 1
+    while i >= 1:  # argv[0] is the program: never a trial argument
+        token = argv[i]
+        if token.startswith("--") and "=" in token:
+            name, value = token[2:].split("=", 1)
+            if name in declared:
+                trial.append((name, value))
+                i -= 1
+                continue
+            if name in HYDRA_FLAGS or not name:
+                break
+            raise ShimError(
+                f"undeclared trial argument {token.split('=', 1)[0]!r} (in {token!r}); only "
+                f"parameters of the search space ({space.source or 'given'}) are converted: "
+                f"{sorted(declared)}"
+            )
+        prev = argv[i - 1] if i >= 2 else ""
+        if prev.startswith("--") and prev[2:] in declared:
+            trial.append((prev[2:], token))
+            i -= 2
+            continue
+        break
+    trial.reverse()
+    seen: set[str] = set()
+    for name, _ in trial:
+        if name in seen:
+            raise ShimError(
+                f"trial parameter {name!r} is given more than once: "
+                f"{[f'--{n}={v}' for n, v in trial if n == name]}"
+            )
+        seen.add(name)
+    return list(argv[: i + 1]), trial
+
+
+def convert_argv(space: SearchSpace, argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Split ``APP_COMMAND... [TRIAL_ARGS...]`` into the app part and the trial overrides.
+
+    Vertex appends the trial arguments after the container's own arguments, so they are found by
+    scanning from the end. The trial region is the longest trailing run of
+
+    - ``--P=VALUE`` with ``P`` a declared ``parameter_id`` (the value is everything after the
+      first ``=``), or
+    - ``--P VALUE`` (two tokens) with ``P`` declared; ``VALUE`` is taken as is, even when it starts
+      with ``-`` (``-0.5``) or ``--``.
+
+    The scan stops at the first token that is neither (an app flag such as ``--verbose``, an
+    already-converted ``key=value``, a Hydra flag such as ``--config-name=x``, a positional); that
+    token and everything before it are the app command and are returned byte-identical. The
+    program (``argv[0]``) is never a trial argument. Inside the region, an undeclared
+    ``--KEY=VALUE`` (``KEY`` not one of Hydra's own flags) is an error that lists the declared
+    parameters, and so is a parameter given twice.
+
+    Returns ``(app_args, overrides)``: the command is ``app_args + overrides``.
+    """
+    if not argv:
+        raise ShimError("no app command given after '--'")
+    app, trial = _split_trial_args(space, argv)
+    return app, trial_overrides(space, dict(trial))
+
+
+def _user_sets(app_args: Sequence[str], key: str) -> bool:
+    return any(a.lstrip("+~").split("=", 1)[0] == key for a in app_args)
+
+
+def run_dir(environ: Mapping[str, str]) -> str | None:
+    """The per-trial Hydra output directory, or None outside a tuning trial."""
+    trial_id = environ.get("CLOUD_ML_TRIAL_ID")
+    if not trial_id:
+        return None
+    job_id = environ.get("CLOUD_ML_JOB_ID") or "local"
+    return f"outputs/hpt/{job_id}/trial-{trial_id}"
+
+
+def shim_overrides(
+    space: SearchSpace, app_args: Sequence[str], environ: Mapping[str, str]
+) -> list[str]:
+    """The overrides the shim adds to every trial.
+
+    - ``hydra.run.dir`` = ``outputs/hpt/<CLOUD_ML_JOB_ID>/trial-<CLOUD_ML_TRIAL_ID>`` (relative to
+      the working directory), when ``CLOUD_ML_TRIAL_ID`` is set and the app command does not set
+      ``hydra.run.dir`` itself; parallel trials never share an output directory.
+    - the reporting callback (``hydra_vertex.reporting.ReportCallback``) with the space's metric.
+      ``++`` so that an app config that already lists the callback is overridden, not an error.
+    """
+    out: list[str] = []
+    directory = run_dir(environ)
+    if directory is not None and not _user_sets(app_args, "hydra.run.dir"):
+        out.append(f"hydra.run.dir={quote_string(directory)}")
+    out.append(f"++{_CALLBACK_KEY}._target_={REPORT_CALLBACK}")
+    out.append(f"++{_CALLBACK_KEY}.metric={quote_string(space.metric)}")
+    return out

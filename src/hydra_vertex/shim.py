@@ -1,0 +1,100 @@
+"""``hydra-vertex-shim``: start a Hydra app inside a Vertex AI tuning trial.
+
+Usage::
+
+    hydra-vertex-shim --search-space FILE -- APP_COMMAND... [TRIAL_ARGS...]
+
+The shim loads the search space (from the content-hash cache, so Hydra is not imported), turns the
+trailing trial arguments Vertex appended (``--lr=0.01``, ``--lr 0.01``) into Hydra overrides
+(:mod:`hydra_vertex.overrides`), adds the per-trial output directory and the reporting callback, and
+replaces itself with the app (``os.execvp``, no shell): the app's exit code and signals are the
+shim's own. Errors print one line (``hydra-vertex-shim: error: ...``) and exit 2; an app command
+that cannot be started exits 127 (not found) or 126 (not executable), as a shell would.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+PROG = "hydra-vertex-shim"
+USAGE = f"usage: {PROG} --search-space FILE -- APP_COMMAND... [TRIAL_ARGS...]"
+
+
+class _Usage(Exception):
+    pass
+
+
+def _parse(argv: Sequence[str]) -> tuple[str, list[str]]:
+    space: str | None = None
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            if space is None:
+                raise _Usage("--search-space FILE is required")
+            command = list(argv[i + 1 :])
+            if not command:
+                raise _Usage("no app command after '--'")
+            return space, command
+        if arg == "--search-space":
+            if i + 1 >= len(argv):
+                raise _Usage("--search-space needs a FILE")
+            space = argv[i + 1]
+            i += 2
+            continue
+        if arg.startswith("--search-space="):
+            space = arg.split("=", 1)[1]
+            i += 1
+            continue
+        raise _Usage(f"unexpected argument {arg!r} before '--'")
+    raise _Usage("missing '--' before the app command")
+
+
+def _error(message: str, code: int = 2) -> int:
+    sys.stderr.write(f"{PROG}: error: {message}\n")
+    sys.stderr.flush()
+    return code
+
+
+def build_command(space_file: str, command: Sequence[str]) -> list[str]:
+    """The app command line the shim executes (app args + trial overrides + shim overrides)."""
+    from hydra_vertex.overrides import convert_argv, shim_overrides
+    from hydra_vertex.search_space import load_cached
+
+    space = load_cached(space_file)
+    app, overrides = convert_argv(space, command)
+    return [*app, *overrides, *shim_overrides(space, app, os.environ)]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in ("-h", "--help"):
+        sys.stdout.write(USAGE + "\n")
+        return 0
+    try:
+        space_file, command = _parse(args)
+    except _Usage as e:
+        return _error(f"{e}\n{USAGE}")
+    from hydra_vertex.errors import HydraVertexError
+
+    try:
+        final = build_command(space_file, command)
+    except HydraVertexError as e:
+        return _error(" ".join(str(e).split("\n")))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execvp(final[0], final)
+    except FileNotFoundError:
+        return _error(f"cannot start the app: {final[0]!r} not found", 127)
+    except PermissionError:
+        return _error(f"cannot start the app: {final[0]!r} is not executable", 126)
+    except OSError as e:
+        return _error(f"cannot start the app {final[0]!r}: {e.strerror}", 126)
+    return 0  # pragma: no cover - execvp does not return
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
