@@ -33,14 +33,17 @@ def _clean_env() -> dict[str, str]:
 
 
 def run_app(
-    tmp_path: Path, *overrides: str, env: dict[str, str] | None = None
+    tmp_path: Path, *overrides: str, env: dict[str, str] | None = None, multirun: bool = False
 ) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]:
     metrics = tmp_path / "metrics"
     full_env = _clean_env()
     full_env["CLOUD_ML_HP_METRIC_FILE"] = str(metrics)
     full_env.update(env or {})
     proc = subprocess.run(
-        [sys.executable, str(APP), *CALLBACK, f"hydra.run.dir={tmp_path / 'run'}", *overrides],
+        [
+            *(sys.executable, str(APP), *(["-m"] if multirun else [])),
+            *(*CALLBACK, f"hydra.run.dir={tmp_path / 'run'}", *overrides),
+        ],
         env=full_env,
         capture_output=True,
         text=True,
@@ -272,3 +275,50 @@ def test_report_rejects(fresh_state: Path, value: float, step: Any) -> None:
     with pytest.raises(ReportingError):
         report(value, step=step)
     assert not fresh_state.exists()
+
+
+def test_local_multirun_skips_invalid_jobs_and_goes_on(tmp_path: Path) -> None:
+    """Outside a trial (a local ``-m`` sweep) an invalid value is skipped, not fatal to the sweep."""
+    proc, entries = run_app(
+        tmp_path,
+        "mode=nan,epochs",
+        "epochs=2",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        multirun=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "hydra-vertex: the objective is nan" in proc.stderr
+    # steps restart with each job
+    assert [(e["val_loss"], e["global_step"]) for e in entries] == [
+        ("1.0", "0"),
+        ("0.5", "1"),
+        ("0.25", "2"),
+    ]
+
+
+def test_through_the_installed_shim(tmp_path: Path) -> None:
+    """The shim switches the callback on with the space's metric; no app edits needed."""
+    shim = Path(sys.executable).parent / "hydra-vertex-shim"
+    if not shim.exists():
+        pytest.skip("hydra-vertex-shim is not installed in this environment")
+    space = tmp_path / "space.yaml"
+    space.write_text(
+        "metric: val_loss\ndirection: minimize\nparams:\n  lr: tag(log, interval(1e-5, 1e-1))\n"
+    )
+    metrics = tmp_path / "metrics"
+    env = {**_clean_env(), "CLOUD_ML_HP_METRIC_FILE": str(metrics), "CLOUD_ML_TRIAL_ID": "5"}
+    proc = subprocess.run(
+        [
+            *(str(shim), "--search-space", str(space), "--"),
+            *(sys.executable, str(APP), "mode=dict", "--lr=0.01"),
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    entries = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert [(e["val_loss"], e["global_step"], e["trial"]) for e in entries] == [("0.25", "0", "5")]

@@ -216,6 +216,7 @@ class ReportCallback(Callback):
         self.params = None if params is None else [str(p) for p in params]
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _state["last_step"] = None  # steps count per job (a local multirun runs several)
         os.environ.setdefault(METRIC_ENV, self.metric)
         if not os.environ.get("CLOUD_ML_TRIAL_ID"):
             return
