@@ -322,3 +322,14 @@ def test_through_the_installed_shim(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     entries = [json.loads(line) for line in metrics.read_text().splitlines()]
     assert [(e["val_loss"], e["global_step"], e["trial"]) for e in entries] == [("0.25", "0", "5")]
+
+
+def test_numpy_scalars_and_dictconfig() -> None:
+    from omegaconf import OmegaConf
+
+    assert objective_from_return(OmegaConf.create({"val_loss": 0.5}), "val_loss") == 0.5
+    np = pytest.importorskip("numpy")
+    assert check_objective(np.float32(0.5)) == 0.5
+    assert check_objective(np.array(2.0)) == 2.0
+    with pytest.raises(ReportingError, match="not a real number"):
+        check_objective(np.array([1.0, 2.0]))
