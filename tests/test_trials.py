@@ -83,3 +83,36 @@ def test_results_are_plain_data_in_id_order() -> None:
         ("1", "INFEASIBLE", None, {"lr": 0.1}),
         ("2", "SUCCEEDED", 0.2, {"lr": 0.5}),
     ]
+
+
+def test_best_trial_gives_typed_hydra_overrides() -> None:
+    from hydra_vertex import search_space as ss
+
+    space = ss.from_mapping({
+        "metric": "loss", "direction": "minimize",
+        "params": {"lr": "interval(0.0, 1.0)", "batch_size": "choice(32, 64, 256)",
+                   "name": "choice('a, b=c [d]', plain)"},
+    })
+
+    def t(tid: str, value: float, bs: float, name: str) -> Trial:
+        return Trial(
+            id=tid, state=S, final_measurement=meas(value),
+            parameters=[
+                Trial.Parameter(parameter_id="lr", value=struct_pb2.Value(number_value=0.01)),
+                Trial.Parameter(parameter_id="batch_size", value=struct_pb2.Value(number_value=bs)),
+                Trial.Parameter(parameter_id="name", value=struct_pb2.Value(string_value=name)),
+            ],
+        )
+
+    j = job([t("1", 0.4, 32.0, "plain"), t("2", 0.1, 256.0, "a, b=c [d]")])
+    j.study_spec = space.to_study_spec()
+    j.study_spec.metrics[0].metric_id = "loss"
+    best = trials.best_trial(j, space)
+    assert (best.trial_id, best.value) == ("2", 0.1)
+    assert best.overrides[:2] == ["lr=0.01", "batch_size=256"]
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(best.overrides)
+    assert [o.value() for o in parsed] == [0.01, 256, "a, b=c [d]"]
+    # Without the file, the space comes from the job's own StudySpec.
+    assert trials.best_trial(j).overrides == best.overrides
