@@ -436,7 +436,7 @@ def _cached_space_file(tmp: Path, space: SearchSpace, cache: Path) -> Path:
 
 @given(VALUES)
 @settings(
-    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 def test_property_installed_shim_real_app(
     tmp_path_factory: pytest.TempPathFactory, values: tuple[str, int, float, float, bool]
@@ -450,6 +450,7 @@ def test_property_installed_shim_real_app(
         "HYDRA_VERTEX_CACHE_DIR": str(cache),
         "SHIM_APP_OUT": str(out),
         "CLOUD_ML_TRIAL_ID": "1",
+        "CLOUD_ML_HP_METRIC_FILE": str(tmp / "metrics"),
     }
     cmd = [
         _shim(),

@@ -45,6 +45,7 @@ def run(
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "HYDRA_VERTEX_CACHE_DIR": str(work / "cache"),
         "SHIM_APP_OUT": str(work / "out.json"),
+        "CLOUD_ML_HP_METRIC_FILE": str(work / "metrics"),
         **(env or {}),
     }
     for k in ("CLOUD_ML_TRIAL_ID", "CLOUD_ML_JOB_ID"):
@@ -71,6 +72,8 @@ def test_acceptance(work: Path) -> None:
     assert cfg["lr"] == 0.01 and type(cfg["lr"]) is float
     assert cfg["batch_size"] == 256 and type(cfg["batch_size"]) is int
     assert cfg["name"] == "a, b=c [d]"
+    # The shim switched on the reporting callback: the app's return value reached hypertune.
+    assert "val_loss" in (work / "metrics").read_text(encoding="utf-8")
 
 
 def test_space_form_negative_and_literal_interpolation(work: Path) -> None:
@@ -98,6 +101,7 @@ def test_exec_same_process_and_exit_code(work: Path) -> None:
             "HYDRA_VERTEX_CACHE_DIR": str(work / "cache"),
             "SHIM_APP_OUT": str(work / "out.json"),
             "SHIM_APP_EXIT": "3",
+            "CLOUD_ML_HP_METRIC_FILE": str(work / "metrics"),
         },
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
