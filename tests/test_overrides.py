@@ -278,6 +278,14 @@ ARGV_ERRORS = [
     ),
     pytest.param([*APP, "--batch_size=64.5"], ["'batch_size'", "64.5"], id="int-fraction"),
     pytest.param([], ["no app command"], id="empty"),
+    pytest.param(
+        [*APP, "--lr=0.1", "--momentum", "0.9"],
+        ["'--lr=0.1'", "'0.9'", "'model'"],
+        id="undeclared-space-form-after-trial-args",
+    ),
+    pytest.param(
+        [*APP, "--lr", "0.1", "model=cnn"], ["'--lr'", "'model=cnn'"], id="converted-after-trial"
+    ),
 ]
 
 

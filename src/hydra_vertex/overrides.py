@@ -210,6 +210,16 @@ def _split_trial_args(
             continue
         break
     trial.reverse()
+    # A declared --P left in the app part means the trailing run was cut short by an argument
+    # that is not a trial argument (e.g. an undeclared `--key value`): say which one.
+    for arg in argv[1 : i + 1]:
+        if arg.startswith("--") and arg[2:].split("=", 1)[0] in declared:
+            raise ShimError(
+                f"trial argument {arg!r} is followed by {argv[i]!r}, which is not a trial argument "
+                f"of the search space ({space.source or 'given'}); Vertex appends the trial "
+                f"arguments last, so everything after them must be declared parameters: "
+                f"{sorted(declared)}"
+            )
     seen: set[str] = set()
     for name, _ in trial:
         if name in seen:
@@ -237,7 +247,9 @@ def convert_argv(space: SearchSpace, argv: Sequence[str]) -> tuple[list[str], li
     token and everything before it are the app command and are returned byte-identical. The
     program (``argv[0]``) is never a trial argument. Inside the region, an undeclared
     ``--KEY=VALUE`` (``KEY`` not one of Hydra's own flags) is an error that lists the declared
-    parameters, and so is a parameter given twice.
+    parameters, and so is a parameter given twice. A declared ``--P`` left in the app part is an
+    error too: the run was cut short by an argument that is not a trial argument (an undeclared
+    ``--key value``, a ``key=value`` after the trial arguments), and the message names it.
 
     Returns ``(app_args, overrides)``: the command is ``app_args + overrides``.
     """
