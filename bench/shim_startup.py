@@ -7,7 +7,7 @@ Prints the median wall time over N runs (default 30) of
 - the app started directly with the already-converted overrides (``python app.py lr=0.01 ...``),
 - the same app through the shim with Vertex-style trial arguments (``--lr=0.01 ...``); this also
   includes what the shim switches on in the app (the reporting callback writing the metric file),
-- the shim alone (exec'ing ``true`` instead of the app),
+- the shim alone (exec'ing ``true`` instead of the app), and a bare ``python -c pass`` for scale,
 
 and the added milliseconds and ratio. The search-space cache is warmed first (as in a trial
 container, where the first start parses the space once). Aim: under 50 ms added.
@@ -55,9 +55,15 @@ def _time(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
     return time.perf_counter() - start
 
 
-def _median_ms(cmd: list[str], cwd: Path, env: dict[str, str], runs: int) -> float:
-    _time(cmd, cwd, env)  # warm-up (page cache, search-space cache)
-    return statistics.median(_time(cmd, cwd, env) for _ in range(runs)) * 1000
+def _medians_ms(cmds: list[list[str]], cwd: Path, env: dict[str, str], runs: int) -> list[float]:
+    """Median wall time of each command; the runs are interleaved so load drift hits all alike."""
+    for cmd in cmds:
+        _time(cmd, cwd, env)  # warm-up (page cache, search-space cache)
+    samples: list[list[float]] = [[] for _ in cmds]
+    for _ in range(runs):
+        for cmd, times in zip(cmds, samples, strict=True):
+            times.append(_time(cmd, cwd, env))
+    return [statistics.median(times) * 1000 for times in samples]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,14 +90,23 @@ def main(argv: list[str] | None = None) -> int:
         # hydra.run.dir=out is an app argument; the trial arguments come last, as Vertex sends them.
         trial = ["hydra.run.dir=out", "--lr=0.01", "--batch_size=256.0", "--name=a, b=c [d]"]
         head = [shim, "--search-space", "s.yaml", "--"]
-        direct = _median_ms([py, "app.py", *overrides], work, env, args.runs)
-        via = _median_ms([*head, py, "app.py", *trial], work, env, args.runs)
-        alone = _median_ms([*head, true, *trial], work, env, args.runs)
+        direct, via, alone, bare = _medians_ms(
+            [
+                [py, "app.py", *overrides],
+                [*head, py, "app.py", *trial],
+                [*head, true, *trial],
+                [py, "-c", "pass"],
+            ],
+            work,
+            env,
+            args.runs,
+        )
     print(f"runs per case:              {args.runs} (median wall time)")
     print(f"app started directly:       {direct:7.1f} ms")
     print(f"app through the shim:       {via:7.1f} ms")
     print(f"added by the shim:          {via - direct:7.1f} ms  (ratio {via / direct:.3f})")
     print(f"shim alone (exec 'true'):   {alone:7.1f} ms")
+    print(f"bare interpreter (-c pass): {bare:7.1f} ms")
     return 0
 
 

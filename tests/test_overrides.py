@@ -349,6 +349,21 @@ def test_quote_string_parses_back(text: str) -> None:
     assert composed_value(f"name={quote_string(text)}") == ("name", text)
 
 
+KEYWORDS = ["None", "NULL", "True", "FALSE", "NaN", "inf", "INF", "Infinity", "e5", "int", "choice"]
+
+
+@pytest.mark.parametrize("word", KEYWORDS)
+def test_keyword_like_strings_stay_strings(word: str) -> None:
+    assert composed_value(f"name={quote_string(word)}") == ("name", word)
+
+
+@given(st.from_regex(r"[A-Za-z_][A-Za-z0-9_\-./]{0,12}", fullmatch=True))
+@settings(max_examples=300, deadline=None)
+def test_bare_strings_parse_back(text: str) -> None:
+    """The unquoted path: identifier-like strings are emitted bare only when Hydra reads them back."""
+    assert composed_value(f"name={quote_string(text)}") == ("name", text)
+
+
 @pytest.fixture(scope="module")
 def compose_app() -> Iterator[None]:
     GlobalHydra.instance().clear()

@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from decimal import Decimal, InvalidOperation
 
 from hydra_vertex.errors import ShimError
 from hydra_vertex.search_space import Param, SearchSpace, category_string
@@ -63,6 +62,7 @@ _KEYWORDS = frozenset({"null", "true", "false", "nan", "inf", "infinity"})
 _INTERPOLATION_RE = re.compile(r"(\\*)\$\{")
 _QUOTE_RE = re.compile(r"(\\*)(')")
 _TRAILING_BACKSLASHES_RE = re.compile(r"(\\*)$")
+_INT_RE = re.compile(r"[+-]?[0-9]+")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -83,16 +83,24 @@ def quote_string(text: str) -> str:
     return f"'{escaped}'"
 
 
-def _number(param: Param, raw: Value) -> Decimal:
+def _number(param: Param, raw: Value) -> int | float:
+    """The trial value as a finite number (an exact ``int`` for plain integer text)."""
     if isinstance(raw, bool):
         raise ShimError(f"parameter {param.parameter_id!r}: expected a number, got {raw!r}")
-    try:
-        number = Decimal(raw.strip()) if isinstance(raw, str) else Decimal(raw)
-    except (InvalidOperation, ValueError):
-        raise ShimError(
-            f"parameter {param.parameter_id!r}: {raw!r} is not a number ({param.kind} parameter)"
-        ) from None
-    if not number.is_finite():
+    number: int | float
+    if isinstance(raw, int | float):
+        number = raw
+    elif param.is_int and _INT_RE.fullmatch(raw.strip()):
+        number = int(raw.strip())
+    else:
+        try:
+            number = float(raw)
+        except ValueError:
+            raise ShimError(
+                f"parameter {param.parameter_id!r}: {raw!r} is not a number "
+                f"({param.kind} parameter)"
+            ) from None
+    if isinstance(number, float) and not math.isfinite(number):
         raise ShimError(
             f"parameter {param.parameter_id!r}: {raw!r} is not a finite number; NaN and "
             f"infinities cannot be trial values"
@@ -143,7 +151,7 @@ def format_value(param: Param, raw: Value) -> str:
         return quote_string(typed)
     number = _number(param, raw)
     if param.is_int:
-        if number != number.to_integral_value():
+        if isinstance(number, float) and not number.is_integer():
             raise ShimError(
                 f"parameter {param.parameter_id!r} is an integer ({_describe(param)}), but the "
                 f"trial value {raw!r} is not a whole number"
@@ -151,9 +159,7 @@ def format_value(param: Param, raw: Value) -> str:
         as_int = int(number)
         _check_in_space(param, float(as_int), raw)
         return str(as_int)
-    as_float = float(number) if isinstance(raw, str) else float(raw)
-    if not math.isfinite(as_float):
-        raise ShimError(f"parameter {param.parameter_id!r}: {raw!r} overflows a float")
+    as_float = float(number)
     _check_in_space(param, as_float, raw)
     return repr(as_float)
 
