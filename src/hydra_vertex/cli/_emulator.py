@@ -1,9 +1,66 @@
-"""`hydra-vertex` subcommands: emulator (placeholder until its issue lands)."""
+"""`hydra-vertex emulator`: run the local Vertex AI emulator in the foreground."""
 
 from __future__ import annotations
 
+import argparse
+import os
+import signal
+import threading
 from typing import Any
+
+from hydra_vertex.errors import UsageError
 
 
 def register(sub: Any) -> None:
-    del sub
+    p = sub.add_parser(
+        "emulator",
+        help="run the local Vertex AI emulator (custom and tuning jobs) in the foreground",
+        description="Serve the Vertex AI v1 REST subset hydra-vertex uses. Writes "
+        "STATE_DIR/endpoint.json (endpoint, token; mode 0600).",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
+    p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    p.add_argument("--state-dir", default=".hydra-vertex/emulator", help="durable state directory")
+    p.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="run image NAME from local directory DIR (repeatable)",
+    )
+    p.add_argument("--seed", type=int, default=None, help="seed for trial suggestions")
+    p.set_defaults(func=_run)
+
+
+def _parse_images(items: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, directory = item.partition("=")
+        if not sep or not name or not directory:
+            raise UsageError(f"--image {item!r} must be NAME=DIR")
+        if not os.path.isdir(directory):
+            raise UsageError(f"--image {item!r}: {directory!r} is not a directory")
+        out[name] = directory
+    return out
+
+
+def _run(args: argparse.Namespace) -> int:
+    from hydra_vertex.emulator import start
+
+    images = _parse_images(args.image)
+    handle = start(args.state_dir, port=args.port, host=args.host, images=images, seed=args.seed)
+    print(
+        f"hydra-vertex emulator listening on {handle.endpoint} "
+        f"(state: {args.state_dir}; token in endpoint.json)",
+        flush=True,
+    )
+    done = threading.Event()
+
+    def stop(signum: int, frame: object) -> None:
+        done.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    done.wait()
+    handle.stop()
+    return 0

@@ -1,0 +1,106 @@
+"""A local emulator of the Vertex AI API subset hydra-vertex uses (custom and tuning jobs).
+
+``start(state_dir)`` runs one in this process (tests, ``hydra-vertex run --local``);
+``connect(state_dir)`` points the aiplatform SDK at a running one through its ``endpoint.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra_vertex.errors import EmulatorError
+
+__all__ = ["EmulatorHandle", "connect", "start", "write_endpoint_file"]
+
+
+@dataclass
+class EmulatorHandle:
+    endpoint: str
+    token: str
+    state_dir: Path
+    _emulator: Any = field(repr=False)
+    _thread: threading.Thread = field(repr=False)
+
+    def stop(self) -> None:
+        httpd = self._emulator.httpd
+        if httpd is not None:
+            httpd.shutdown()
+            httpd.server_close()
+        self._thread.join(timeout=10)
+        self._emulator.shutdown()
+
+    def __enter__(self) -> EmulatorHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start(
+    state_dir: str | os.PathLike[str],
+    port: int = 0,
+    host: str = "127.0.0.1",
+    images: dict[str, str] | None = None,
+    token: str | None = None,
+    seed: int | None = None,
+) -> EmulatorHandle:
+    """Start an emulator in a background thread; writes ``state_dir/endpoint.json``."""
+    from hydra_vertex.emulator.server import Emulator
+
+    emulator = Emulator(state_dir, image_map=images, token=token, seed=seed)
+    try:
+        httpd = emulator.serve(host, port)
+    except BaseException:
+        emulator.shutdown()
+        raise
+    write_endpoint_file(Path(state_dir), emulator.endpoint, emulator.token)
+    emulator.resume()
+    thread = threading.Thread(target=httpd.serve_forever, name="emulator-http", daemon=True)
+    thread.start()
+    return EmulatorHandle(emulator.endpoint, emulator.token, Path(state_dir), emulator, thread)
+
+
+def write_endpoint_file(state_dir: Path, endpoint: str, token: str) -> Path:
+    path = state_dir / "endpoint.json"
+    tmp = state_dir / ".endpoint.json.tmp"
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"endpoint": endpoint, "token": token}, f)
+    os.replace(tmp, path)
+    return path
+
+
+def connect(
+    state_dir: str | os.PathLike[str],
+    project: str = "local-project",
+    location: str = "us-central1",
+    **init_kwargs: Any,
+) -> dict[str, str]:
+    """``aiplatform.init`` against the emulator whose ``endpoint.json`` is in ``state_dir``."""
+    path = Path(state_dir) / "endpoint.json"
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise EmulatorError(
+            f"cannot read {str(path)!r} ({e}); start one with 'hydra-vertex emulator "
+            f"--state-dir {state_dir}'"
+        ) from None
+    from google.cloud import aiplatform
+
+    from hydra_vertex.vertex import bearer_credentials
+
+    aiplatform.init(
+        project=project,
+        location=location,
+        api_endpoint=info["endpoint"],
+        api_transport="rest",
+        credentials=bearer_credentials(info.get("token")),
+        **init_kwargs,
+    )
+    return {"endpoint": info["endpoint"], "token": info.get("token", "")}

@@ -1,0 +1,183 @@
+"""Durable emulator state, kept apart from the handlers.
+
+Layout under the state directory::
+
+    state.json                      {"schema_version": N}
+    LOCK                            flock held by the one server using this directory
+    jobs/<collection>/<id>.json     {"resource": <proto-JSON dict>, "internal": {...}}
+    runs/<job id>/<trial id>/       one directory per trial or custom job (logs, metrics, outputs)
+    storage/<bucket>/<path>         the local backing of gs:// locations
+
+Every write goes to a temporary file in the same directory and is renamed into place, so a
+``kill -9`` leaves either the old or the new record, never a torn one.
+"""
+
+from __future__ import annotations
+
+import copy
+import fcntl
+import json
+import os
+import re
+import secrets
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from hydra_vertex.errors import EmulatorError
+
+SCHEMA_VERSION = 1
+COLLECTIONS = ("customJobs", "hyperparameterTuningJobs")
+_ID_RE = re.compile(r"^[0-9]{1,32}$")
+
+Record = dict[str, Any]
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, separators=(",", ":"))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def valid_id(job_id: str) -> bool:
+    return bool(_ID_RE.match(job_id))
+
+
+class Store:
+    """Jobs by collection and id, in memory and on disk. Thread-safe; one process per directory."""
+
+    def __init__(self, state_dir: str | os.PathLike[str]) -> None:
+        self.root = Path(state_dir).absolute()
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.root.is_symlink():
+            raise EmulatorError(f"state directory {str(self.root)!r} must not be a symlink")
+        self._lock = threading.RLock()
+        self._lock_fd = self._acquire_dir_lock()
+        self._check_schema()
+        self._records: dict[str, dict[str, Record]] = {c: {} for c in COLLECTIONS}
+        self._load()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def _acquire_dir_lock(self) -> int:
+        fd = os.open(self.root / "LOCK", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise EmulatorError(
+                f"another emulator is already using state directory {str(self.root)!r} "
+                "(stop it, or pass a different --state-dir)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        return fd
+
+    def close(self) -> None:
+        with self._lock:
+            if self._lock_fd >= 0:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                os.close(self._lock_fd)
+                self._lock_fd = -1
+
+    def _check_schema(self) -> None:
+        path = self.root / "state.json"
+        if path.is_symlink():
+            raise EmulatorError(f"{str(path)!r} is a symlink; refusing to use it")
+        if not path.exists():
+            atomic_write_json(path, {"schema_version": SCHEMA_VERSION})
+            return
+        version = json.loads(path.read_text()).get("schema_version")
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise EmulatorError(
+                f"state directory {str(self.root)!r} has schema_version {version!r}, newer than "
+                f"this emulator's {SCHEMA_VERSION}: upgrade hydra-vertex or use another --state-dir"
+            )
+
+    def _load(self) -> None:
+        for collection in COLLECTIONS:
+            directory = self.root / "jobs" / collection
+            if not directory.is_dir():
+                continue
+            for path in directory.glob("*.json"):
+                if path.is_symlink() or not valid_id(path.stem):
+                    continue  # planted or foreign files are ignored, never followed
+                try:
+                    self._records[collection][path.stem] = json.loads(path.read_text())
+                except (OSError, ValueError):
+                    continue
+
+    # -- records ---------------------------------------------------------------------------------
+    def _path(self, collection: str, job_id: str) -> Path:
+        if collection not in COLLECTIONS or not valid_id(job_id):
+            raise EmulatorError(f"invalid resource {collection}/{job_id!r}")
+        return self.root / "jobs" / collection / f"{job_id}.json"
+
+    def new_id(self, collection: str) -> str:
+        with self._lock:
+            while True:
+                job_id = str(10**17 + secrets.randbelow(9 * 10**17))
+                if job_id not in self._records[collection]:
+                    return job_id
+
+    def put(self, collection: str, job_id: str, record: Record) -> None:
+        with self._lock:
+            atomic_write_json(self._path(collection, job_id), record)
+            self._records[collection][job_id] = copy.deepcopy(record)
+
+    def get(self, collection: str, job_id: str) -> Record | None:
+        with self._lock:
+            rec = self._records.get(collection, {}).get(job_id)
+            return copy.deepcopy(rec) if rec is not None else None
+
+    def update(self, collection: str, job_id: str, fn: Callable[[Record], None]) -> Record:
+        """Apply ``fn`` to a copy of the record under the lock and persist it atomically."""
+        with self._lock:
+            rec = self._records[collection].get(job_id)
+            if rec is None:
+                raise KeyError(job_id)
+            new = copy.deepcopy(rec)
+            fn(new)
+            self.put(collection, job_id, new)
+            return copy.deepcopy(new)
+
+    def delete(self, collection: str, job_id: str) -> None:
+        with self._lock:
+            self._path(collection, job_id).unlink(missing_ok=True)
+            self._records[collection].pop(job_id, None)
+
+    def items(self, collection: str) -> Iterator[tuple[str, Record]]:
+        with self._lock:
+            snapshot = copy.deepcopy(self._records[collection])
+        return iter(sorted(snapshot.items()))
+
+    # -- directories -----------------------------------------------------------------------------
+    def run_dir(self, job_id: str, trial_id: str | None = None) -> Path:
+        parts = [job_id] + ([trial_id] if trial_id else [])
+        if not all(valid_id(p) for p in parts):
+            raise EmulatorError(f"invalid run directory {parts!r}")
+        return self.root.joinpath("runs", *parts)
+
+    @property
+    def storage_root(self) -> Path:
+        return self.root / "storage"
+
+    def local_path(self, uri: str) -> Path:
+        """The local backing of a ``gs://bucket/path`` URI, confined to the storage root."""
+        if not uri.startswith("gs://"):
+            raise EmulatorError(f"{uri!r} is not a gs:// URI")
+        rel = uri[len("gs://") :].strip("/")
+        parts = [p for p in rel.split("/") if p]
+        if not parts or any(p in (".", "..") or "\0" in p for p in parts):
+            raise EmulatorError(f"gs:// URI {uri!r} has an empty, '.' or '..' segment")
+        path = self.storage_root.joinpath(*parts)
+        return path

@@ -1,0 +1,82 @@
+"""Fault handling, through the real SDK: each asserts trial state, reason, failures, job state, and
+that no process is left behind."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from _helpers import no_trial_processes, tuning_job
+
+from hydra_vertex.emulator import EmulatorHandle
+
+
+def _run_failing(job: Any, **run_kwargs: Any) -> None:
+    with pytest.raises(RuntimeError):
+        job.run(**run_kwargs)
+    assert job.state.name == "JOB_STATE_FAILED"
+
+
+@pytest.mark.parametrize(
+    ("mode", "reason"),
+    [
+        pytest.param("crash", "exited with code 3", id="crash-before-report"),
+        pytest.param("nometric", "reported no metric", id="no-metric"),
+        pytest.param("wrongtag", "tags seen: ['loss']", id="wrong-tag"),
+        pytest.param("nan", "non-finite", id="nan"),
+        pytest.param("signal", "killed by signal 9", id="killed-by-signal"),
+    ],
+)
+def test_failing_trials_end_infeasible(
+    sdk: Any, emulator: EmulatorHandle, mode: str, reason: str
+) -> None:
+    job = tuning_job(sdk, mode, max_trials=3, max_failed=2)
+    _run_failing(job)
+    trials = job.trials
+    assert len(trials) == 2  # the job stops at max_failed_trial_count
+    for t in trials:
+        assert t.state.name == "INFEASIBLE"
+        assert reason in t.infeasible_reason
+    assert "2 trials failed" in job.gca_resource.error.message
+    assert no_trial_processes(emulator.state_dir)
+
+
+def test_crash_reason_has_log_tail(sdk: Any) -> None:
+    job = tuning_job(sdk, "crash", max_trials=1)
+    _run_failing(job)
+    assert "crashing on purpose" in job.trials[0].infeasible_reason
+
+
+def test_every_trial_failing_fails_the_job(sdk: Any) -> None:
+    job = tuning_job(sdk, "crash", max_trials=3, parallel=2, max_failed=0)
+    _run_failing(job)
+    assert [t.state.name for t in job.trials] == ["INFEASIBLE"] * 3
+
+
+def test_timeout_kills_the_process_group(sdk: Any, emulator: EmulatorHandle) -> None:
+    job = tuning_job(sdk, "hang", max_trials=1)
+    _run_failing(job, timeout=3)
+    (trial,) = job.trials
+    assert "scheduling.timeout" in trial.infeasible_reason
+    assert list(emulator.state_dir.rglob("grandchild.pid")), "the app did not start its grandchild"
+    assert no_trial_processes(emulator.state_dir)
+
+
+def test_cancel_mid_run(sdk: Any, emulator: EmulatorHandle) -> None:
+    job = tuning_job(sdk, "hang", max_trials=4, parallel=2)
+    job.run(sync=False)
+    job.wait_for_resource_creation()
+    deadline = time.monotonic() + 60
+    while not list(emulator.state_dir.rglob("grandchild.pid")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    job.cancel()
+    while time.monotonic() < deadline:
+        job._sync_gca_resource()
+        if job.state.name == "JOB_STATE_CANCELLED":
+            break
+        assert job.state.name in ("JOB_STATE_RUNNING", "JOB_STATE_CANCELLING")
+        time.sleep(0.2)
+    assert job.state.name == "JOB_STATE_CANCELLED"
+    assert job.gca_resource.error.code == 1
+    assert no_trial_processes(emulator.state_dir)
