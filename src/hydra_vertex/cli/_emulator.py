@@ -19,7 +19,7 @@ def register(sub: Any) -> None:
         "STATE_DIR/endpoint.json (endpoint, token; mode 0600).",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
-    p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    p.add_argument("--port", type=_port, default=0, help="port (default: a free one)")
     p.add_argument("--state-dir", default=".hydra-vertex/emulator", help="durable state directory")
     p.add_argument(
         "--image",
@@ -30,6 +30,16 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--seed", type=int, default=None, help="seed for trial suggestions")
     p.set_defaults(func=_run)
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0-65535 (0: a free one), got {port}")
+    return port
 
 
 def _parse_images(items: list[str]) -> dict[str, str]:

@@ -55,6 +55,12 @@ def start(
     emulator = Emulator(state_dir, image_map=images, token=token, seed=seed)
     try:
         httpd = emulator.serve(host, port)
+    except OSError as e:
+        emulator.shutdown()
+        raise EmulatorError(
+            f"cannot listen on {host}:{port}: {e.strerror or e} (choose another --port, or 0 "
+            f"for a free one)"
+        ) from None
     except BaseException:
         emulator.shutdown()
         raise
