@@ -405,11 +405,7 @@ class TuningJobRunner(JobRunner):
         run_dir = self.store.run_dir(self.job_id, tid)
         reason = describe_exit(outcome, run_dir)
         entries, seen = read_metric_file(run_dir / "metrics" / "output.metrics", metric)
-        measurements = [
-            {"stepCount": str(s), "metrics": [{"metricId": metric, "value": v}]}
-            for s, v in entries
-            if math.isfinite(v)
-        ]
+        measurements = _measurements(entries, metric)
         if reason is None and not entries:
             reason = (
                 f"reported no metric {metric!r}; tags seen: {sorted(seen)}"
@@ -421,16 +417,7 @@ class TuningJobRunner(JobRunner):
             if not math.isfinite(value):
                 reason = f"reported a non-finite value ({value}) for metric {metric!r}"
             else:
-                self._set_trial(
-                    tid,
-                    state="SUCCEEDED",
-                    endTime=now(),
-                    measurements=measurements,
-                    finalMeasurement={
-                        "stepCount": str(step),
-                        "metrics": [{"metricId": metric, "value": value}],
-                    },
-                )
+                self._succeed(tid, entries, metric, step, value)
                 return
         self._set_trial(
             tid,
@@ -483,22 +470,33 @@ class TuningJobRunner(JobRunner):
             if (best < median) if maximize else (best > median):
                 proc.kill()
                 del running[tid]
-                measurements = [
-                    {"stepCount": str(s), "metrics": [{"metricId": metric, "value": v}]}
-                    for s, v in entries
-                ]
                 fstep, fvalue = select_measurement(entries, selection, maximize)
-                self._set_trial(
-                    tid,
-                    state="SUCCEEDED",
-                    endTime=now(),
-                    measurements=measurements,
-                    finalMeasurement={
-                        "stepCount": str(fstep),
-                        "metrics": [{"metricId": metric, "value": fvalue}],
-                    },
+                self._succeed(
+                    tid, entries, metric, fstep, fvalue,
                     _early_stopped=f"best {best} at step {step} worse than median {median}",
                 )
+
+    def _succeed(
+        self,
+        tid: str,
+        entries: list[tuple[int, float]],
+        metric: str,
+        step: int,
+        value: float,
+        **extra: Any,
+    ) -> None:
+        """End a trial SUCCEEDED with its measurements and the selected final measurement."""
+        self._set_trial(
+            tid,
+            state="SUCCEEDED",
+            endTime=now(),
+            measurements=_measurements(entries, metric),
+            finalMeasurement={
+                "stepCount": str(step),
+                "metrics": [{"metricId": metric, "value": value}],
+            },
+            **extra,
+        )
 
     def _stop_all(self, running: dict[str, executor.TrialProcess], why: str) -> None:
         for tid, proc in list(running.items()):
@@ -559,3 +557,12 @@ def _kill_leftover(info: dict[str, Any]) -> None:
     # a vanished leader cannot have had its pid (= the group id) reused while the group lives
     if pid > 0 and (current is None or info.get("start") is None or current == info.get("start")):
         executor.kill_group(pid, None)
+
+
+def _measurements(entries: list[tuple[int, float]], metric: str) -> list[dict[str, Any]]:
+    """Proto-JSON measurements for the finite (step, value) entries of a metric file."""
+    return [
+        {"stepCount": str(s), "metrics": [{"metricId": metric, "value": v}]}
+        for s, v in entries
+        if math.isfinite(v)
+    ]
