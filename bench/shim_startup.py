@@ -85,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
             "HYDRA_FULL_ERROR": "1",
         }
         env.pop("CLOUD_ML_TRIAL_ID", None)
+        # A trial container has bytecode caches; with PYTHONDONTWRITEBYTECODE set (as on some dev
+        # machines) every start would compile hydra-vertex, Hydra and OmegaConf from source.
+        if env.pop("PYTHONDONTWRITEBYTECODE", None):
+            print("note: runs without PYTHONDONTWRITEBYTECODE (bytecode cached, as in trials)")
         py = sys.executable
         overrides = ["+lr=0.01", "+batch_size=256", "+name='a, b=c [d]'", "hydra.run.dir=out"]
         # hydra.run.dir=out is an app argument; the trial arguments come last, as Vertex sends them.
