@@ -340,12 +340,7 @@ def _parse_entry(raw_key: str, spec: Any, source: str) -> Param:
     new_key = raw_key.startswith("+")
     key = raw_key[1:] if new_key else raw_key
     where = f"{source}: parameter {raw_key!r}"
-    if not key or any(c.isspace() for c in key):
-        raise SearchSpaceError(f"{where}: a parameter key must be non-empty with no whitespace")
-    if key == "hydra" or key.startswith("hydra."):
-        raise SearchSpaceError(
-            f"{where}: 'hydra.*' keys configure Hydra itself and cannot be tuned"
-        )
+    _check_key(key, where)  # before Hydra's parser, whose message for "a b=..." is obscure
     parent: str | None = None
     parent_values: tuple[Primitive, ...] = ()
     if isinstance(spec, Mapping):
@@ -557,14 +552,18 @@ def _validate_space(space: SearchSpace) -> None:
             )
 
 
-def _validate_param(p: Param, src: str) -> None:
-    where = f"{src}: parameter {p.key!r}"
-    if not p.key or _ID_RE.search(p.key):
+def _check_key(key: str, where: str) -> None:
+    if not key or _ID_RE.search(key):
         raise SearchSpaceError(f"{where}: parameter ids must be non-empty with no whitespace")
-    if p.key == "hydra" or p.key.startswith("hydra."):
+    if key == "hydra" or key.startswith("hydra."):
         raise SearchSpaceError(
             f"{where}: 'hydra.*' keys configure Hydra itself and cannot be tuned"
         )
+
+
+def _validate_param(p: Param, src: str) -> None:
+    where = f"{src}: parameter {p.key!r}"
+    _check_key(p.key, where)
     if p.kind in ("DOUBLE", "INTEGER"):
         if p.low is None or p.high is None:
             raise SearchSpaceError(f"{where}: {p.kind} needs min and max")
