@@ -699,3 +699,18 @@ def load_cached(path: str | os.PathLike[str]) -> SearchSpace:
     except OSError:
         pass  # a read-only home is fine: we just parse again next time
     return space
+
+
+def load_json(text: str, source: str = "<json>") -> SearchSpace:
+    """A space from ``SearchSpace.to_dict()`` as JSON (no Hydra import: the shim's fast path)."""
+    try:
+        data = json.loads(text)
+        if not isinstance(data, Mapping):
+            raise TypeError(f"expected a JSON object, got {type(data).__name__}")
+        return replace(SearchSpace.from_dict(data), source=source)
+    except SearchSpaceError:
+        raise
+    except (ValueError, KeyError, TypeError) as e:
+        raise SearchSpaceError(
+            f"{source}: not a compiled search space (SearchSpace.to_dict() as JSON): {e}"
+        ) from None

@@ -3,6 +3,10 @@
 Usage::
 
     hydra-vertex-shim --search-space FILE -- APP_COMMAND... [TRIAL_ARGS...]
+    hydra-vertex-shim --search-space-json JSON -- APP_COMMAND... [TRIAL_ARGS...]
+
+``--search-space-json`` carries the parsed space (``SearchSpace.to_dict()``) inline: the
+pipeline's trials use it, so the space need not be a file inside the image.
 
 The shim loads the search space (from the content-hash cache, so Hydra is not imported), turns the
 trailing trial arguments Vertex appended (``--lr=0.01``, ``--lr 0.01``) into Hydra overrides
@@ -19,7 +23,11 @@ import sys
 from collections.abc import Sequence
 
 PROG = "hydra-vertex-shim"
-USAGE = f"usage: {PROG} --search-space FILE -- APP_COMMAND... [TRIAL_ARGS...]"
+USAGE = (
+    f"usage: {PROG} (--search-space FILE | --search-space-json JSON) -- APP_COMMAND... "
+    "[TRIAL_ARGS...]"
+)
+_JSON_PREFIX = "json:"
 
 
 class _Usage(Exception):
@@ -33,7 +41,7 @@ def _parse(argv: Sequence[str]) -> tuple[str, list[str]]:
         arg = argv[i]
         if arg == "--":
             if space is None:
-                raise _Usage("--search-space FILE is required")
+                raise _Usage("--search-space FILE (or --search-space-json JSON) is required")
             command = list(argv[i + 1 :])
             if not command:
                 raise _Usage("no app command after '--'")
@@ -48,6 +56,12 @@ def _parse(argv: Sequence[str]) -> tuple[str, list[str]]:
             space = arg.split("=", 1)[1]
             i += 1
             continue
+        if arg == "--search-space-json":
+            if i + 1 >= len(argv):
+                raise _Usage("--search-space-json needs a JSON document")
+            space = _JSON_PREFIX + argv[i + 1]
+            i += 2
+            continue
         raise _Usage(f"unexpected argument {arg!r} before '--'")
     raise _Usage("missing '--' before the app command")
 
@@ -61,9 +75,12 @@ def _error(message: str, code: int = 2) -> int:
 def build_command(space_file: str, command: Sequence[str]) -> list[str]:
     """The app command line the shim executes (app args + trial overrides + shim overrides)."""
     from hydra_vertex.overrides import convert_argv, shim_overrides
-    from hydra_vertex.search_space import load_cached
+    from hydra_vertex.search_space import load_cached, load_json
 
-    space = load_cached(space_file)
+    if space_file.startswith(_JSON_PREFIX):
+        space = load_json(space_file[len(_JSON_PREFIX) :], source="--search-space-json")
+    else:
+        space = load_cached(space_file)
     app, overrides = convert_argv(space, command)
     return [*app, *overrides, *shim_overrides(space, app, os.environ)]
 

@@ -77,3 +77,41 @@ def init_aiplatform(
         init_kwargs["credentials"] = bearer_credentials(resolved.token)
     aiplatform.init(**init_kwargs)
     return resolved
+
+
+def job_client(location: str, endpoint: str | None = None) -> Any:
+    """A v1 ``JobServiceClient`` for ``location``: the emulator over REST, or Google's regional
+    endpoint as the aiplatform SDK computes it (never hard-coded here)."""
+    from google.cloud import aiplatform_v1
+
+    resolved = resolve_endpoint(endpoint)
+    if resolved.is_emulator:
+        return aiplatform_v1.JobServiceClient(
+            transport="rest",
+            client_options={"api_endpoint": resolved.api_endpoint},
+            credentials=bearer_credentials(resolved.token),
+        )
+    if resolved.api_endpoint:
+        return aiplatform_v1.JobServiceClient(
+            client_options={"api_endpoint": resolved.api_endpoint}
+        )
+    from google.cloud.aiplatform import initializer
+
+    options = initializer.global_config.get_client_options(location_override=location)
+    return aiplatform_v1.JobServiceClient(client_options=options)
+
+
+def api_base(location: str, endpoint: str | None = None) -> str:
+    """``https://<regional endpoint>/v1/`` (or the emulator's URL): the prefix of resource URIs."""
+    resolved = resolve_endpoint(endpoint)
+    if resolved.api_endpoint:
+        base = resolved.api_endpoint
+    else:
+        from google.cloud.aiplatform import initializer
+
+        base = str(
+            initializer.global_config.get_client_options(location_override=location).api_endpoint
+        )
+    if "://" not in base:
+        base = f"https://{base}"
+    return f"{base.rstrip('/')}/v1/"

@@ -1,0 +1,140 @@
+"""Create-once, wait and cancel for Vertex jobs (tuning and custom), through the v1 GAPIC client.
+
+Creating a job is not idempotent, and a pipeline task can be restarted after it created one. So a
+launcher first looks for the job it created: the ``gcp_resources`` file it wrote (as the
+google-cloud-pipeline-components launchers do), then a job carrying its idempotency label (a hash
+of the pipeline run and task, stable across restarts). Only if neither exists does it create one.
+
+Waiting polls ``get`` through :mod:`hydra_vertex.retries` (429/5xx are retried), and SIGTERM (the
+pipeline was cancelled) cancels the job before the launcher exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from hydra_vertex import gcp_resources, retries
+
+LAUNCH_LABEL = "hydra-vertex-launch"
+TERMINAL = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One job collection of the v1 ``JobService``."""
+
+    resource_type: str  # as written in gcp_resources
+    method: str  # the GAPIC method suffix: ``hyperparameter_tuning_job`` / ``custom_job``
+
+    def call(self, client: Any, verb: str, **kwargs: Any) -> Any:
+        plural = "s" if verb == "list" else ""
+        return getattr(client, f"{verb}_{self.method}{plural}")(**kwargs)
+
+
+TUNING = Kind("HyperparameterTuningJob", "hyperparameter_tuning_job")
+CUSTOM = Kind("CustomJob", "custom_job")
+
+
+def idempotency_value(key: str) -> str:
+    """A label value (lowercase hex, <= 63 chars) for a launch key such as ``<run>/<task>``."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:40]
+
+
+def state_name(job: Any) -> str:
+    state = job.state
+    return str(getattr(state, "name", state))
+
+
+def find_existing(client: Any, kind: Kind, parent: str, label_value: str) -> Any | None:
+    """The newest job under ``parent`` that carries our launch label, or None.
+
+    The filter is sent (Vertex applies it) and checked again here (an emulator may ignore it).
+    """
+    request = {"parent": parent, "filter": f'labels.{LAUNCH_LABEL}="{label_value}"'}
+    pager = retries.call(lambda: kind.call(client, "list", request=request), "list jobs")
+    found = [j for j in pager if dict(j.labels).get(LAUNCH_LABEL) == label_value]
+    if not found:
+        return None
+    return max(found, key=lambda j: (j.create_time.timestamp() if j.create_time else 0, j.name))
+
+
+def create_once(
+    client: Any,
+    kind: Kind,
+    parent: str,
+    job: Any,
+    *,
+    key: str,
+    gcp_resources_path: str | None,
+    api_base: str,
+    log: Callable[[str], None] = print,
+) -> str:
+    """Create ``job`` unless this launch already did; returns the job's resource name."""
+    if gcp_resources_path:
+        name = gcp_resources.read(gcp_resources_path, kind.resource_type)
+        if name:
+            log(f"resuming {kind.resource_type} {name} (from gcp_resources)")
+            return name
+    label_value = idempotency_value(key)
+    existing = find_existing(client, kind, parent, label_value)
+    if existing is not None:
+        log(f"resuming {kind.resource_type} {existing.name} (found by its launch label)")
+        name = str(existing.name)
+    else:
+        job.labels[LAUNCH_LABEL] = label_value
+        # Not retried: a create that failed with 5xx may still have created the job; the label
+        # finds it on the next attempt of the task.
+        created = kind.call(client, "create", parent=parent, **{kind.method: job})
+        name = str(created.name)
+        log(f"created {kind.resource_type} {name}")
+    if gcp_resources_path:
+        gcp_resources.write(gcp_resources_path, kind.resource_type, name, api_base)
+    return name
+
+
+def wait(
+    client: Any,
+    kind: Kind,
+    name: str,
+    *,
+    poll_seconds: float,
+    on_poll: Callable[[Any], None] | None = None,
+) -> Any:
+    """Poll until the job is in a terminal state; returns the final job."""
+    while True:
+        job = retries.call(lambda: kind.call(client, "get", name=name), f"get {name}")
+        if on_poll is not None:
+            on_poll(job)
+        if state_name(job) in TERMINAL:
+            return job
+        time.sleep(poll_seconds)
+
+
+@contextlib.contextmanager
+def cancel_on_sigterm(client: Any, kind: Kind, name: str) -> Iterator[None]:
+    """While inside, SIGTERM cancels the job, then exits 143 (as the signal would)."""
+
+    def handler(signum: int, frame: Any) -> None:
+        print(f"hydra-vertex: SIGTERM: cancelling {name}", file=sys.stderr, flush=True)
+        with contextlib.suppress(Exception):
+            retries.call(
+                lambda: kind.call(client, "cancel", name=name), f"cancel {name}", attempts=3
+            )
+        raise SystemExit(128 + signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

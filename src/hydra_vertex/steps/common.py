@@ -1,0 +1,80 @@
+"""Small pieces the steps share: where outputs go, W&B variables, logging, the job client."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from hydra_vertex.errors import UsageError
+
+DEFAULT_POLL_SECONDS = 30.0
+EMULATOR_POLL_SECONDS = 0.5
+_WANDB_VARS = {
+    "project": "WANDB_PROJECT",
+    "entity": "WANDB_ENTITY",
+    "mode": "WANDB_MODE",
+    "watch": "WANDB_WATCH",
+}
+
+
+def log(message: str) -> None:
+    print(f"[hydra-vertex] {message}", flush=True)
+
+
+def parent(project: str, location: str) -> str:
+    return f"projects/{project}/locations/{location}"
+
+
+def run_dir(staging_bucket: str, name: str, launch_key: str) -> str:
+    """``<staging_bucket>/<name>/<run>``: where one pipeline run's jobs write (gs://)."""
+    from hydra_vertex.jobs import idempotency_value
+
+    if not staging_bucket.startswith("gs://"):
+        raise UsageError(f"staging_bucket must be a gs:// URI, got {staging_bucket!r}")
+    return f"{staging_bucket.rstrip('/')}/{name}/{idempotency_value(launch_key)[:16]}"
+
+
+def poll_seconds() -> float:
+    from hydra_vertex.vertex import resolve_endpoint
+
+    return EMULATOR_POLL_SECONDS if resolve_endpoint().is_emulator else DEFAULT_POLL_SECONDS
+
+
+def wandb_env(
+    settings: Mapping[str, Any], role: str, group: str = "", name: str = ""
+) -> dict[str, str]:
+    """W&B variables for ``role`` ``trial`` or ``retrain`` from the job file's ``wandb`` section.
+
+    Trials upload no model (``WANDB_LOG_MODEL=false``); the retrain logs it at the end unless the
+    job file says otherwise, and is named ``<name>-retrain`` in the tuning job's group.
+    """
+    env = {var: str(settings[key]) for key, var in _WANDB_VARS.items() if settings.get(key)}
+    tags = settings.get("tags")
+    if tags:
+        env["HYDRA_VERTEX_WANDB_TAGS"] = ",".join(str(t) for t in tags)
+    if role == "trial":
+        env["WANDB_LOG_MODEL"] = "false"
+    else:
+        log_model = settings.get("log_model", "end")
+        env["WANDB_LOG_MODEL"] = str(log_model).lower() if log_model is not None else "end"
+        env["WANDB_JOB_TYPE"] = "retrain"
+        if name:
+            env["WANDB_NAME"] = f"{name}-retrain"
+        if group:
+            env["WANDB_RUN_GROUP"] = group
+    return env
+
+
+def env_list(env: Mapping[str, str]) -> list[dict[str, str]]:
+    return [{"name": k, "value": v} for k, v in sorted(env.items())]
+
+
+def job_client(location: str) -> Any:
+    from hydra_vertex.vertex import job_client as make
+
+    return make(location)
+
+
+def fail(message: str) -> None:
+    print(f"[hydra-vertex] error: {message}", file=sys.stderr, flush=True)

@@ -1,0 +1,119 @@
+"""The ``retrain`` step: a custom job that runs the app with the winning overrides.
+
+The command is ``<app command> <best overrides> <retrain overrides>``. A retrain override for a
+key the tuning also set wins (the tuned one is dropped), so ``trainer.max_iter=100`` after tuning
+``trainer.max_iter`` trains 100 iterations. The model goes to ``AIP_MODEL_DIR``, which Vertex sets
+to ``<run dir>/retrain/model/``; that URI is the step's output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from hydra_vertex import jobs
+from hydra_vertex.errors import TuningError
+from hydra_vertex.steps import common
+
+
+def override_key(override: str) -> str:
+    """``+a.b=1`` -> ``a.b``: the key an override sets (Hydra's ``+``/``++``/``~`` dropped)."""
+    return override.split("=", 1)[0].lstrip("+~").strip()
+
+
+def merge_overrides(best: Sequence[str], final: Sequence[str]) -> list[str]:
+    """The winner's overrides, then the final-run ones; a final-run key replaces a tuned one."""
+    final_keys = {override_key(o) for o in final}
+    return [o for o in best if override_key(o) not in final_keys] + list(final)
+
+
+def custom_job(
+    *,
+    display_name: str,
+    image_uri: str,
+    command: Sequence[str],
+    machine_type: str,
+    service_account: str,
+    base_output_dir: str,
+    env: Mapping[str, str],
+) -> Any:
+    from google.cloud.aiplatform_v1 import types
+
+    spec: dict[str, Any] = {
+        "worker_pool_specs": [
+            {
+                "machine_spec": {"machine_type": machine_type},
+                "replica_count": 1,
+                "container_spec": {
+                    "image_uri": image_uri,
+                    "command": list(command),
+                    "args": [],
+                    "env": common.env_list(env),
+                },
+            }
+        ],
+        "base_output_directory": {"output_uri_prefix": base_output_dir},
+    }
+    if service_account:
+        spec["service_account"] = service_account
+    return types.CustomJob(display_name=display_name, job_spec=spec)
+
+
+def retrain(
+    *,
+    project: str,
+    location: str,
+    name: str,
+    image_uri: str,
+    app_command: Sequence[str],
+    best_overrides: Sequence[str],
+    retrain_overrides: Sequence[str] = (),
+    machine_type: str = "n1-standard-4",
+    service_account: str = "",
+    staging_bucket: str,
+    wandb: Mapping[str, Any] | None = None,
+    tuning_job: str = "",
+    launch_key: str,
+    gcp_resources_path: str | None = None,
+    poll_seconds: float | None = None,
+) -> tuple[str, str]:
+    """Run the final training; returns ``(model_dir URI, custom job name)``."""
+    from hydra_vertex.vertex import api_base
+
+    client = common.job_client(location)
+    base = f"{common.run_dir(staging_bucket, name, launch_key)}/retrain"
+    command = [*app_command, *merge_overrides(best_overrides, retrain_overrides)]
+    job = custom_job(
+        display_name=f"{name}-retrain",
+        image_uri=image_uri,
+        command=command,
+        machine_type=machine_type,
+        service_account=service_account,
+        base_output_dir=base,
+        env=common.wandb_env(
+            wandb or {}, "retrain", group=tuning_job.rsplit("/", 1)[-1], name=name
+        ),
+    )
+    common.log(f"retrain command: {' '.join(command)}")
+    job_name = jobs.create_once(
+        client,
+        jobs.CUSTOM,
+        common.parent(project, location),
+        job,
+        key=f"{launch_key}/retrain",
+        gcp_resources_path=gcp_resources_path,
+        api_base=api_base(location),
+        log=common.log,
+    )
+    with jobs.cancel_on_sigterm(client, jobs.CUSTOM, job_name):
+        final = jobs.wait(
+            client, jobs.CUSTOM, job_name, poll_seconds=poll_seconds or common.poll_seconds()
+        )
+    state = jobs.state_name(final)
+    if state != "JOB_STATE_SUCCEEDED":
+        raise TuningError(
+            f"retrain job {job_name} ended {state}: {final.error.message or 'no detail'}"
+        )
+    model_dir = f"{base}/model/"
+    common.log(f"retrain job {job_name} SUCCEEDED; model in {model_dir}")
+    return model_dir, job_name

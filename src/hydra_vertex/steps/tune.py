@@ -1,0 +1,183 @@
+"""The ``launch_tuning`` step: a ``HyperparameterTuningJob`` whose trials start through the shim.
+
+The trial container runs ``hydra-vertex-shim --search-space-json <space> -- <app command>``;
+Vertex appends ``--param=value`` per trial and the shim turns them into typed Hydra overrides.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from hydra_vertex import jobs
+from hydra_vertex.errors import TuningError
+from hydra_vertex.search_space import SearchSpace, from_mapping
+from hydra_vertex.steps import common
+
+SEED_LABEL = "hydra-vertex-seed"
+SHIM = "hydra-vertex-shim"
+
+
+def load_space(search_space: Mapping[str, Any] | SearchSpace) -> SearchSpace:
+    """The pipeline's ``search_space`` parameter (sweep grammar, as in the YAML file)."""
+    if isinstance(search_space, SearchSpace):
+        return search_space
+    return from_mapping(dict(search_space), source="the search_space parameter")
+
+
+def trial_command(space: SearchSpace, app_command: Sequence[str]) -> list[str]:
+    return [
+        SHIM,
+        "--search-space-json",
+        json.dumps(space.to_dict(), sort_keys=True),
+        "--",
+        *app_command,
+    ]
+
+
+def tuning_job(
+    *,
+    display_name: str,
+    image_uri: str,
+    app_command: Sequence[str],
+    space: SearchSpace,
+    max_trial_count: int,
+    parallel_trial_count: int,
+    max_failed_trial_count: int,
+    machine_type: str,
+    service_account: str,
+    base_output_dir: str,
+    env: Mapping[str, str],
+    seed: int,
+    trial_timeout_seconds: int,
+) -> Any:
+    """The ``aiplatform_v1.HyperparameterTuningJob`` request (not yet created)."""
+    from google.cloud.aiplatform_v1 import types
+
+    if not app_command:
+        raise TuningError("app_command is empty: give the command that starts the app")
+    trial_spec: dict[str, Any] = {
+        "worker_pool_specs": [
+            {
+                "machine_spec": {"machine_type": machine_type},
+                "replica_count": 1,
+                "container_spec": {
+                    "image_uri": image_uri,
+                    "command": trial_command(space, app_command),
+                    "args": [],
+                    "env": common.env_list(env),
+                },
+            }
+        ],
+        "base_output_directory": {"output_uri_prefix": base_output_dir},
+    }
+    if service_account:
+        trial_spec["service_account"] = service_account
+    if trial_timeout_seconds > 0:
+        trial_spec["scheduling"] = {"timeout": f"{int(trial_timeout_seconds)}s"}
+    labels = {SEED_LABEL: str(seed)} if seed >= 0 else {}
+    return types.HyperparameterTuningJob(
+        display_name=display_name,
+        study_spec=space.to_study_spec(),
+        max_trial_count=max_trial_count,
+        parallel_trial_count=parallel_trial_count,
+        max_failed_trial_count=max_failed_trial_count,
+        trial_job_spec=trial_spec,
+        labels=labels,
+    )
+
+
+class _TrialLog:
+    """One log line per trial that changes state, with the best value so far."""
+
+    def __init__(self, space: SearchSpace) -> None:
+        self.space = space
+        self.seen: dict[str, str] = {}
+
+    def __call__(self, job: Any) -> None:
+        from hydra_vertex.trials import trial_results
+
+        results = trial_results(job) if job.study_spec.metrics else []
+        for r in results:
+            if self.seen.get(r.id) == r.state:
+                continue
+            self.seen[r.id] = r.state
+            value = "" if r.value is None else f" {self.space.metric}={r.value:.6g}"
+            reason = f" ({r.infeasible_reason.splitlines()[0]})" if r.infeasible_reason else ""
+            common.log(f"trial {r.id} {r.state}{value}{reason} {_params(r.parameters)}")
+
+
+def _params(parameters: Mapping[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in parameters.items())
+
+
+def launch_tuning(
+    *,
+    project: str,
+    location: str,
+    name: str,
+    image_uri: str,
+    app_command: Sequence[str],
+    search_space: Mapping[str, Any] | SearchSpace,
+    max_trial_count: int,
+    parallel_trial_count: int,
+    max_failed_trial_count: int = 0,
+    machine_type: str = "n1-standard-4",
+    service_account: str = "",
+    staging_bucket: str,
+    wandb: Mapping[str, Any] | None = None,
+    seed: int = -1,
+    trial_timeout_seconds: int = 0,
+    launch_key: str,
+    gcp_resources_path: str | None = None,
+    poll_seconds: float | None = None,
+) -> str:
+    """Create (once) and wait for the tuning job; returns its resource name.
+
+    Raises :class:`TuningError` when the job ends FAILED or CANCELLED.
+    """
+    from hydra_vertex.vertex import api_base
+
+    space = load_space(search_space)
+    client = common.job_client(location)
+    job = tuning_job(
+        display_name=f"{name}-tuning",
+        image_uri=image_uri,
+        app_command=app_command,
+        space=space,
+        max_trial_count=max_trial_count,
+        parallel_trial_count=parallel_trial_count,
+        max_failed_trial_count=max_failed_trial_count,
+        machine_type=machine_type,
+        service_account=service_account,
+        base_output_dir=f"{common.run_dir(staging_bucket, name, launch_key)}/tuning",
+        env=common.wandb_env(wandb or {}, "trial"),
+        seed=seed,
+        trial_timeout_seconds=trial_timeout_seconds,
+    )
+    job_name = jobs.create_once(
+        client,
+        jobs.TUNING,
+        common.parent(project, location),
+        job,
+        key=f"{launch_key}/launch-tuning",
+        gcp_resources_path=gcp_resources_path,
+        api_base=api_base(location),
+        log=common.log,
+    )
+    with jobs.cancel_on_sigterm(client, jobs.TUNING, job_name):
+        final = jobs.wait(
+            client,
+            jobs.TUNING,
+            job_name,
+            poll_seconds=poll_seconds or common.poll_seconds(),
+            on_poll=_TrialLog(space),
+        )
+    state = jobs.state_name(final)
+    if state != "JOB_STATE_SUCCEEDED":
+        raise TuningError(
+            f"tuning job {job_name} ended {state}: {final.error.message or 'no detail'}"
+        )
+    common.log(f"tuning job {job_name} SUCCEEDED with {len(final.trials)} trials")
+    return job_name
