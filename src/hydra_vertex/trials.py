@@ -154,3 +154,21 @@ def best_trial(job: HyperparameterTuningJob, space: SearchSpace | None = None) -
 
 def _as_trial_args(parameters: Mapping[str, Any]) -> dict[str, str | int | float]:
     return {k: (v if isinstance(v, int | float | str) else str(v)) for k, v in parameters.items()}
+
+
+def typed_parameters(space: SearchSpace, parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """Vertex's parameter values with the search space's types (an int parameter is an int, a
+    category its Hydra value); unknown ids are kept as they are."""
+    declared = space.by_parameter_id()
+    out: dict[str, Any] = {}
+    for pid, value in parameters.items():
+        param = declared.get(pid)
+        if param is None:
+            out[pid] = value
+        elif param.kind == "CATEGORICAL":
+            out[pid] = param.category_value(str(value))
+        elif param.is_int and isinstance(value, int | float):
+            out[pid] = round(float(value))
+        else:
+            out[pid] = value
+    return out

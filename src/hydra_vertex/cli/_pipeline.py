@@ -1,9 +1,136 @@
-"""`hydra-vertex` subcommands: pipeline (placeholder until its issue lands)."""
+"""`hydra-vertex run | compile | submit | schedule | build-components-image`."""
 
 from __future__ import annotations
 
+import argparse
+import sys
 from typing import Any
+
+from hydra_vertex.errors import HydraVertexError, UsageError
 
 
 def register(sub: Any) -> None:
-    del sub
+    p = sub.add_parser(
+        "run",
+        help="run build -> tune -> best trial -> retrain (--local: on this machine)",
+        description="Run the whole flow for JOB.yaml. With --local it runs on this machine "
+        "through the local emulator (started here unless one is running).",
+    )
+    p.add_argument("job", metavar="JOB.yaml", help="the job file (see the README, 'The job file')")
+    p.add_argument("--local", action="store_true", help="run on this machine (required for now)")
+    p.add_argument("--output", "-o", metavar="SUMMARY.json", help="write the run's summary here")
+    p.add_argument(
+        "--state-dir",
+        default=None,
+        help="the emulator's state directory (default: .hydra-vertex/emulator)",
+    )
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress, only errors")
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser("compile", help="write the generic compiled pipeline (JSON)")
+    p.add_argument("-o", "--output", default="tune_and_retrain.json", metavar="FILE")
+    p.add_argument(
+        "--components-image",
+        metavar="IMAGE",
+        help="the image the components run in on Vertex (default: the documented one)",
+    )
+    p.set_defaults(func=_compile)
+
+    for name, helptext in (
+        ("submit", "start a Vertex AI Pipelines run for JOB.yaml"),
+        ("schedule", "run JOB.yaml's pipeline on a cron schedule"),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("job", metavar="JOB.yaml")
+        p.add_argument(
+            "--components-image",
+            metavar="IMAGE",
+            help="compile the template for this components image first",
+        )
+        if name == "submit":
+            p.add_argument("--wait", action="store_true", help="wait until the run ends")
+            p.set_defaults(func=_submit)
+        else:
+            p.add_argument(
+                "--cron",
+                required=True,
+                metavar="EXPR",
+                help="five-field cron expression, optionally 'TZ=Zone/Name ...'",
+            )
+            p.add_argument("--max-runs", type=int, default=None, help="stop after N runs")
+            p.add_argument("--max-concurrent", type=int, default=1, help="runs at once (default 1)")
+            p.set_defaults(func=_schedule)
+
+    p = sub.add_parser(
+        "build-components-image", help="build and push the components' image with Cloud Build"
+    )
+    p.add_argument("--project", required=True)
+    p.add_argument("--region", required=True)
+    p.add_argument("--staging-bucket", required=True, metavar="gs://BUCKET")
+    p.add_argument("--repository", default="hydra-vertex", help="Artifact Registry repository")
+    p.set_defaults(func=_build_components_image)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from hydra_vertex.local_run import print_summary, run_local
+
+    if not args.local:
+        raise UsageError(
+            "'run' needs --local (this machine, through the emulator); to run on Vertex AI use "
+            "'hydra-vertex submit JOB.yaml'"
+        )
+    summary = run_local(
+        args.job,
+        output=args.output,
+        state_dir=args.state_dir,
+        progress="quiet" if args.quiet else "auto",
+    )
+    if not args.quiet:
+        print_summary(summary, sys.stdout)
+        if args.output:
+            print(f"summary: {args.output}")
+    if summary.status != "succeeded":
+        raise HydraVertexError(f"the run failed: {summary.error}")
+    return 0
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from hydra_vertex.api import compile
+
+    path = compile(args.output, args.components_image)
+    print(f"wrote {path}")
+    return 0
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from hydra_vertex.api import submit
+
+    job = submit(args.job, components_image=args.components_image, wait=args.wait)
+    print(job.resource_name)
+    return 0
+
+
+def _schedule(args: argparse.Namespace) -> int:
+    from hydra_vertex.api import check_cron, schedule
+
+    check_cron(args.cron)  # before any upload
+    sched = schedule(
+        args.job,
+        args.cron,
+        components_image=args.components_image,
+        max_run_count=args.max_runs,
+        max_concurrent_run_count=args.max_concurrent,
+    )
+    print(sched.resource_name)
+    return 0
+
+
+def _build_components_image(args: argparse.Namespace) -> int:
+    from hydra_vertex.cloud_build import build_components_image
+
+    print(
+        build_components_image(
+            args.project, args.region, args.staging_bucket, repository=args.repository
+        )
+    )
+    return 0

@@ -10,6 +10,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import secrets
 import socket
 import threading
@@ -184,6 +185,7 @@ class Emulator:
             for _id, r in self.store.items(collection)
             if r["resource"]["name"].startswith(prefix)
         ]
+        items = [r for r in items if matches_filter(r, query.get("filter", ""))]
         items.sort(key=lambda r: (r.get("createTime", ""), r["name"]), reverse=True)
         try:
             size = int(query.get("pageSize") or DEFAULT_PAGE_SIZE)
@@ -352,3 +354,27 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.command, urlsplit(self.path).path)
+
+
+_FILTER_TERM = re.compile(
+    r'^\s*(labels\.[A-Za-z0-9_-]+|display_name|displayName)\s*=\s*"([^"]*)"\s*$'
+)
+
+
+def matches_filter(resource: dict[str, Any], text: str) -> bool:
+    """The subset of AIP-160 list filters the clients here send: ``labels.KEY="V"`` and
+    ``display_name="V"`` joined by ``AND``. Other terms are not understood and are ignored (the
+    caller checks what it gets; see docs/emulator.md)."""
+    if not text.strip():
+        return True
+    for term in re.split(r"\s+AND\s+", text.strip()):
+        m = _FILTER_TERM.match(term)
+        if m is None:
+            continue
+        field, value = m.group(1), m.group(2)
+        if field.startswith("labels."):
+            if (resource.get("labels") or {}).get(field[len("labels.") :]) != value:
+                return False
+        elif resource.get("displayName") != value:
+            return False
+    return True

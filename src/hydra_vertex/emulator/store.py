@@ -173,11 +173,15 @@ class Store:
 
     def local_path(self, uri: str) -> Path:
         """The local backing of a ``gs://bucket/path`` URI, confined to the storage root."""
-        if not uri.startswith("gs://"):
-            raise EmulatorError(f"{uri!r} is not a gs:// URI")
-        rel = uri[len("gs://") :].strip("/")
-        parts = [p for p in rel.split("/") if p]
-        if not parts or any(p in (".", "..") or "\0" in p for p in parts):
-            raise EmulatorError(f"gs:// URI {uri!r} has an empty, '.' or '..' segment")
-        path = self.storage_root.joinpath(*parts)
-        return path
+        return local_path(self.storage_root, uri)
+
+
+def local_path(storage_root: Path, uri: str) -> Path:
+    """``storage_root/<bucket>/<path>`` for ``gs://bucket/path``; no ``.``/``..`` segments."""
+    if not uri.startswith("gs://"):
+        raise EmulatorError(f"{uri!r} is not a gs:// URI")
+    rel = uri[len("gs://") :].strip("/")
+    parts = [p for p in rel.split("/") if p]
+    if not parts or any(p in (".", "..") or "\0" in p for p in parts):
+        raise EmulatorError(f"gs:// URI {uri!r} has an empty, '.' or '..' segment")
+    return storage_root.joinpath(*parts)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ from hydra_vertex import retries
 from hydra_vertex.search_space import SearchSpace
 from hydra_vertex.steps import common
 from hydra_vertex.steps.tune import load_space
-from hydra_vertex.trials import BestTrial, best_trial
+from hydra_vertex.trials import BestTrial, best_trial, typed_parameters
 
 
 def read_job(location: str, job_name: str) -> Any:
@@ -37,6 +37,7 @@ def pick(
     if trials_path:  # written first, so that a job with no winner still leaves its trials
         write_trials(trials_path, tuning_job, trial_results(job), None)
     best = best_trial(job, space)
+    best = replace(best, parameters=typed_parameters(space, best.parameters))
     if trials_path:
         write_trials(trials_path, tuning_job, best.trials, best)
     common.log(

@@ -1,0 +1,181 @@
+"""The Python API: what the ``hydra-vertex`` command does, callable from code.
+
+.. code-block:: python
+
+    import hydra_vertex
+
+    summary = hydra_vertex.run("examples/digits/job.yaml")           # on this machine
+    job = hydra_vertex.submit("job.yaml")                            # a Vertex AI Pipelines run
+    sched = hydra_vertex.schedule("job.yaml", cron="0 3 * * 1")      # weekly re-tuning
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hydra_vertex import jobfile
+from hydra_vertex.errors import UsageError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from google.cloud.aiplatform import PipelineJob, PipelineJobSchedule
+
+    from hydra_vertex.summary import Summary
+
+__all__ = ["compile", "pipeline_job", "run", "schedule", "submit"]
+
+_TZ_PREFIX = re.compile(r"^(?:CRON_TZ|TZ)=(\S+)\s+(.*)$")
+
+
+def run(
+    job_file: str | os.PathLike[str],
+    output: str | os.PathLike[str] | None = None,
+    *,
+    state_dir: str | os.PathLike[str] | None = None,
+    progress: str = "quiet",
+) -> Summary:
+    """Run build -> tune -> best trial -> retrain on this machine (the local emulator).
+
+    Returns the :class:`~hydra_vertex.summary.Summary` (``status`` ``failed`` with ``error`` when
+    a step failed; what finished is in it). ``output`` also writes it as JSON.
+    """
+    from hydra_vertex.local_run import run_local
+
+    return run_local(job_file, output=output, state_dir=state_dir, progress=progress)
+
+
+def compile(
+    output: str | os.PathLike[str] = "tune_and_retrain.json",
+    components_image: str | None = None,
+) -> Path:
+    """Write the generic compiled pipeline (the checked-in template is this output)."""
+    from hydra_vertex.components._image import DEFAULT_COMPONENTS_IMAGE
+    from hydra_vertex.pipelines.tune_and_retrain import compile_template
+
+    return compile_template(output, components_image or DEFAULT_COMPONENTS_IMAGE)
+
+
+def check_cron(cron: str) -> str:
+    """``cron``, checked: five fields, optionally after ``TZ=Zone/Name`` (as Vertex accepts)."""
+    text = cron.strip()
+    m = _TZ_PREFIX.match(text)
+    expression = m.group(2) if m else text
+    if m:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(m.group(1))
+        except (ZoneInfoNotFoundError, ValueError):
+            raise UsageError(
+                f"--cron {cron!r}: unknown time zone {m.group(1)!r} (use an IANA name such as "
+                "TZ=America/New_York)"
+            ) from None
+    from croniter import croniter
+
+    if len(expression.split()) != 5 or not croniter.is_valid(expression):
+        raise UsageError(
+            f"--cron {cron!r}: not a cron expression of five fields (minute hour day-of-month "
+            "month day-of-week), optionally prefixed with TZ=Zone/Name; e.g. '0 3 * * 1'"
+        )
+    return text
+
+
+def pipeline_job(
+    job_file: str | os.PathLike[str],
+    *,
+    source_uri: str,
+    components_image: str | None = None,
+    template_path: str | None = None,
+) -> PipelineJob:
+    """The ``aiplatform.PipelineJob`` for a job file (built, not submitted).
+
+    ``source_uri`` is the app's source as the build step takes it (a ``gs://`` tarball on Google
+    Cloud). Call after ``aiplatform.init`` (``submit`` does it).
+    """
+    from google.cloud import aiplatform
+
+    from hydra_vertex.local_run import load_space_data, pipeline_parameters
+    from hydra_vertex.pipelines.tune_and_retrain import PIPELINE_NAME, TEMPLATE
+
+    spec = jobfile.load(job_file)
+    parameters = pipeline_parameters(spec, load_space_data(spec))
+    parameters["app_source"] = source_uri
+    if template_path is None:
+        template_path = str(TEMPLATE)
+        if components_image:
+            template_path = str(
+                compile(
+                    Path(tempfile.mkdtemp(prefix="hydra-vertex-")) / "pipeline.json",
+                    components_image,
+                )
+            )
+    return aiplatform.PipelineJob(
+        display_name=f"{spec.name}-{PIPELINE_NAME.removeprefix('hydra-vertex-')}",
+        template_path=template_path,
+        pipeline_root=f"{spec.vertex.staging_bucket.rstrip('/')}/pipeline-root",
+        parameter_values=parameters,
+        project=spec.vertex.project,
+        location=spec.vertex.region,
+        enable_caching=False,
+        labels={"hydra-vertex-app": spec.name},
+    )
+
+
+def _prepare(job_file: str | os.PathLike[str], components_image: str | None) -> tuple[Any, str]:
+    from hydra_vertex.cloud_build import upload_source
+    from hydra_vertex.components._image import DEFAULT_COMPONENTS_IMAGE
+    from hydra_vertex.vertex import init_aiplatform
+
+    spec = jobfile.load(job_file)
+    init_aiplatform(
+        spec.vertex.project, spec.vertex.region, staging_bucket=spec.vertex.staging_bucket
+    )
+    source_uri = upload_source(
+        spec.source,
+        spec.vertex.staging_bucket,
+        spec.name,
+        spec.vertex.project,
+        base_image=components_image or DEFAULT_COMPONENTS_IMAGE,
+    )
+    return spec, source_uri
+
+
+def submit(
+    job_file: str | os.PathLike[str],
+    *,
+    components_image: str | None = None,
+    wait: bool = False,
+) -> PipelineJob:
+    """Upload the app's source and start a Vertex AI Pipelines run of the template."""
+    spec, source_uri = _prepare(job_file, components_image)
+    job = pipeline_job(job_file, source_uri=source_uri, components_image=components_image)
+    job.submit(service_account=spec.vertex.service_account)
+    if wait:
+        job.wait()
+    return job
+
+
+def schedule(
+    job_file: str | os.PathLike[str],
+    cron: str,
+    *,
+    components_image: str | None = None,
+    max_run_count: int | None = None,
+    max_concurrent_run_count: int = 1,
+) -> PipelineJobSchedule:
+    """A Vertex AI Pipelines schedule that runs the template on ``cron``."""
+    cron = check_cron(cron)
+    if max_run_count is not None and max_run_count < 1:
+        raise UsageError(f"--max-runs must be >= 1, got {max_run_count}")
+    spec, source_uri = _prepare(job_file, components_image)
+    job = pipeline_job(job_file, source_uri=source_uri, components_image=components_image)
+    return job.create_schedule(
+        cron=cron,
+        display_name=f"{spec.name}-schedule",
+        max_run_count=max_run_count,
+        max_concurrent_run_count=max_concurrent_run_count,
+        service_account=spec.vertex.service_account,
+    )

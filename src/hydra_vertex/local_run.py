@@ -1,0 +1,376 @@
+"""``hydra-vertex run --local JOB.yaml``: the whole pipeline on one machine.
+
+1. Read and check the job file and its search space (errors name the field).
+2. Use the emulator named by ``HYDRA_VERTEX_EMULATOR``, or the one whose ``endpoint.json`` is in
+   the state directory, or start one in this process.
+3. Run the compiled template (``pipelines/tune_and_retrain.json``) with ``kfp.local`` (each
+   component in a subprocess of this Python); the pipeline's own output goes to a log file.
+4. Meanwhile, show progress read from the emulator; at the end, write ``SUMMARY.json``, also when
+   a step failed (what finished stays in it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TextIO
+
+from hydra_vertex import jobfile
+from hydra_vertex.errors import HydraVertexError
+from hydra_vertex.progress import Display, Snapshot, Watcher, best_of
+from hydra_vertex.search_space import SearchSpace
+from hydra_vertex.summary import Summary
+from hydra_vertex.vertex import EMULATOR_ENV, EMULATOR_TOKEN_ENV
+
+DEFAULT_STATE_DIR = Path(".hydra-vertex") / "emulator"
+RUNS_DIR = Path(".hydra-vertex") / "runs"
+
+
+@dataclass(frozen=True)
+class EmulatorInfo:
+    endpoint: str
+    token: str
+    storage_root: Path | None  # None when only the endpoint is known
+    started_here: bool
+
+
+def _alive(endpoint: str, token: str) -> bool:
+    request = urllib.request.Request(
+        f"{endpoint}/v1/projects/ping/locations/us-central1/customJobs?pageSize=1",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def emulator(state_dir: Path, seed: int | None) -> Iterator[EmulatorInfo]:
+    """The emulator to use, started here only when none is running."""
+    explicit = os.environ.get(EMULATOR_ENV)
+    if explicit:
+        yield EmulatorInfo(
+            explicit.rstrip("/"), os.environ.get(EMULATOR_TOKEN_ENV, ""), None, False
+        )
+        return
+    endpoint_file = state_dir / "endpoint.json"
+    if endpoint_file.is_file():
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            info = json.loads(endpoint_file.read_text())
+            if _alive(info["endpoint"], info.get("token", "")):
+                yield EmulatorInfo(
+                    info["endpoint"], info.get("token", ""), state_dir / "storage", False
+                )
+                return
+    from hydra_vertex.emulator import start
+
+    handle = start(state_dir, seed=seed)
+    try:
+        yield EmulatorInfo(handle.endpoint, handle.token, state_dir / "storage", True)
+    finally:
+        handle.stop()
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def pipeline_parameters(spec: jobfile.JobSpec, space_data: Any) -> dict[str, Any]:
+    """The template's parameter values for a job file (local source directory)."""
+    return {
+        "app_name": spec.name,
+        "app_source": str(spec.source),
+        "app_command": list(spec.command),
+        "search_space": space_data,
+        "project": spec.vertex.project,
+        "location": spec.vertex.region,
+        "staging_bucket": spec.vertex.staging_bucket,
+        "max_trial_count": spec.tuning.max_trials,
+        "parallel_trial_count": spec.tuning.parallel_trials,
+        "max_failed_trial_count": spec.tuning.max_failed_trials,
+        "machine_type": spec.vertex.machine_type,
+        "service_account": spec.vertex.service_account or "",
+        "retrain_overrides": list(spec.retrain_overrides),
+        "wandb": dict(spec.wandb),
+        "seed": -1 if spec.tuning.seed is None else spec.tuning.seed,
+        "trial_timeout_seconds": spec.tuning.timeout_seconds or 0,
+    }
+
+
+def load_space_data(spec: jobfile.JobSpec) -> Any:
+    """The search space as the pipeline takes it (the file's mapping), checked here first."""
+    import yaml
+
+    from hydra_vertex.errors import SearchSpaceError
+    from hydra_vertex.search_space import from_mapping
+
+    try:
+        data = yaml.safe_load(spec.search_space.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise SearchSpaceError(f"{spec.search_space}: not valid YAML: {e}") from None
+    from_mapping(data, source=str(spec.search_space))
+    return data
+
+
+class _Jobs:
+    """Reads this run's jobs from the emulator (by display name, created after the start)."""
+
+    def __init__(self, spec: jobfile.JobSpec, since: datetime) -> None:
+        from hydra_vertex.steps.common import job_client, parent
+
+        self.client = job_client(spec.vertex.region)
+        self.parent = parent(spec.vertex.project, spec.vertex.region)
+        self.name = spec.name
+        self.since = since - timedelta(seconds=2)
+
+    def _newest(self, collection: str, display_name: str) -> Any | None:
+        method = getattr(self.client, f"list_{collection}")
+        pager = method(request={"parent": self.parent, "filter": f'display_name="{display_name}"'})
+        for job in pager:  # newest first
+            if job.display_name == display_name and job.create_time >= self.since:
+                return job
+            break
+        return None
+
+    def tuning(self) -> Any | None:
+        return self._newest("hyperparameter_tuning_jobs", f"{self.name}-tuning")
+
+    def retrain(self) -> Any | None:
+        return self._newest("custom_jobs", f"{self.name}-retrain")
+
+
+def _snapshot(jobs: _Jobs, spec: jobfile.JobSpec, minimize: bool, started: float) -> Snapshot:
+    from hydra_vertex.jobs import state_name
+    from hydra_vertex.trials import trial_results
+
+    snap = Snapshot(max_trials=spec.tuning.max_trials, started=started)
+    job = jobs.tuning()
+    if job is None:
+        snap.stage = "building image"
+        return snap
+    snap.trials = trial_results(job)
+    snap.best = best_of(snap.trials, minimize)
+    state = state_name(job)
+    if state in ("JOB_STATE_QUEUED", "JOB_STATE_PENDING", "JOB_STATE_RUNNING"):
+        snap.stage = "tuning"
+    elif state != "JOB_STATE_SUCCEEDED":
+        snap.stage = f"tuning {state.removeprefix('JOB_STATE_').lower()}"
+    elif jobs.retrain() is None:
+        snap.stage = "picking the best trial"
+    else:
+        snap.stage = "retraining"
+    return snap
+
+
+_ERROR_RE = re.compile(r"^(?:hydra_vertex\.errors\.\w+|\w*Error): (.*)$")
+
+
+def pipeline_error(log_text: str) -> str | None:
+    """The last exception message a component printed (its traceback's last line onwards)."""
+    lines = log_text.splitlines()
+    for i in range(len(lines) - 1, -1, -1):
+        m = _ERROR_RE.match(lines[i].strip())
+        if m and "Traceback" in "\n".join(lines[max(0, i - 200) : i]):
+            out = [m.group(1)]
+            for extra in lines[i + 1 :]:
+                if not extra.strip() or extra.lstrip().startswith(("[KFP", "Traceback")):
+                    break
+                out.append(extra.strip())
+            return "\n".join(out)
+    return None
+
+
+def run_local(
+    job_file: str | os.PathLike[str],
+    *,
+    output: str | os.PathLike[str] | None = None,
+    state_dir: str | os.PathLike[str] | None = None,
+    progress: str = "auto",
+    stream: TextIO | None = None,
+) -> Summary:
+    """Build, tune, pick the best trial and retrain on this machine; returns the summary.
+
+    ``progress``: ``auto`` (live on a terminal, lines otherwise), ``live``, ``lines``, ``quiet``.
+    The summary's ``status`` is ``failed`` (with ``error``) when a step failed.
+    """
+    out = stream or sys.stdout
+    spec = jobfile.load(job_file)
+    space_data = load_space_data(spec)
+    from hydra_vertex.search_space import from_mapping
+
+    space = from_mapping(space_data, source=str(spec.search_space))
+    summary = Summary(
+        name=spec.name,
+        metric=space.metric,
+        direction=space.direction,
+        retrain_overrides=list(spec.retrain_overrides),
+    )
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    run_dir = (RUNS_DIR / f"{spec.name}-{stamp}-{os.getpid()}").resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_path = run_dir / "pipeline.log"
+    summary.log = str(log_path)
+    mode = progress
+    if mode == "auto":
+        mode = "live" if out.isatty() else "lines"
+
+    started = time.monotonic()
+    since = datetime.now(UTC)
+    outputs: dict[str, Any] = {}
+    state = Path(state_dir) if state_dir is not None else DEFAULT_STATE_DIR
+    with (
+        emulator(state, spec.tuning.seed) as emu,
+        _environ({EMULATOR_ENV: emu.endpoint, EMULATOR_TOKEN_ENV: emu.token}),
+    ):
+        jobs = _Jobs(spec, since)
+        minimize = space.direction == "minimize"
+        with Display(mode, space.metric, out) as display:
+            watcher = Watcher(lambda: _snapshot(jobs, spec, minimize, started), display)
+            watcher.start()
+            try:
+                outputs = _run_pipeline(spec, space_data, run_dir, log_path)
+                summary.status = "succeeded"
+            except _PipelineFailed as e:
+                summary.status = "failed"
+                summary.error = e.message
+            finally:
+                watcher.stop()
+        _collect(summary, jobs, outputs, emu, space)
+    summary.elapsed_seconds = round(time.monotonic() - started, 2)
+    if output is not None:
+        summary.write(output)
+    return summary
+
+
+class _PipelineFailed(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _run_pipeline(
+    spec: jobfile.JobSpec, space_data: Any, run_dir: Path, log_path: Path
+) -> dict[str, Any]:
+    from kfp import local
+    from kfp.components import load_component_from_file
+
+    from hydra_vertex.pipelines.tune_and_retrain import TEMPLATE
+
+    pipeline = load_component_from_file(str(TEMPLATE))
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run_dir / "root"))
+    with (
+        open(log_path, "w", buffering=1) as log,
+        contextlib.redirect_stdout(log),
+        contextlib.redirect_stderr(log),
+    ):
+        try:
+            task = pipeline(**pipeline_parameters(spec, space_data))
+        except Exception as e:  # kfp.local raises RuntimeError naming the failed task
+            log.flush()
+            detail = pipeline_error(log_path.read_text(errors="replace"))
+            raise _PipelineFailed(
+                (detail or str(e)) + f"\n(the pipeline's log: {log_path})"
+            ) from None
+    return dict(task.outputs)
+
+
+def _collect(
+    summary: Summary, jobs: _Jobs, outputs: dict[str, Any], emu: EmulatorInfo, space: SearchSpace
+) -> None:
+    """Fill the summary from the pipeline's outputs and, for what they lack, from the jobs."""
+    from dataclasses import replace
+
+    from hydra_vertex.trials import trial_results, typed_parameters
+
+    with contextlib.suppress(Exception):
+        job = jobs.tuning()
+        if job is not None:
+            summary.tuning_job = job.name
+            summary.trials = [
+                replace(t, parameters=typed_parameters(space, t.parameters))
+                for t in trial_results(job)
+            ]
+            summary.image_uri = job.trial_job_spec.worker_pool_specs[0].container_spec.image_uri
+    if outputs:
+        summary.best_trial_id = str(outputs["best_trial_id"])
+        summary.best_value = float(outputs["best_value"])
+        summary.best_overrides = [str(o) for o in outputs["best_overrides"]]
+        summary.model_uri = str(outputs["model_dir"])
+        summary.retrain_job = str(outputs["retrain_job"])
+        summary.tuning_job = str(outputs["tuning_job"])
+        summary.image_uri = str(outputs["image_uri"])
+        for t in summary.trials:
+            if t.id == summary.best_trial_id:
+                summary.best_parameters = dict(t.parameters)
+    elif summary.trials:  # a failed run: still say what the best finished trial was
+        best = best_of(summary.trials, summary.direction == "minimize")
+        if best is not None:
+            summary.best_trial_id, summary.best_value = best.id, best.value
+            summary.best_parameters = dict(best.parameters)
+    if summary.model_uri and emu.storage_root is not None:
+        from hydra_vertex.emulator.store import local_path
+
+        summary.model_dir = str(local_path(emu.storage_root.resolve(), summary.model_uri)) + os.sep
+    elif summary.model_uri:
+        summary.model_dir = summary.model_uri
+
+
+def print_summary(summary: Summary, stream: TextIO) -> None:
+    """The end-of-run table: every trial, the winner, where the model went."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=stream, highlight=False)
+    table = Table(
+        title=f"{summary.name}: {len(summary.trials)} trials ({summary.direction} {summary.metric})"
+    )
+    table.add_column("trial", justify="right")
+    table.add_column("state")
+    table.add_column(summary.metric, justify="right")
+    table.add_column("parameters / reason", overflow="fold")
+    for t in summary.trials:
+        mark = " *" if t.id == summary.best_trial_id else ""
+        value = "" if t.value is None else f"{t.value:.6g}"
+        detail = " ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.parameters.items()
+        )
+        if t.infeasible_reason:
+            detail = t.infeasible_reason.splitlines()[0]
+        style = "green" if mark else ("red" if t.state == "INFEASIBLE" else None)
+        table.add_row(f"{t.id}{mark}", t.state, value, detail, style=style)
+    console.print(table)
+    if summary.best_trial_id is not None and summary.best_value is not None:
+        console.print(
+            f"best trial {summary.best_trial_id}: {summary.metric}={summary.best_value:.6g}"
+        )
+    if summary.best_overrides:
+        console.print("best overrides: " + " ".join(summary.best_overrides), soft_wrap=True)
+    if summary.model_dir:
+        console.print(f"model: {summary.model_dir}", soft_wrap=True)
+    console.print(f"took {summary.elapsed_seconds:.1f}s; pipeline log: {summary.log}",
+                  soft_wrap=True)
+
+
+def run_error(summary: Summary) -> HydraVertexError:
+    return HydraVertexError(f"the run failed: {summary.error}")

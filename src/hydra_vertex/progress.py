@@ -1,0 +1,176 @@
+"""Progress of a local run: what the pipeline is doing, trials running/done/failed, best so far.
+
+On a terminal it is a live ``rich`` panel; elsewhere one plain line per finished trial (a CI log
+stays readable); ``quiet`` shows nothing. The state comes from the emulator through the same
+client the components use (``TuningWatch``), not from the pipeline's log.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from hydra_vertex.trials import TrialResult
+
+
+@dataclass
+class Snapshot:
+    stage: str = "starting"
+    trials: list[TrialResult] = field(default_factory=list)
+    max_trials: int = 0
+    best: TrialResult | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    def count(self, *states: str) -> int:
+        return sum(1 for t in self.trials if t.state in states)
+
+
+def best_of(trials: list[TrialResult], minimize: bool) -> TrialResult | None:
+    done = [t for t in trials if t.state == "SUCCEEDED" and t.value is not None]
+    if not done:
+        return None
+    sign = 1.0 if minimize else -1.0
+    return min(
+        done, key=lambda t: (sign * float(t.value or 0.0), int(t.id) if t.id.isdigit() else 0)
+    )
+
+
+def _fmt_params(params: dict[str, Any]) -> str:
+    return " ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+    )
+
+
+def _eta(snap: Snapshot, elapsed: float) -> str:
+    done = snap.count("SUCCEEDED", "INFEASIBLE")
+    if not done or not snap.max_trials or snap.stage != "tuning":
+        return ""
+    left = max(0, snap.max_trials - done) * elapsed / done
+    return f" · ~{left:.0f}s left"
+
+
+class Display:
+    """Renders snapshots. ``mode``: ``live`` (terminal), ``lines`` (logs) or ``quiet``."""
+
+    def __init__(self, mode: str, metric: str, stream: TextIO) -> None:
+        self.mode = mode
+        self.metric = metric
+        self.stream = stream
+        self._printed: set[str] = set()
+        self._live: Any = None
+        self._stage = ""
+
+    def __enter__(self) -> Display:
+        if self.mode == "live":
+            from rich.console import Console
+            from rich.live import Live
+
+            self._live = Live(
+                console=Console(file=self.stream),
+                refresh_per_second=4,
+                transient=True,
+                redirect_stdout=False,  # the pipeline's output is going to its log file
+                redirect_stderr=False,
+            )
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.__exit__(None, None, None)
+            self._live = None
+
+    def update(self, snap: Snapshot) -> None:
+        if self.mode == "quiet":
+            return
+        if self.mode == "live":
+            self._live.update(self._panel(snap))
+            return
+        for t in snap.trials:
+            if t.state in ("SUCCEEDED", "INFEASIBLE") and t.id not in self._printed:
+                self._printed.add(t.id)
+                value = f"{self.metric}={t.value:.6g}" if t.value is not None else ""
+                reason = t.infeasible_reason.splitlines()[0] if t.infeasible_reason else ""
+                best = f" (best {snap.best.value:.6g}, trial {snap.best.id})" if snap.best else ""
+                done = snap.count("SUCCEEDED", "INFEASIBLE")
+                self._line(
+                    f"trial {t.id:>3} {t.state:<10} {value or reason}{best} "
+                    f"[{done}/{snap.max_trials}]"
+                )
+        if snap.stage != self._stage:
+            self._stage = snap.stage
+            self._line(f"[{snap.stage}]")
+
+    def _line(self, text: str) -> None:
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def _panel(self, snap: Snapshot) -> Any:
+        from rich.console import Group
+        from rich.progress_bar import ProgressBar
+        from rich.text import Text
+
+        elapsed = time.monotonic() - snap.started
+        done = snap.count("SUCCEEDED", "INFEASIBLE")
+        head = Text.assemble(
+            ("hydra-vertex ", "bold"),
+            (snap.stage, "cyan"),
+            f" · {elapsed:.0f}s{_eta(snap, elapsed)}",
+        )
+        counts = Text.assemble(
+            f"trials {done}/{snap.max_trials} · ",
+            (f"{snap.count('ACTIVE', 'REQUESTED', 'STOPPING')} running", "yellow"),
+            " · ",
+            (f"{snap.count('SUCCEEDED')} done", "green"),
+            " · ",
+            (f"{snap.count('INFEASIBLE')} failed", "red"),
+        )
+        parts: list[Any] = [
+            head,
+            ProgressBar(total=max(1, snap.max_trials), completed=done),
+            counts,
+        ]
+        if snap.best is not None and snap.best.value is not None:
+            parts.append(
+                Text(
+                    f"best {self.metric}={snap.best.value:.6g} (trial {snap.best.id}): "
+                    f"{_fmt_params(snap.best.parameters)}"
+                )
+            )
+        return Group(*parts)
+
+
+class Watcher(threading.Thread):
+    """Polls ``fetch()`` (which returns a Snapshot) and hands it to ``display`` until stopped."""
+
+    def __init__(
+        self, fetch: Callable[[], Snapshot | None], display: Display, interval: float = 0.5
+    ) -> None:
+        super().__init__(name="hydra-vertex-progress", daemon=True)
+        self.fetch = fetch
+        self.display = display
+        self.interval = interval
+        self._stop_event = threading.Event()
+        self.last: Snapshot | None = None
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            self.poll()
+            self._stop_event.wait(self.interval)
+
+    def poll(self) -> None:
+        try:
+            snap = self.fetch()
+        except Exception:  # progress must never break the run; the next poll tries again
+            return
+        if snap is not None:
+            self.last = snap
+            self.display.update(snap)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=5)
+        self.poll()  # the final state

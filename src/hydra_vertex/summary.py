@@ -1,0 +1,58 @@
+"""``SUMMARY.json``: what a run found, written even when it failed part-way.
+
+Fields (design.md fixes the first five): ``best_trial_id``, ``best_value``, ``best_overrides``,
+``trials`` (each ``id``, ``state``, ``parameters``, ``value``, ``infeasible_reason``),
+``model_dir``; and ``status`` (``succeeded``/``failed``), ``error``, ``name``, ``metric``,
+``direction``, ``best_parameters``, ``retrain_overrides``, ``model_uri``, ``image_uri``,
+``tuning_job``, ``retrain_job``, ``elapsed_seconds``, ``log``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra_vertex.trials import TrialResult
+
+
+@dataclass
+class Summary:
+    name: str
+    metric: str
+    direction: str
+    status: str = "running"
+    error: str | None = None
+    best_trial_id: str | None = None
+    best_value: float | None = None
+    best_overrides: list[str] = field(default_factory=list)
+    best_parameters: dict[str, Any] = field(default_factory=dict)
+    retrain_overrides: list[str] = field(default_factory=list)
+    trials: list[TrialResult] = field(default_factory=list)
+    model_dir: str | None = None
+    model_uri: str | None = None
+    image_uri: str | None = None
+    tuning_job: str | None = None
+    retrain_job: str | None = None
+    elapsed_seconds: float = 0.0
+    log: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def write(self, path: str | os.PathLike[str]) -> Path:
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(f".{p.name}.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        os.replace(tmp, p)
+        return p
+
+    @property
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for t in self.trials:
+            out[t.state] = out.get(t.state, 0) + 1
+        return out
