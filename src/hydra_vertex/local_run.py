@@ -29,6 +29,7 @@ from hydra_vertex.errors import HydraVertexError
 from hydra_vertex.progress import Display, Snapshot, Watcher, best_of
 from hydra_vertex.search_space import SearchSpace
 from hydra_vertex.summary import Summary
+from hydra_vertex.trials import short_reason
 from hydra_vertex.vertex import EMULATOR_ENV, EMULATOR_TOKEN_ENV
 
 DEFAULT_STATE_DIR = Path(".hydra-vertex") / "emulator"
@@ -183,20 +184,27 @@ def _snapshot(jobs: _Jobs, spec: jobfile.JobSpec, minimize: bool, started: float
     return snap
 
 
-_ERROR_RE = re.compile(r"^(?:hydra_vertex\.errors\.\w+|\w*Error): (.*)$")
+_OUR_ERROR_RE = re.compile(r"^hydra_vertex\.errors\.\w+: (.*)$")
+_ANY_ERROR_RE = re.compile(r"^\w*(?:Error|Exception): (.*)$")
 
 
 def pipeline_error(log_text: str) -> str | None:
-    """The last exception message a component printed (its traceback's last line onwards)."""
-    lines = log_text.splitlines()
-    for i in range(len(lines) - 1, -1, -1):
-        m = _ERROR_RE.match(lines[i].strip())
-        if m and "Traceback" in "\n".join(lines[max(0, i - 200) : i]):
+    """The message of the last exception a component raised, from the pipeline's log.
+
+    Our own errors (``hydra_vertex.errors.*``, with their continuation lines) are preferred over
+    whatever else failed.
+    """
+    lines = [line.strip() for line in log_text.splitlines()]
+    for pattern in (_OUR_ERROR_RE, _ANY_ERROR_RE):
+        for i in range(len(lines) - 1, -1, -1):
+            m = pattern.match(lines[i])
+            if not m:
+                continue
             out = [m.group(1)]
             for extra in lines[i + 1 :]:
-                if not extra.strip() or extra.lstrip().startswith(("[KFP", "Traceback")):
+                if not extra or extra.startswith(("[KFP", "Traceback")):
                     break
-                out.append(extra.strip())
+                out.append(extra)
             return "\n".join(out)
     return None
 
@@ -328,6 +336,9 @@ def _collect(
         if best is not None:
             summary.best_trial_id, summary.best_value = best.id, best.value
             summary.best_parameters = dict(best.parameters)
+    if summary.tuning_job and emu.storage_root is not None:
+        logs = emu.storage_root.resolve().parent / "runs" / summary.tuning_job.rsplit("/", 1)[-1]
+        summary.trial_logs = str(logs) if logs.is_dir() else None
     if summary.model_uri and emu.storage_root is not None:
         from hydra_vertex.emulator.store import local_path
 
@@ -356,7 +367,7 @@ def print_summary(summary: Summary, stream: TextIO) -> None:
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.parameters.items()
         )
         if t.infeasible_reason:
-            detail = t.infeasible_reason.splitlines()[0]
+            detail = short_reason(t.infeasible_reason)
         style = "green" if mark else ("red" if t.state == "INFEASIBLE" else None)
         table.add_row(f"{t.id}{mark}", t.state, value, detail, style=style)
     console.print(table)
@@ -368,8 +379,11 @@ def print_summary(summary: Summary, stream: TextIO) -> None:
         console.print("best overrides: " + " ".join(summary.best_overrides), soft_wrap=True)
     if summary.model_dir:
         console.print(f"model: {summary.model_dir}", soft_wrap=True)
-    console.print(f"took {summary.elapsed_seconds:.1f}s; pipeline log: {summary.log}",
-                  soft_wrap=True)
+    console.print(
+        f"took {summary.elapsed_seconds:.1f}s; pipeline log: {summary.log}", soft_wrap=True
+    )
+    if summary.trial_logs and summary.status != "succeeded":
+        console.print(f"trial logs: {summary.trial_logs}/<trial>/stderr.log", soft_wrap=True)
 
 
 def run_error(summary: Summary) -> HydraVertexError:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from hydra_vertex.trials import TrialResult
+from hydra_vertex.trials import TrialResult, short_reason
 
 
 @dataclass
@@ -93,7 +93,7 @@ class Display:
             if t.state in ("SUCCEEDED", "INFEASIBLE") and t.id not in self._printed:
                 self._printed.add(t.id)
                 value = f"{self.metric}={t.value:.6g}" if t.value is not None else ""
-                reason = t.infeasible_reason.splitlines()[0] if t.infeasible_reason else ""
+                reason = short_reason(t.infeasible_reason)
                 best = f" (best {snap.best.value:.6g}, trial {snap.best.id})" if snap.best else ""
                 done = snap.count("SUCCEEDED", "INFEASIBLE")
                 self._line(

@@ -4,7 +4,8 @@ Fields (design.md fixes the first five): ``best_trial_id``, ``best_value``, ``be
 ``trials`` (each ``id``, ``state``, ``parameters``, ``value``, ``infeasible_reason``),
 ``model_dir``; and ``status`` (``succeeded``/``failed``), ``error``, ``name``, ``metric``,
 ``direction``, ``best_parameters``, ``retrain_overrides``, ``model_uri``, ``image_uri``,
-``tuning_job``, ``retrain_job``, ``elapsed_seconds``, ``log``.
+``tuning_job``, ``retrain_job``, ``elapsed_seconds``, ``log`` (the pipeline's), ``trial_logs``
+(the emulator's directory of per-trial logs).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class Summary:
     retrain_job: str | None = None
     elapsed_seconds: float = 0.0
     log: str | None = None
+    trial_logs: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

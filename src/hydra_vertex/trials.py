@@ -15,6 +15,7 @@ Rules (the same on Vertex and on the emulator):
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -110,16 +111,37 @@ def select_best(
     all_trials = list(trials)
     ranked = [t for t in all_trials if t.state == "SUCCEEDED" and t.value is not None]
     if not ranked:
-        raise TuningError(_no_success_message(all_trials, job_name))
+        raise TuningError(no_success_message(all_trials, job_name))
     sign = 1.0 if minimize else -1.0
     return min(ranked, key=lambda t: (sign * float(t.value or 0.0), _id_key(t.id)))
 
 
-def _no_success_message(trials: list[TrialResult], job_name: str) -> str:
+_EXCEPTION_LINE = re.compile(r"^[\w.]*(?:Error|Exception|Interrupt)\b.*")
+
+
+def _crash_line(reason: str) -> str:
+    """The exception line of a log tail in an infeasible reason (``RuntimeError: ...``), or ''."""
+    for line in reversed(reason.splitlines()[1:]):
+        if _EXCEPTION_LINE.match(line.strip()):
+            return line.strip()
+    return ""
+
+
+def short_reason(reason: str) -> str:
+    """One line for an infeasible reason: what happened and, for a crash, the exception line."""
+    if not reason:
+        return ""
+    first = reason.splitlines()[0].strip().removesuffix("; last log lines:").rstrip(";:")
+    crash = _crash_line(reason)
+    return f"{first}: {crash}" if crash else first
+
+
+def no_success_message(trials: list[TrialResult], job_name: str) -> str:
+    """What to say when no trial succeeded: how many failed, in which states, and why."""
     if not trials:
         return f"{job_name} has no trials; nothing to retrain with"
     states = Counter(t.state for t in trials)
-    reasons = Counter(t.infeasible_reason.splitlines()[0] for t in trials if t.infeasible_reason)
+    reasons = Counter(short_reason(t.infeasible_reason) for t in trials if t.infeasible_reason)
     parts = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
     lines = [f"{job_name}: no trial succeeded ({len(trials)} trials: {parts})"]
     for reason, n in reasons.most_common(3):

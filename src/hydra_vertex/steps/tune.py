@@ -176,6 +176,11 @@ def launch_tuning(
         )
     state = jobs.state_name(final)
     if state != "JOB_STATE_SUCCEEDED":
+        from hydra_vertex.trials import no_success_message, trial_results
+
+        results = trial_results(final)
+        if not any(r.state == "SUCCEEDED" for r in results):
+            raise TuningError(no_success_message(results, f"tuning job {job_name} ({state})"))
         raise TuningError(
             f"tuning job {job_name} ended {state}: {final.error.message or 'no detail'}"
         )

@@ -1,0 +1,210 @@
+"""`hydra-vertex run --local`: the whole flow on one machine, as a user runs it (slow: real
+trials through the emulator, the template through kfp.local)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGITS = ROOT / "examples" / "digits"
+FAILING = Path(__file__).parent / "apps" / "failing_app"
+CLI = Path(sys.executable).with_name("hydra-vertex")
+
+pytestmark = pytest.mark.slow
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HYDRA_VERTEX_")}
+    env["HYDRA_VERTEX_IMAGES"] = str(tmp_path / "images")
+    env["HYDRA_VERTEX_CACHE_DIR"] = str(tmp_path / "cache")
+    return env
+
+
+def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    work = tmp_path / "work"
+    work.mkdir(exist_ok=True)
+    return subprocess.run(
+        [str(CLI), *args], cwd=work, env=_env(tmp_path), capture_output=True, text=True,
+        timeout=600,
+    )
+
+
+def _emulator_job(state: Path, name: str) -> Any:
+    """Read a finished job back through the SDK from a restarted emulator on the run's state."""
+    from google.cloud import aiplatform
+
+    from hydra_vertex.emulator import connect, start
+
+    with start(state):
+        connect(state, project="local-project", location="us-central1")
+        return aiplatform.CustomJob.get(name).gca_resource
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    tmp = tmp_path_factory.mktemp("demo")
+    done = _run(tmp, "run", "--local", str(DIGITS / "job.yaml"), "--output", "SUMMARY.json")
+    return tmp, done
+
+
+def test_demo_writes_the_summary(demo: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    tmp, done = demo
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = json.loads((tmp / "work" / "SUMMARY.json").read_text())
+    assert summary["status"] == "succeeded" and summary["error"] is None
+    trials = summary["trials"]
+    assert [t["id"] for t in trials] == [str(i) for i in range(1, 13)]
+    for t in trials:
+        assert set(t) >= {"id", "state", "parameters", "value"}
+        assert t["state"] == "SUCCEEDED" and isinstance(t["value"], float)
+        assert isinstance(t["parameters"]["trainer.max_iter"], int)  # typed by the space
+        assert t["parameters"]["model"] in ("sgd", "svm")
+    best = min(trials, key=lambda t: (t["value"], int(t["id"])))
+    assert summary["best_trial_id"] == best["id"]
+    assert summary["best_value"] == best["value"]
+    assert summary["best_parameters"] == best["parameters"]
+    overrides = summary["best_overrides"]
+    assert sorted(overrides) == sorted(f"{k}={v}" for k, v in best["parameters"].items())
+    # Progress and the end-of-run table went to stdout (not a terminal: one line per trial).
+    assert done.stdout.count(" SUCCEEDED ") >= 12
+    assert f"best trial {best['id']}:" in done.stdout
+
+
+def test_demo_retrains_with_exactly_the_best_overrides(
+    demo: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    tmp, done = demo
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp / "work" / "SUMMARY.json").read_text())
+    model_dir = Path(summary["model_dir"])
+    assert model_dir.is_absolute() and (model_dir / "model.pkl").is_file()
+    assert summary["model_uri"].startswith("gs://hydra-vertex-local/digits/")
+    retrain_overrides = yaml.safe_load((DIGITS / "job.yaml").read_text())["retrain"]["overrides"]
+
+    # The retrain job's command, as the emulator ran it: the app, the winner's overrides, the
+    # final-run overrides. Nothing else.
+    job = _emulator_job(tmp / "work" / ".hydra-vertex" / "emulator", summary["retrain_job"])
+    command = list(job.job_spec.worker_pool_specs[0].container_spec.command)
+    assert command == ["python", "train.py", *summary["best_overrides"], *retrain_overrides]
+
+    # And the config the app saved next to the model is what Hydra composes from them.
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(str(DIGITS / "conf"), version_base=None):
+        expected = compose("config", overrides=[*summary["best_overrides"], *retrain_overrides])
+    saved = yaml.safe_load((model_dir / "config.yaml").read_text())
+    assert saved == OmegaConf.to_container(expected)
+
+    from sklearn.datasets import load_digits
+
+    with open(model_dir / "model.pkl", "rb") as f:
+        model = pickle.load(f)
+    x, y = load_digits(return_X_y=True)
+    assert (model.predict(x[:200]) == y[:200]).mean() > 0.9
+
+
+def test_rerun_reuses_the_image(tmp_path: Path) -> None:
+    job = tmp_path / "job.yaml"
+    data = yaml.safe_load((DIGITS / "job.yaml").read_text())
+    data["app"]["source"] = str(DIGITS)
+    data["search_space"] = str(DIGITS / "search_space.yaml")
+    data["tuning"].update(max_trials=2, parallel_trials=2)
+    job.write_text(yaml.safe_dump(data))
+    first = _run(tmp_path, "run", "--local", str(job), "-o", "s1.json", "--quiet")
+    second = _run(tmp_path, "run", "--local", str(job), "-o", "s2.json", "--quiet")
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    assert first.stdout == "" and second.stdout == ""  # --quiet
+    s1 = json.loads((tmp_path / "work" / "s1.json").read_text())
+    s2 = json.loads((tmp_path / "work" / "s2.json").read_text())
+    assert s1["image_uri"] == s2["image_uri"]
+    assert s1["tuning_job"] != s2["tuning_job"]
+    assert "cached local image" in Path(s2["log"]).read_text()
+    assert len(list((tmp_path / "images").iterdir())) == 1
+
+
+def test_every_trial_failing_is_a_clear_error_and_the_summary_keeps_the_trials(
+    tmp_path: Path,
+) -> None:
+    done = _run(tmp_path, "run", "--local", str(FAILING / "job.yaml"), "-o", "SUMMARY.json")
+    assert done.returncode == 1
+    assert "no trial succeeded (3 trials: 3 INFEASIBLE)" in done.stderr
+    assert "diverged at lr=" in done.stderr
+    assert "Traceback" not in done.stderr
+    summary = json.loads((tmp_path / "work" / "SUMMARY.json").read_text())
+    assert summary["status"] == "failed" and "no trial succeeded" in summary["error"]
+    assert [t["state"] for t in summary["trials"]] == ["INFEASIBLE"] * 3
+    assert all("diverged" in t["infeasible_reason"] for t in summary["trials"])
+    assert summary["model_dir"] is None and summary["best_overrides"] == []
+
+
+def test_the_python_api_runs_the_same_flow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hydra_vertex
+
+    for k, v in _env(tmp_path).items():
+        if k.startswith("HYDRA_VERTEX_"):
+            monkeypatch.setenv(k, v)
+    monkeypatch.chdir(tmp_path)
+    job = tmp_path / "job.yaml"
+    data = yaml.safe_load((DIGITS / "job.yaml").read_text())
+    data["app"]["source"] = str(DIGITS)
+    data["search_space"] = str(DIGITS / "search_space.yaml")
+    data["tuning"].update(max_trials=3, parallel_trials=2)
+    job.write_text(yaml.safe_dump(data))
+    summary = hydra_vertex.run(job, output=tmp_path / "S.json")
+    assert summary.status == "succeeded", summary.error
+    assert len(summary.trials) == 3
+    assert json.loads((tmp_path / "S.json").read_text())["best_overrides"] == summary.best_overrides
+    assert Path(summary.model_dir or "").joinpath("model.pkl").is_file()
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"tuning": {"max_trials": 0}}, "'tuning.max_trials' must be an integer >= 1"),
+        ({"app": {"source": "nowhere", "command": ["python", "train.py"]}}, "'app.source'"),
+        ({"search_space": "missing.yaml"}, "'search_space' must be an existing file"),
+        ({"vertex": {"staging_bucket": "/tmp/x"}}, "'vertex.staging_bucket' must be a gs:// URI"),
+    ],
+)
+def test_bad_job_files_name_the_field(tmp_path: Path, edit: dict[str, Any], message: str) -> None:
+    data = yaml.safe_load((DIGITS / "job.yaml").read_text())
+    data.update(edit)
+    for name in ("train.py", "search_space.yaml"):
+        (tmp_path / name).write_text((DIGITS / name).read_text())
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump(data))
+    done = _run(tmp_path, "run", "--local", str(job))
+    assert done.returncode == 1
+    assert message in done.stderr and str(job) in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_bad_search_space_names_the_parameter(tmp_path: Path) -> None:
+    (tmp_path / "s.yaml").write_text(
+        "metric: val_error\ndirection: minimize\nparams:\n  model.C: tag(log, interval(0, 1))\n"
+    )
+    data = yaml.safe_load((DIGITS / "job.yaml").read_text())
+    data.update(search_space="s.yaml")
+    data["app"]["source"] = str(DIGITS)
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump(data))
+    done = _run(tmp_path, "run", "--local", str(job))
+    assert done.returncode == 1
+    assert "model.C" in done.stderr and "log" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_run_without_local_says_what_to_do(tmp_path: Path) -> None:
+    done = _run(tmp_path, "run", str(DIGITS / "job.yaml"))
+    assert done.returncode == 2
+    assert "--local" in done.stderr and "submit" in done.stderr
