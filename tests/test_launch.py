@@ -286,3 +286,28 @@ def test_gcp_resources_names_the_job_and_the_emulator(
     # A second launch with the same key and file returns the same job without creating one.
     assert launch_tuning(**kwargs) == name
     assert [j.name for j in _tuning_jobs(client)] == [name]
+
+
+@pytest.mark.parametrize("keep_gcp_resources", [True, False], ids=["gcp_resources", "label"])
+def test_a_failed_job_is_not_resumed_a_retry_launches_anew(
+    tmp_path: Path,
+    emulator: EmulatorHandle,
+    client: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    keep_gcp_resources: bool,
+) -> None:
+    from hydra_vertex.steps.tune import launch_tuning
+
+    monkeypatch.setenv("HYDRA_VERTEX_EMULATOR", emulator.endpoint)
+    monkeypatch.setenv("HYDRA_VERTEX_EMULATOR_TOKEN", emulator.token)
+    failing = _kwargs(tmp_path, "crash", max_trial_count=1, parallel_trial_count=1)
+    with pytest.raises(TuningError):
+        launch_tuning(**failing)
+    [failed] = _tuning_jobs(client)
+    if not keep_gcp_resources:
+        Path(failing["gcp_resources_path"]).unlink()
+    # The task is retried with the same launch key (the app was fixed meanwhile).
+    name = launch_tuning(**{**failing, "app_command": ["python", "app.py", "mode=ok"]})
+    assert name != failed.name
+    jobs = {j.name: j.state.name for j in _tuning_jobs(client)}
+    assert jobs == {failed.name: "JOB_STATE_FAILED", name: "JOB_STATE_SUCCEEDED"}

@@ -208,3 +208,41 @@ def test_run_without_local_says_what_to_do(tmp_path: Path) -> None:
     done = _run(tmp_path, "run", str(DIGITS / "job.yaml"))
     assert done.returncode == 2
     assert "--local" in done.stderr and "submit" in done.stderr
+
+
+def test_the_compiled_template_runs_under_kfp_local(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a user does by hand: load the JSON, run it with kfp.local against the emulator."""
+    from kfp import local
+    from kfp.components import load_component_from_file
+
+    from hydra_vertex.emulator import start
+
+    monkeypatch.setenv("HYDRA_VERTEX_IMAGES", str(tmp_path / "images"))
+    monkeypatch.setenv("HYDRA_VERTEX_CACHE_DIR", str(tmp_path / "cache"))
+    with start(tmp_path / "state", seed=3) as emulator:
+        monkeypatch.setenv("HYDRA_VERTEX_EMULATOR", emulator.endpoint)
+        monkeypatch.setenv("HYDRA_VERTEX_EMULATOR_TOKEN", emulator.token)
+        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "r"))
+        pipeline = load_component_from_file(str(ROOT / "pipelines" / "tune_and_retrain.json"))
+        task = pipeline(
+            app_name="digits",
+            app_source=str(DIGITS),
+            app_command=["python", "train.py"],
+            search_space=yaml.safe_load((DIGITS / "search_space.yaml").read_text()),
+            project="local-project",
+            staging_bucket="gs://bucket/runs",
+            max_trial_count=3,
+            parallel_trial_count=2,
+            retrain_overrides=["val_fraction=0.1"],
+        )
+    out = task.outputs
+    assert isinstance(out["best_overrides"], list) and out["best_overrides"]
+    assert all(isinstance(o, str) and "=" in o for o in out["best_overrides"])
+    assert isinstance(out["best_value"], float) and 0.0 <= out["best_value"] <= 1.0
+    assert out["best_trial_id"] in ("1", "2", "3")
+    assert out["model_dir"].startswith("gs://bucket/runs/digits/")
+    assert out["image_uri"].startswith("hydra-vertex.local/digits@sha256:")
+    model = tmp_path / "state" / "storage" / out["model_dir"].removeprefix("gs://")
+    assert (model / "model.pkl").is_file()

@@ -24,6 +24,13 @@ from hydra_vertex import gcp_resources, retries
 
 LAUNCH_LABEL = "hydra-vertex-launch"
 TERMINAL = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
+# A job in one of these states is not resumed: a retried task launches a new one.
+NOT_RESUMABLE = {
+    "JOB_STATE_FAILED",
+    "JOB_STATE_CANCELLED",
+    "JOB_STATE_EXPIRED",
+    "JOB_STATE_CANCELLING",
+}
 
 
 @dataclass(frozen=True)
@@ -53,16 +60,27 @@ def state_name(job: Any) -> str:
 
 
 def find_existing(client: Any, kind: Kind, parent: str, label_value: str) -> Any | None:
-    """The newest job under ``parent`` that carries our launch label, or None.
+    """The newest resumable job under ``parent`` that carries our launch label, or None.
 
     The filter is sent (Vertex applies it) and checked again here (an emulator may ignore it).
     """
     request = {"parent": parent, "filter": f'labels.{LAUNCH_LABEL}="{label_value}"'}
     pager = retries.call(lambda: kind.call(client, "list", request=request), "list jobs")
-    found = [j for j in pager if dict(j.labels).get(LAUNCH_LABEL) == label_value]
+    found = [
+        j
+        for j in pager
+        if dict(j.labels).get(LAUNCH_LABEL) == label_value and state_name(j) not in NOT_RESUMABLE
+    ]
     if not found:
         return None
     return max(found, key=lambda j: (j.create_time.timestamp() if j.create_time else 0, j.name))
+
+
+@dataclass
+class Launched:
+    """The job a launcher is responsible for; ``name`` is set once it exists."""
+
+    name: str | None = None
 
 
 def create_once(
@@ -75,13 +93,30 @@ def create_once(
     gcp_resources_path: str | None,
     api_base: str,
     log: Callable[[str], None] = print,
+    launched: Launched | None = None,
 ) -> str:
-    """Create ``job`` unless this launch already did; returns the job's resource name."""
+    """Create ``job`` unless this launch already did; returns the job's resource name.
+
+    A job found but FAILED, CANCELLED or gone is not resumed: a retried task launches anew.
+    """
+    from google.api_core import exceptions as gexc
+
     if gcp_resources_path:
         name = gcp_resources.read(gcp_resources_path, kind.resource_type)
         if name:
-            log(f"resuming {kind.resource_type} {name} (from gcp_resources)")
-            return name
+            try:
+                found = retries.call(lambda: kind.call(client, "get", name=name), f"get {name}")
+            except gexc.NotFound:
+                found = None
+            if found is not None and state_name(found) not in NOT_RESUMABLE:
+                log(f"resuming {kind.resource_type} {name} (from gcp_resources)")
+                if launched is not None:
+                    launched.name = name
+                return name
+            log(
+                f"not resuming {kind.resource_type} {name}: "
+                f"{state_name(found) if found is not None else 'not found'}"
+            )
     label_value = idempotency_value(key)
     existing = find_existing(client, kind, parent, label_value)
     if existing is not None:
@@ -94,6 +129,8 @@ def create_once(
         created = kind.call(client, "create", parent=parent, **{kind.method: job})
         name = str(created.name)
         log(f"created {kind.resource_type} {name}")
+    if launched is not None:
+        launched.name = name
     if gcp_resources_path:
         gcp_resources.write(gcp_resources_path, kind.resource_type, name, api_base)
     return name
@@ -118,23 +155,32 @@ def wait(
 
 
 @contextlib.contextmanager
-def cancel_on_sigterm(client: Any, kind: Kind, name: str) -> Iterator[None]:
-    """While inside, SIGTERM cancels the job, then exits 143 (as the signal would)."""
+def cancel_on_sigterm(client: Any, kind: Kind) -> Iterator[Launched]:
+    """While inside, SIGTERM cancels the launched job (if one exists yet), then exits 143.
+
+    Enter it before creating the job and pass the yielded holder to :func:`create_once`, which
+    sets its ``name`` as soon as the job exists: a SIGTERM during the create still cancels it.
+    """
+    launched = Launched()
 
     def handler(signum: int, frame: Any) -> None:
-        print(f"hydra-vertex: SIGTERM: cancelling {name}", file=sys.stderr, flush=True)
-        with contextlib.suppress(Exception):
-            retries.call(
-                lambda: kind.call(client, "cancel", name=name), f"cancel {name}", attempts=3
-            )
+        name = launched.name
+        if name:
+            print(f"hydra-vertex: SIGTERM: cancelling {name}", file=sys.stderr, flush=True)
+            with contextlib.suppress(Exception):
+                retries.call(
+                    lambda: kind.call(client, "cancel", name=name), f"cancel {name}", attempts=3
+                )
+        else:
+            print("hydra-vertex: SIGTERM before a job was created", file=sys.stderr, flush=True)
         raise SystemExit(128 + signum)
 
     try:
         previous = signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread: leave signals alone
-        yield
+        yield launched
         return
     try:
-        yield
+        yield launched
     finally:
         signal.signal(signal.SIGTERM, previous)

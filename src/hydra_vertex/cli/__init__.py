@@ -51,9 +51,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"hydra-vertex {args.command}: error: {e}", file=sys.stderr)
         return 1
+    except Exception as e:
+        message = cloud_error(e)
+        if message is None or args.debug:
+            raise
+        print(f"hydra-vertex {args.command}: error: {message}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"hydra-vertex {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def cloud_error(error: BaseException) -> str | None:
+    """A one-paragraph message for the Google client errors a user can act on, else None."""
+    module = type(error).__module__
+    if module.startswith("google.auth"):
+        return (
+            f"{error}\nNo usable Google Cloud credentials: run 'gcloud auth application-default "
+            "login', or set HYDRA_VERTEX_EMULATOR (and _TOKEN) to use the local emulator."
+        )
+    if module.startswith("google.api_core"):
+        code = getattr(error, "code", None)
+        return (
+            f"Google Cloud answered {code}: {getattr(error, 'message', error)} (check the project, "
+            "region and permissions in the job file's 'vertex' section; see docs/vertex.md)"
+        )
+    return None
 
 
 if __name__ == "__main__":  # pragma: no cover

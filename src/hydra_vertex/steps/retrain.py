@@ -95,17 +95,18 @@ def retrain(
         ),
     )
     common.log(f"retrain command: {' '.join(command)}")
-    job_name = jobs.create_once(
-        client,
-        jobs.CUSTOM,
-        common.parent(project, location),
-        job,
-        key=f"{launch_key}/retrain",
-        gcp_resources_path=gcp_resources_path,
-        api_base=api_base(location),
-        log=common.log,
-    )
-    with jobs.cancel_on_sigterm(client, jobs.CUSTOM, job_name):
+    with jobs.cancel_on_sigterm(client, jobs.CUSTOM) as launched:
+        job_name = jobs.create_once(
+            client,
+            jobs.CUSTOM,
+            common.parent(project, location),
+            job,
+            key=f"{launch_key}/retrain",
+            gcp_resources_path=gcp_resources_path,
+            api_base=api_base(location),
+            log=common.log,
+            launched=launched,
+        )
         final = jobs.wait(
             client, jobs.CUSTOM, job_name, poll_seconds=poll_seconds or common.poll_seconds()
         )

@@ -156,17 +156,18 @@ def launch_tuning(
         seed=seed,
         trial_timeout_seconds=trial_timeout_seconds,
     )
-    job_name = jobs.create_once(
-        client,
-        jobs.TUNING,
-        common.parent(project, location),
-        job,
-        key=f"{launch_key}/launch-tuning",
-        gcp_resources_path=gcp_resources_path,
-        api_base=api_base(location),
-        log=common.log,
-    )
-    with jobs.cancel_on_sigterm(client, jobs.TUNING, job_name):
+    with jobs.cancel_on_sigterm(client, jobs.TUNING) as launched:
+        job_name = jobs.create_once(
+            client,
+            jobs.TUNING,
+            common.parent(project, location),
+            job,
+            key=f"{launch_key}/launch-tuning",
+            gcp_resources_path=gcp_resources_path,
+            api_base=api_base(location),
+            log=common.log,
+            launched=launched,
+        )
         final = jobs.wait(
             client,
             jobs.TUNING,
