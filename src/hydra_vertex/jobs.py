@@ -184,3 +184,32 @@ def cancel_on_sigterm(client: Any, kind: Kind) -> Iterator[Launched]:
         yield launched
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def run_once(
+    client: Any,
+    kind: Kind,
+    parent: str,
+    job: Any,
+    *,
+    key: str,
+    gcp_resources_path: str | None,
+    api_base: str,
+    poll_seconds: float,
+    log: Callable[[str], None] = print,
+    on_poll: Callable[[Any], None] | None = None,
+) -> Any:
+    """Create (once) and wait for ``job``, cancelling it on SIGTERM; returns the final job."""
+    with cancel_on_sigterm(client, kind) as launched:
+        name = create_once(
+            client,
+            kind,
+            parent,
+            job,
+            key=key,
+            gcp_resources_path=gcp_resources_path,
+            api_base=api_base,
+            log=log,
+            launched=launched,
+        )
+        return wait(client, kind, name, poll_seconds=poll_seconds, on_poll=on_poll)

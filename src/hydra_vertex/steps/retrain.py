@@ -95,21 +95,18 @@ def retrain(
         ),
     )
     common.log(f"retrain command: {' '.join(command)}")
-    with jobs.cancel_on_sigterm(client, jobs.CUSTOM) as launched:
-        job_name = jobs.create_once(
-            client,
-            jobs.CUSTOM,
-            common.parent(project, location),
-            job,
-            key=f"{launch_key}/retrain",
-            gcp_resources_path=gcp_resources_path,
-            api_base=api_base(location),
-            log=common.log,
-            launched=launched,
-        )
-        final = jobs.wait(
-            client, jobs.CUSTOM, job_name, poll_seconds=poll_seconds or common.poll_seconds()
-        )
+    final = jobs.run_once(
+        client,
+        jobs.CUSTOM,
+        common.parent(project, location),
+        job,
+        key=f"{launch_key}/retrain",
+        gcp_resources_path=gcp_resources_path,
+        api_base=api_base(location),
+        poll_seconds=poll_seconds or common.poll_seconds(),
+        log=common.log,
+    )
+    job_name = str(final.name)
     state = jobs.state_name(final)
     if state != "JOB_STATE_SUCCEEDED":
         raise TuningError(

@@ -156,25 +156,19 @@ def launch_tuning(
         seed=seed,
         trial_timeout_seconds=trial_timeout_seconds,
     )
-    with jobs.cancel_on_sigterm(client, jobs.TUNING) as launched:
-        job_name = jobs.create_once(
-            client,
-            jobs.TUNING,
-            common.parent(project, location),
-            job,
-            key=f"{launch_key}/launch-tuning",
-            gcp_resources_path=gcp_resources_path,
-            api_base=api_base(location),
-            log=common.log,
-            launched=launched,
-        )
-        final = jobs.wait(
-            client,
-            jobs.TUNING,
-            job_name,
-            poll_seconds=poll_seconds or common.poll_seconds(),
-            on_poll=_TrialLog(space),
-        )
+    final = jobs.run_once(
+        client,
+        jobs.TUNING,
+        common.parent(project, location),
+        job,
+        key=f"{launch_key}/launch-tuning",
+        gcp_resources_path=gcp_resources_path,
+        api_base=api_base(location),
+        poll_seconds=poll_seconds or common.poll_seconds(),
+        log=common.log,
+        on_poll=_TrialLog(space),
+    )
+    job_name = str(final.name)
     state = jobs.state_name(final)
     if state != "JOB_STATE_SUCCEEDED":
         from hydra_vertex.trials import no_success_message, trial_results
