@@ -133,7 +133,7 @@ def upload_source(
     source_dir: Path, staging_bucket: str, name: str, project: str, base_image: str
 ) -> str:
     """Upload the source tarball to ``{staging_bucket}/sources/{name}-{digest}.tar.gz`` (once)."""
-    from google.cloud import storage  # type: ignore[attr-defined]
+    from google.cloud import storage
 
     _check(name, _NAME_RE, "image name", "lowercase letters, digits, . _ -")
     _check(project, _PROJECT_RE, "project", "a Google Cloud project id")
