@@ -20,7 +20,7 @@ def test_example_job_loads() -> None:
     assert job.command == ["python", "train.py"]
     assert job.source == EXAMPLE.parent.resolve()
     assert (job.tuning.max_trials, job.tuning.parallel_trials) == (12, 2)
-    assert job.retrain_overrides == ["trainer.max_iter=100"]
+    assert job.retrain_overrides == ["val_fraction=0.1"]
 
 
 def base(tmp_path: Path) -> dict[str, Any]:

@@ -160,7 +160,7 @@ def test_trial_errors_are_one_line_exit_2(work: Path, args: list[str], needles: 
     ("args", "code", "needle"),
     [
         pytest.param(
-            ["--", "python", "app.py"], 2, "--search-space FILE is required", id="no-space"
+            ["--", "python", "app.py"], 2, "--search-space FILE (or --search-space-json JSON) is required", id="no-space"
         ),
         pytest.param(["--search-space", "s.yaml"], 2, "missing '--'", id="no-dashdash"),
         pytest.param(["--search-space", "s.yaml", "--"], 2, "no app command", id="no-command"),
@@ -226,3 +226,20 @@ def test_cached_path_imports_nothing_heavy(work: Path) -> None:
         [sys.executable, "-c", code], cwd=work, env=env, capture_output=True, text=True, check=True
     )
     assert second.stdout.strip() == "[]"
+
+
+def test_inline_json_space_as_the_pipeline_passes_it(work: Path) -> None:
+    from hydra_vertex.search_space import load
+
+    inline = json.dumps(load(work / "s.yaml").to_dict())
+    proc = run(work, ["--search-space-json", inline, "--", "python", "app.py", "--lr=0.01",
+                      "--batch_size=256.0", "--name=plain"])
+    assert proc.returncode == 0, proc.stderr
+    cfg = composed(work)
+    assert cfg["batch_size"] == 256 and type(cfg["batch_size"]) is int
+    assert "val_loss" in (work / "metrics").read_text(encoding="utf-8")
+
+    bad = run(work, ["--search-space-json", "{not json", "--", "python", "app.py"])
+    assert bad.returncode == 2
+    assert "--search-space-json: not a compiled search space" in bad.stderr
+    assert "Traceback" not in bad.stderr
