@@ -245,7 +245,7 @@ class Emulator:
             pass
 
         Handler.emulator = emulator
-        httpd = ThreadingHTTPServer((host, port), Handler)
+        httpd = _Server((host, port), Handler)
         httpd.daemon_threads = True
         self.httpd = httpd
         bound = httpd.server_address[1]
@@ -354,6 +354,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.command, urlsplit(self.path).path)
+
+
+class _Server(ThreadingHTTPServer):
+    # The standard library listens with a backlog of 5: a burst of clients (parallel trials,
+    # pipeline tasks, a progress poller) would see refused connections under load.
+    request_queue_size = 128
 
 
 _FILTER_TERM = re.compile(

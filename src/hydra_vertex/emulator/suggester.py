@@ -80,12 +80,14 @@ def _parse(ps: Any) -> _Spec:
         if spec.kind == "INTEGER":
             parent_vals = tuple(int(v) for v in parent_vals)
         children.append((parent_vals, _parse(cond.parameter_spec)))
-    spec.children = tuple(children)
+    spec.children = tuple(sorted(children, key=lambda c: c[1].pid))
     return spec
 
 
 def _specs(study_spec: StudySpec) -> list[_Spec]:
-    return [_parse(ps) for ps in study_spec.parameters]
+    """The parameters sorted by id (children too): the same seed gives the same trials whatever
+    order the spec lists them in (a pipeline's search_space travels as an unordered struct)."""
+    return sorted((_parse(ps) for ps in study_spec.parameters), key=lambda s: s.pid)
 
 
 def _distributions(spec: _Spec) -> Any:
@@ -119,7 +121,8 @@ def _to_internal(spec: _Spec, value: Value) -> Any:
 def _from_internal(spec: _Spec, value: Any) -> Value:
     if spec.kind == "DOUBLE":
         v = float(value)
-        return spec.low + spec.high - v if spec.scale == 3 else v
+        v = spec.low + spec.high - v if spec.scale == 3 else v
+        return min(max(v, spec.low), spec.high)  # low + high - z can round past a bound
     if spec.kind == "INTEGER":
         return float(int(value))
     if spec.kind == "CATEGORICAL":
