@@ -60,3 +60,22 @@ def test_grid_enumerates_then_is_exhausted() -> None:
         past.append(PastTrial(p, None, pending=True))
     assert len(past) == 6
     assert len({tuple(sorted(t.parameters.items())) for t in past}) == 6
+
+
+@pytest.mark.parametrize("algorithm", ["bayesian", "random"])
+def test_same_seed_same_trials_whatever_the_parameter_order(algorithm: str) -> None:
+    """A pipeline's search_space travels as an unordered struct: order must not matter."""
+    forward = _spec(MIXED, algorithm)
+    backward = _spec(dict(reversed(list(MIXED.items()))), algorithm)
+    assert [p.parameter_id for p in forward.parameters] != [
+        p.parameter_id for p in backward.parameters
+    ]
+    runs = []
+    for spec in (forward, backward):
+        past: list[PastTrial] = []
+        for i in range(12):
+            p = suggest(spec, past, seed=5)
+            assert p is not None
+            past.append(PastTrial(p, math.log(float(p["lr"])) ** 2 + i))
+        runs.append([dict(sorted(t.parameters.items())) for t in past])
+    assert runs[0] == runs[1]
