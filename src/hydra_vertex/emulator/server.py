@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 from hydra_vertex import images
 from hydra_vertex.emulator import routes
 from hydra_vertex.emulator.routes import ApiError
+from hydra_vertex.emulator.services import Raw, Request, Service
 from hydra_vertex.emulator.store import Store
 from hydra_vertex.emulator.tuning import (
     TERMINAL_JOB_STATES,
@@ -34,6 +35,12 @@ from hydra_vertex.emulator.tuning import (
 
 log = logging.getLogger("hydra_vertex.emulator")
 MAX_BODY_BYTES = 4 * 1024 * 1024
+MAX_UPLOAD_BYTES = 512 * 1024 * 1024  # Cloud Storage uploads (/upload/...): source tarballs
+
+
+def body_limit(path: str) -> int:
+    return MAX_UPLOAD_BYTES if path.startswith("/upload/") else MAX_BODY_BYTES
+_JSON = "application/json; charset=UTF-8"
 DEFAULT_PAGE_SIZE = 100
 _RUNNERS: dict[str, type[JobRunner]] = {
     "customJobs": CustomJobRunner,
@@ -63,6 +70,7 @@ class Emulator:
         self.port = 0
         self.allowed_hosts: set[str] = set()
         self.any_interface = False
+        self.services: list[Service] = []
 
     # -- images ----------------------------------------------------------------------------------
     def resolve_image(self, uri: str) -> Path | None:
@@ -285,8 +293,12 @@ class Emulator:
             auth = headers.get("Authorization", "")
             if not hmac.compare_digest(auth.encode(), f"Bearer {self.token}".encode()):
                 raise ApiError(401, "missing or invalid bearer token (see endpoint.json)")
-        route, params = routes.match(method, split.path)
         query = {k: v[-1] for k, v in parse_qs(split.query).items()}
+        for service in self.services:
+            answer = service.route(method, split.path)
+            if answer is not None:
+                return answer(Request(method, split.path, query, headers, body))
+        route, params = routes.match(method, split.path)
         ints = "enum-encoding=int" in query.get("$alt", "")
         handler = getattr(self, route.handler)
         result = handler(body=body, query=query, **params)
@@ -314,11 +326,12 @@ class _Handler(BaseHTTPRequestHandler):
             length = int(self.headers.get("Content-Length") or 0)
             if length < 0:
                 raise ApiError(400, "invalid Content-Length")
-            if length > MAX_BODY_BYTES:
+            limit = body_limit(self.path)
+            if length > limit:
                 self.close_connection = True
                 raise ApiError(
                     413,
-                    f"request body of {length} bytes exceeds the limit of {MAX_BODY_BYTES} bytes",
+                    f"request body of {length} bytes exceeds the limit of {limit} bytes",
                 )
             if self.headers.get("Transfer-Encoding"):
                 self.close_connection = True
@@ -330,12 +343,18 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception:
             log.exception("internal error on %s", method)
             status, payload = 500, ApiError(500, "internal emulator error").envelope()
-        data = json.dumps(payload).encode()
+        if isinstance(payload, Raw):
+            data, content_type, extra = payload.body, payload.content_type, payload.headers
+        else:
+            data, content_type, extra = json.dumps(payload).encode(), _JSON, {}
         self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=UTF-8")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
+        for name, value in extra.items():
+            self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(data)
+        if self.command != "HEAD":
+            self.wfile.write(data)
 
     def do_GET(self) -> None:
         self._dispatch("GET")
