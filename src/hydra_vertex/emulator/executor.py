@@ -10,6 +10,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,11 @@ class Outcome:
 
 
 class TrialProcess:
-    """A running trial; ``poll()`` returns its Outcome once it has ended."""
+    """A running trial; ``poll()`` returns its Outcome once it has ended.
+
+    A waiter thread blocks on the process and sets ``exited`` (and ``notify``, when given) the
+    moment it ends, so a runner can sleep on an event instead of polling on a fixed period.
+    """
 
     def __init__(
         self,
@@ -36,6 +41,7 @@ class TrialProcess:
         env: dict[str, str],
         run_dir: Path,
         timeout: float | None = None,
+        notify: threading.Event | None = None,
     ) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir = run_dir
@@ -54,6 +60,22 @@ class TrialProcess:
                 close_fds=True,
             )
         self.pid = self.proc.pid
+        self.exited = threading.Event()
+        self._notify = notify
+        threading.Thread(target=self._wait, name=f"trial-{self.pid}", daemon=True).start()
+
+    def _wait(self) -> None:
+        # Popen.wait holds Popen's waitpid lock; poll() from other threads then returns None
+        # until the child is reaped here, and the returncode is set before the events fire.
+        with contextlib.suppress(Exception):
+            self.proc.wait()
+        self.exited.set()
+        if self._notify is not None:
+            self._notify.set()
+
+    def wait(self, timeout: float) -> None:
+        """Sleep until the process ends or ``timeout`` seconds pass."""
+        self.exited.wait(timeout)
 
     def poll(self) -> Outcome | None:
         if (

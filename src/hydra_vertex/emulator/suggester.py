@@ -219,6 +219,20 @@ def suggest(
     return chosen
 
 
+def warm_up(study_spec: StudySpec) -> None:
+    """Import what ``suggest`` will need (Optuna; for the GP also its torch backend), so that the
+    first Bayesian ask, after the random start-up trials, does not pay seconds of imports while a
+    worker slot waits. Safe to call from a background thread; errors surface in ``suggest``."""
+    try:
+        import optuna
+
+        if int(study_spec.algorithm) not in (2, 3):
+            import optuna._gp.gp  # noqa: F401
+            import torch  # noqa: F401
+    except Exception:  # pragma: no cover - suggest reports it
+        return
+
+
 def _warping(values: list[float], maximize: bool) -> Callable[[float], float]:
     """A monotone output warping (as Vizier does): log of the distance to the worst value.
 
@@ -285,7 +299,7 @@ def _grid_next(specs: list[_Spec], past: list[PastTrial]) -> dict[str, Value] | 
     return None
 
 
-__all__ = ["PastTrial", "parameter_kinds", "suggest"]
+__all__ = ["PastTrial", "parameter_kinds", "suggest", "warm_up"]
 
 
 def parameter_kinds(study_spec: StudySpec) -> dict[str, str]:

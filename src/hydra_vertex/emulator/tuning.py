@@ -22,7 +22,6 @@ import os
 import statistics
 import sys
 import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +30,8 @@ from typing import Any
 from hydra_vertex.emulator import executor
 from hydra_vertex.emulator.store import Record, Store
 
+# Trial exits wake the runners at once (a waiter thread per trial sets an event); this period
+# only bounds how late cancel requests, timeouts and median stopping are noticed.
 POLL_SECONDS = 0.1
 DEFAULT_METRIC_TAG = "training/hptuning/metric"
 MEDIAN_MIN_COMPLETED = 2  # completed trials needed before the median rule stops anything
@@ -113,6 +114,7 @@ class Launcher:
         job_id: str,
         trial_id: str | None = None,
         trial_args: list[str] | None = None,
+        notify: threading.Event | None = None,
     ) -> executor.TrialProcess:
         container = job_spec["workerPoolSpecs"][0]["containerSpec"]
         cwd = self.workdir(job_spec)
@@ -143,7 +145,7 @@ class Launcher:
             extra["CLOUD_ML_TRIAL_ID"] = trial_id
         env = executor.trial_env(dict(os.environ), extra, os.path.dirname(sys.executable))
         timeout = parse_duration((job_spec.get("scheduling") or {}).get("timeout"))
-        return executor.TrialProcess(argv, cwd, env, run_dir, timeout=timeout)
+        return executor.TrialProcess(argv, cwd, env, run_dir, timeout=timeout, notify=notify)
 
 
 def describe_exit(outcome: executor.Outcome, run_dir: Path) -> str | None:
@@ -238,7 +240,7 @@ class CustomJobRunner(JobRunner):
                     proc.kill()
                     self.finish("JOB_STATE_CANCELLED", {"code": 1, "message": "CANCELED"})
                     return
-                time.sleep(POLL_SECONDS)
+                proc.wait(POLL_SECONDS)
             reason = describe_exit(outcome, run_dir)
             self.update(lambda r: r["internal"].pop("pid", None))
             if reason is None:
@@ -255,6 +257,10 @@ class CustomJobRunner(JobRunner):
 class TuningJobRunner(JobRunner):
     collection = "hyperparameterTuningJobs"
 
+    def __init__(self, store: Store, launcher: Launcher, job_id: str) -> None:
+        super().__init__(store, launcher, job_id)
+        self.wake = threading.Event()  # set by every trial process of this job when it exits
+
     def run(self) -> None:
         from google.cloud.aiplatform_v1.types import StudySpec
 
@@ -266,6 +272,7 @@ class TuningJobRunner(JobRunner):
         res = rec["resource"]
         spec = StudySpec.from_json(json.dumps(res["studySpec"]), ignore_unknown_fields=True)
         kinds = suggester.parameter_kinds(spec)
+        threading.Thread(target=suggester.warm_up, args=(spec,), daemon=True).start()
         metric = spec.metrics[0].metric_id if spec.metrics else DEFAULT_METRIC_TAG
         maximize = bool(spec.metrics) and int(spec.metrics[0].goal) == 1
         selection = int(spec.measurement_selection_type)
@@ -281,6 +288,7 @@ class TuningJobRunner(JobRunner):
         checked: dict[str, int] = {}  # trial id -> last step judged by the median rule
         try:
             while not self.stop_event.is_set():
+                self.wake.clear()  # a trial ending from here on makes the wait below return
                 # 1. reap finished trials
                 for tid, proc in list(running.items()):
                     outcome = proc.poll()
@@ -344,7 +352,7 @@ class TuningJobRunner(JobRunner):
                             },
                         )
                     return
-                time.sleep(POLL_SECONDS)
+                self.wake.wait(POLL_SECONDS)
         finally:
             for proc in running.values():
                 proc.kill()
@@ -373,6 +381,7 @@ class TuningJobRunner(JobRunner):
                 self.job_id,
                 tid,
                 args,
+                notify=self.wake,
             )
         except Exception as e:
             self._set_trial(
