@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from hydra_vertex import reporting
 from hydra_vertex.errors import ReportingError
@@ -120,24 +121,52 @@ def test_failing_task_reports_nothing(tmp_path: Path) -> None:
     assert entries == []
 
 
-def test_wandb_variables_reach_the_app(tmp_path: Path) -> None:
+def run_trial_app(
+    tmp_path: Path, env: dict[str, str], *overrides: str
+) -> tuple[dict[str, str], list[str]]:
+    """Run the app as trial ``env`` says; return the WANDB_* variables it saw and its trial ids."""
     out = tmp_path / "wandb.json"
+    proc, entries = run_app(tmp_path, *overrides, env={**env, "REPORT_APP_WANDB_OUT": str(out)})
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(out.read_text()), [e["trial"] for e in entries]
+
+
+def test_wandb_variables_reach_the_app(tmp_path: Path) -> None:
     env = {
         "CLOUD_ML_TRIAL_ID": "12",
         "CLOUD_ML_JOB_ID": "987",
         "WANDB_NAME": "users-own-name",
-        "REPORT_APP_WANDB_OUT": str(out),
+        "NETRC": str(tmp_path / "no-netrc"),  # no W&B API key anywhere: offline
+        "WANDB_TAGS": "weekly",  # the job file's tags come first
     }
-    proc, entries = run_app(tmp_path, "mode=float", "lr=0.01", "+note='a, b'", env=env)
-    assert proc.returncode == 0, proc.stderr
-    seen = json.loads(out.read_text())
+    seen, trials = run_trial_app(tmp_path, env, "mode=float", "lr=0.01", "+note='a, b'")
+    params_file = tmp_path / "run" / "wandb_trial_config.yaml"
     assert seen == {
         "WANDB_NAME": "users-own-name",
         "WANDB_RUN_GROUP": "987",
         "WANDB_JOB_TYPE": "hpt-trial",
-        "WANDB_TAGS": "lr=0.01,mode=float,note=a; b",
+        "WANDB_TAGS": "weekly,lr=0.01,mode=float,note=a; b",
+        "WANDB_MODE": "offline",
+        "WANDB_SWEEP_PARAM_PATH": str(params_file.resolve()),
     }
-    assert [e["trial"] for e in entries] == ["12"]
+    assert yaml.safe_load(params_file.read_text()) == {
+        "wandb_version": 1,
+        "lr": {"value": 0.01},
+        "mode": {"value": "float"},
+        "note": {"value": "a, b"},
+        "hpt_trial_id": {"value": "12"},
+        "hpt_job_id": {"value": "987"},
+    }
+    assert trials == ["12"]
+
+
+def test_wandb_disabled_in_a_trial(tmp_path: Path) -> None:
+    env = {"CLOUD_ML_TRIAL_ID": "4", "WANDB_DISABLED": "true", "WANDB_MODE": "offline"}
+    seen, trials = run_trial_app(tmp_path, env, "mode=float")
+    assert seen["WANDB_MODE"] == "disabled"
+    assert "WANDB_SWEEP_PARAM_PATH" not in seen
+    assert not (tmp_path / "run" / "wandb_trial_config.yaml").exists()
+    assert trials == ["4"]
 
 
 def test_no_wandb_variables_outside_a_trial(tmp_path: Path) -> None:
@@ -168,8 +197,19 @@ TRIAL = {"CLOUD_ML_TRIAL_ID": "3", "CLOUD_ML_JOB_ID": "555"}
         pytest.param(
             {**TRIAL, "WANDB_RUN_GROUP": "mine", "WANDB_TAGS": "x", "WANDB_JOB_TYPE": "t"},
             {"lr": 0.1},
-            {"WANDB_NAME": "trial-3"},
-            id="user-set-kept",
+            {"WANDB_NAME": "trial-3", "WANDB_TAGS": "x,lr=0.1"},
+            id="user-set-kept-tags-merged",
+        ),
+        pytest.param(
+            {**TRIAL, "WANDB_TAGS": "lr=0.1,weekly", "HYDRA_VERTEX_WANDB_TAGS": "weekly,old"},
+            {"lr": 0.1},
+            {
+                "WANDB_RUN_GROUP": "555",
+                "WANDB_NAME": "trial-3",
+                "WANDB_JOB_TYPE": "hpt-trial",
+                "WANDB_TAGS": "lr=0.1,weekly,old",
+            },
+            id="tags-not-repeated",
         ),
         pytest.param(
             {"CLOUD_ML_TRIAL_ID": "3"},

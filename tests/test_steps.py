@@ -88,7 +88,7 @@ def test_wandb_env_for_trials_logs_no_model() -> None:
         "WANDB_PROJECT": "proj",
         "WANDB_ENTITY": "team",
         "WANDB_MODE": "offline",
-        "HYDRA_VERTEX_WANDB_TAGS": "weekly,3",
+        "WANDB_TAGS": "weekly,3",
         "WANDB_LOG_MODEL": "false",
     }
 
@@ -100,6 +100,7 @@ def test_wandb_env_for_retrain_logs_the_model_in_the_tuning_group() -> None:
     assert env["WANDB_NAME"] == "digits-retrain"
     assert env["WANDB_RUN_GROUP"] == "1234"
     assert env["WANDB_PROJECT"] == "proj"
+    assert env["WANDB_TAGS"] == "weekly,3"
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,10 @@ Three pieces:
   so the trial fails.
 - :func:`report`, for intermediate measurements (early stopping needs them).
 - :func:`wandb_trial_env`, the W&B grouping variables of a trial (applied by the callback's
-  ``on_job_start`` without overriding what the user set).
+  ``on_job_start`` without overriding what the user set; the user's tags are kept and the
+  parameter tags added). The callback also writes the trial's parameters to a W&B config file and
+  applies :mod:`hydra_vertex.wandb_runs` (run directory, offline without a key,
+  ``WANDB_DISABLED``).
 
 All reports of one process go through one ``hypertune.HyperTune`` instance: the package rewrites
 the whole metric file from its in-memory queue on every report, so a second instance would erase
@@ -52,6 +55,8 @@ DEFAULT_METRIC = "training/hptuning/metric"
 METRIC_ENV = "HYDRA_VERTEX_METRIC"
 _METRIC_FILE_ENV = "CLOUD_ML_HP_METRIC_FILE"
 _WANDB_TAG_MAX = 64  # W&B rejects longer tags
+# Older job specs passed the job file's tags here; they are merged into WANDB_TAGS.
+_USER_TAGS_ENV = "HYDRA_VERTEX_WANDB_TAGS"
 
 _state: dict[str, Any] = {"hypertune": None, "path": None, "last_step": None}
 
@@ -150,15 +155,21 @@ def _sanitize_tag(text: str) -> str:
     return text.replace(",", ";").strip()[:_WANDB_TAG_MAX]
 
 
+def _tag_list(text: str | None) -> list[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
 def wandb_trial_env(
     environ: Mapping[str, str], parameters: Mapping[str, object] | None = None
 ) -> dict[str, str]:
-    """The W&B grouping variables for a tuning trial, leaving out those already set in ``environ``.
+    """The W&B grouping variables for a tuning trial, to set in ``environ``.
 
     Empty unless ``CLOUD_ML_TRIAL_ID`` is set. ``WANDB_RUN_GROUP`` is the tuning job
     (``CLOUD_ML_JOB_ID``, when set), ``WANDB_NAME`` is ``trial-<id>``, ``WANDB_JOB_TYPE`` is
-    ``hpt-trial`` and ``WANDB_TAGS`` holds one ``key=value`` tag per trial parameter (sorted;
-    commas become ``;``, at most 64 characters each, as W&B requires).
+    ``hpt-trial``; each of these is left out when ``environ`` already sets it. ``WANDB_TAGS`` is
+    the user's tags (``WANDB_TAGS`` already set, e.g. from the job file) followed by one
+    ``key=value`` tag per trial parameter (sorted; commas become ``;``, at most 64 characters each,
+    as W&B requires), without repeats; it is left out when that changes nothing.
     """
     trial = environ.get("CLOUD_ML_TRIAL_ID")
     if not trial:
@@ -167,10 +178,19 @@ def wandb_trial_env(
     job = environ.get("CLOUD_ML_JOB_ID")
     if job:
         wanted["WANDB_RUN_GROUP"] = job
-    if parameters:
-        tags = [_sanitize_tag(f"{k}={v}") for k, v in sorted(parameters.items())]
-        wanted["WANDB_TAGS"] = ",".join(t for t in tags if t)
-    return {k: v for k, v in wanted.items() if k not in environ}
+    out = {k: v for k, v in wanted.items() if k not in environ}
+    tags = _tag_list(environ.get("WANDB_TAGS"))
+    for tag in _tag_list(environ.get(_USER_TAGS_ENV)):
+        if tag not in tags:
+            tags.append(tag)
+    for key, value in sorted((parameters or {}).items()):
+        tag = _sanitize_tag(f"{key}={value}")
+        if tag and tag not in tags:
+            tags.append(tag)
+    merged = ",".join(tags)
+    if merged and merged != environ.get("WANDB_TAGS"):
+        out["WANDB_TAGS"] = merged
+    return out
 
 
 def _trial_parameters(config: DictConfig, only: list[str] | None) -> dict[str, object]:
@@ -220,10 +240,7 @@ class ReportCallback(Callback):
         os.environ.setdefault(METRIC_ENV, self.metric)
         if not os.environ.get("CLOUD_ML_TRIAL_ID"):
             return
-        for name, value in wandb_trial_env(
-            os.environ, _trial_parameters(config, self.params)
-        ).items():
-            os.environ.setdefault(name, value)
+        _wandb_trial_setup(config, _trial_parameters(config, self.params))
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         from hydra.core.utils import JobStatus
@@ -240,6 +257,28 @@ class ReportCallback(Callback):
             raise SystemExit(1) from err
         last = _state["last_step"]
         _send(self.metric, value, 0 if last is None else last + 1)
+
+
+def _wandb_trial_setup(config: DictConfig, parameters: Mapping[str, object]) -> None:
+    """Name, group and tag the trial's W&B run; its parameters into the run's config.
+
+    Also points W&B at the trial's output directory, offline without an API key, disabled by
+    ``WANDB_DISABLED`` (:mod:`hydra_vertex.wandb_runs`). Nothing here imports ``wandb``.
+    """
+    from omegaconf import OmegaConf
+
+    from hydra_vertex import wandb_runs
+
+    os.environ.update(wandb_trial_env(os.environ, parameters))
+    wandb_runs.apply()
+    if wandb_runs.is_disabled(os.environ) or os.environ.get(wandb_runs.PARAMS_ENV):
+        return
+    output_dir = OmegaConf.select(config, "hydra.runtime.output_dir", default=None)
+    directory = output_dir or os.environ.get("WANDB_DIR") or os.getcwd()
+    try:
+        os.environ.update(wandb_runs.trial_config_file(directory, parameters, os.environ))
+    except OSError as err:  # the run still logs; only the parameters are missing from its config
+        print(f"hydra-vertex: cannot write the W&B trial config: {err}", file=sys.stderr)
 
 
 def _is_multirun(config: DictConfig) -> bool:

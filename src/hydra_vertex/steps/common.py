@@ -46,13 +46,19 @@ def wandb_env(
 ) -> dict[str, str]:
     """W&B variables for ``role`` ``trial`` or ``retrain`` from the job file's ``wandb`` section.
 
-    Trials upload no model (``WANDB_LOG_MODEL=false``); the retrain logs it at the end unless the
-    job file says otherwise, and is named ``<name>-retrain`` in the tuning job's group.
+    The job file's tags go to ``WANDB_TAGS`` (a trial's reporting callback adds one tag per
+    parameter). Trials upload no model (``WANDB_LOG_MODEL=false``); the retrain logs it at the end
+    unless the job file says otherwise, and is named ``<name>-retrain`` in the tuning job's group.
+    The run directory, offline mode without an API key and ``WANDB_DISABLED`` are settled inside
+    the job's process (:mod:`hydra_vertex.wandb_runs`), where the key and the paths are known.
     """
     env = {var: str(settings[key]) for key, var in _WANDB_VARS.items() if settings.get(key)}
     tags = settings.get("tags")
+    if isinstance(tags, str):
+        tags = [tags]
     if tags:
-        env["HYDRA_VERTEX_WANDB_TAGS"] = ",".join(str(t) for t in tags)
+        # W&B splits WANDB_TAGS on commas.
+        env["WANDB_TAGS"] = ",".join(str(t).replace(",", ";").strip() for t in tags)
     if role == "trial":
         env["WANDB_LOG_MODEL"] = "false"
     else:
