@@ -12,13 +12,15 @@ from hydra_vertex.emulator.store import COLLECTIONS
 
 _PROJECT = r"(?P<project>[a-z0-9][a-z0-9-]{0,62})"
 _LOCATION = r"(?P<location>[a-z0-9][a-z0-9-]{0,62})"
-_COLL = r"(?P<collection>customJobs|hyperparameterTuningJobs)"
-_ID = r"(?P<job_id>[0-9]{1,32})"
+_COLL = r"(?P<collection>customJobs|hyperparameterTuningJobs|pipelineJobs|schedules)"
+_ID = r"(?P<job_id>[a-z0-9][a-z0-9-]{0,127})"
 _PARENT = rf"/v1/projects/{_PROJECT}/locations/{_LOCATION}/{_COLL}"
 
 MESSAGE_TYPES = {
     "customJobs": "CustomJob",
     "hyperparameterTuningJobs": "HyperparameterTuningJob",
+    "pipelineJobs": "PipelineJob",
+    "schedules": "Schedule",
 }
 assert set(MESSAGE_TYPES) == set(COLLECTIONS)
 
@@ -59,6 +61,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", re.compile(rf"^{_PARENT}/{_ID}$"), "get"),
     Route("DELETE", re.compile(rf"^{_PARENT}/{_ID}$"), "delete"),
     Route("POST", re.compile(rf"^{_PARENT}/{_ID}:cancel$"), "cancel"),
+    Route("POST", re.compile(rf"^{_PARENT}/{_ID}:pause$"), "pause"),
+    Route("POST", re.compile(rf"^{_PARENT}/{_ID}:resume$"), "resume"),
 )
 
 
@@ -74,8 +78,8 @@ def match(method: str, path: str) -> tuple[Route, dict[str, str]]:
         raise ApiError(405, f"method {method} is not allowed on {path!r}", "UNIMPLEMENTED")
     raise ApiError(
         404,
-        f"no resource at {path!r} (the emulator serves v1 customJobs and "
-        "hyperparameterTuningJobs under projects/*/locations/*)",
+        f"no resource at {path!r} (the emulator serves v1 customJobs, hyperparameterTuningJobs, "
+        "pipelineJobs and schedules under projects/*/locations/*)",
     )
 
 

@@ -20,10 +20,10 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from hydra_vertex import images
-from hydra_vertex.emulator import routes
+from hydra_vertex.emulator import pipelines, routes, schedules
 from hydra_vertex.emulator.routes import ApiError
 from hydra_vertex.emulator.services import Raw, Request, Service
-from hydra_vertex.emulator.store import Store
+from hydra_vertex.emulator.store import Store, valid_id
 from hydra_vertex.emulator.tuning import (
     TERMINAL_JOB_STATES,
     CustomJobRunner,
@@ -40,6 +40,8 @@ MAX_UPLOAD_BYTES = 512 * 1024 * 1024  # Cloud Storage uploads (/upload/...): sou
 
 def body_limit(path: str) -> int:
     return MAX_UPLOAD_BYTES if path.startswith("/upload/") else MAX_BODY_BYTES
+
+
 _JSON = "application/json; charset=UTF-8"
 DEFAULT_PAGE_SIZE = 100
 _RUNNERS: dict[str, type[JobRunner]] = {
@@ -63,7 +65,8 @@ class Emulator:
         self.token = token if token is not None else secrets.token_urlsafe(32)
         self.seed = seed
         self.launcher = Launcher(self.store, self.resolve_image)
-        self.runners: dict[str, JobRunner] = {}
+        self.runners: dict[str, JobRunner | pipelines.PipelineRunner] = {}
+        self.scheduler: schedules.Scheduler | None = None
         self._lock = threading.Lock()
         self.httpd: ThreadingHTTPServer | None = None
         self.endpoint = ""
@@ -85,19 +88,31 @@ class Emulator:
 
     # -- runners ---------------------------------------------------------------------------------
     def resume(self) -> None:
-        """Restart runners for every unfinished job (after a restart)."""
+        """Restart runners for every unfinished job (after a restart), and the scheduler."""
         for collection in _RUNNERS:
             for job_id, rec in self.store.items(collection):
                 if rec["resource"].get("state") not in TERMINAL_JOB_STATES:
                     self._run(collection, job_id)
+        for job_id, rec in self.store.items(pipelines.COLLECTION):
+            if rec["resource"].get("state") not in pipelines.TERMINAL:
+                self._run(pipelines.COLLECTION, job_id)
+        self.scheduler = schedules.Scheduler(self.store, self.create_pipeline_run)
+        self.scheduler.start()
 
     def _run(self, collection: str, job_id: str) -> None:
         with self._lock:
-            runner = _RUNNERS[collection](self.store, self.launcher, job_id)
+            runner: JobRunner | pipelines.PipelineRunner
+            if collection == pipelines.COLLECTION:
+                runner = pipelines.PipelineRunner(self.store, job_id, self.endpoint, self.token)
+            else:
+                runner = _RUNNERS[collection](self.store, self.launcher, job_id)
             self.runners[f"{collection}/{job_id}"] = runner
             runner.start()
 
     def shutdown(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.stop_event.set()
+            self.scheduler.join(timeout=10)
         for runner in list(self.runners.values()):
             runner.stop_event.set()
         for runner in list(self.runners.values()):
@@ -106,10 +121,23 @@ class Emulator:
 
     # -- handlers --------------------------------------------------------------------------------
     def create(
-        self, project: str, location: str, collection: str, body: bytes, **_: Any
+        self,
+        project: str,
+        location: str,
+        collection: str,
+        body: bytes,
+        query: dict[str, str] | None = None,
+        **_: Any,
     ) -> dict[str, Any]:
         msg = routes.parse_message(collection, body)
         data = routes.to_proto_json(collection, json.loads(body.decode()), ints=False)
+        parent = f"projects/{project}/locations/{location}"
+        if collection == pipelines.COLLECTION:
+            return self.create_pipeline_run(
+                parent, data, (query or {}).get("pipelineJobId", ""), ""
+            )
+        if collection == schedules.COLLECTION:
+            return self._create_schedule(parent, data)
         self._validate(collection, msg)
         job_id = self.store.new_id(collection)
         stamp = now()
@@ -127,6 +155,87 @@ class Emulator:
         self.store.put(collection, job_id, {"resource": data, "internal": internal})
         self._run(collection, job_id)
         return data
+
+    def create_pipeline_run(
+        self, parent: str, data: dict[str, Any], job_id: str, schedule: str
+    ) -> dict[str, Any]:
+        """Create and start a pipeline job (from a request, or fired by a schedule)."""
+        pipelines.validate(data)
+        if job_id:
+            if not valid_id(job_id):
+                raise ApiError(
+                    400,
+                    f"pipeline_job_id {job_id!r} must be 1-128 lowercase letters, digits or "
+                    "hyphens, starting with a letter or digit",
+                )
+            if self.store.get(pipelines.COLLECTION, job_id) is not None:
+                raise ApiError(409, f"pipeline job {job_id!r} already exists")
+        else:
+            job_id = self.store.new_id(pipelines.COLLECTION)
+        stamp = now()
+        data.update(
+            name=f"{parent}/pipelineJobs/{job_id}",
+            state="PIPELINE_STATE_PENDING",
+            createTime=stamp,
+            updateTime=stamp,
+        )
+        for output_only in ("startTime", "endTime", "error", "jobDetail"):
+            data.pop(output_only, None)
+        if schedule:
+            data["scheduleName"] = schedule
+        self.store.put(pipelines.COLLECTION, job_id, {"resource": data, "internal": {}})
+        self._run(pipelines.COLLECTION, job_id)
+        return data
+
+    def _create_schedule(self, parent: str, data: dict[str, Any]) -> dict[str, Any]:
+        schedules.validate(data)
+        job_id = self.store.new_id(schedules.COLLECTION)
+        stamp = now()
+        data.update(
+            name=f"{parent}/schedules/{job_id}",
+            state="ACTIVE",
+            createTime=stamp,
+            updateTime=stamp,
+            startedRunCount="0",
+        )
+        if not data.get("maxConcurrentRunCount"):
+            data["maxConcurrentRunCount"] = "1"
+        for output_only in ("lastPauseTime", "lastResumeTime", "lastScheduledRunResponse"):
+            data.pop(output_only, None)
+        self.store.put(schedules.COLLECTION, job_id, {"resource": data, "internal": {}})
+        return data
+
+    def pause_schedule(self, collection: str, job_id: str, **_: Any) -> dict[str, Any]:
+        return self._pause_resume(collection, job_id, pause=True)
+
+    def resume_schedule(self, collection: str, job_id: str, **_: Any) -> dict[str, Any]:
+        return self._pause_resume(collection, job_id, pause=False)
+
+    def _pause_resume(self, collection: str, job_id: str, pause: bool) -> dict[str, Any]:
+        verb = "paused" if pause else "resumed"
+        if collection != schedules.COLLECTION:
+            raise ApiError(400, f"only schedules can be {verb}", "FAILED_PRECONDITION")
+        rec = self._record(collection, job_id)
+        wanted_from = "ACTIVE" if pause else "PAUSED"
+        if rec["resource"].get("state") != wanted_from:
+            raise ApiError(
+                400,
+                f"schedule {job_id} is {rec['resource'].get('state')}; only a {wanted_from} "
+                f"schedule can be {verb}",
+                "FAILED_PRECONDITION",
+            )
+
+        def fn(r: dict[str, Any]) -> None:
+            res = r["resource"]
+            stamp = now()
+            res["state"] = "PAUSED" if pause else "ACTIVE"
+            res["updateTime"] = stamp
+            res["lastPauseTime" if pause else "lastResumeTime"] = stamp
+            if not pause and not res.get("catchUp"):
+                r["internal"]["lastFire"] = stamp  # runs missed while paused are not replayed
+
+        self.store.update(collection, job_id, fn)
+        return {}
 
     def _validate(self, collection: str, msg: Any) -> None:
         if not msg.display_name:
@@ -208,16 +317,27 @@ class Emulator:
         return out
 
     def cancel(self, collection: str, job_id: str, **_: Any) -> dict[str, Any]:
+        if collection == schedules.COLLECTION:
+            raise ApiError(
+                400, "a schedule is paused or deleted, not cancelled", "FAILED_PRECONDITION"
+            )
+        terminal = _terminal(collection)
+        cancelling = (
+            "PIPELINE_STATE_CANCELLING"
+            if collection == pipelines.COLLECTION
+            else "JOB_STATE_CANCELLING"
+        )
+
         def fn(rec: dict[str, Any]) -> None:
             state = rec["resource"].get("state")
-            if state in TERMINAL_JOB_STATES:
+            if state in terminal:
                 raise ApiError(
                     400,
                     f"job {job_id} is already {state}; it cannot be cancelled",
                     "FAILED_PRECONDITION",
                 )
-            if state != "JOB_STATE_CANCELLING":
-                rec["resource"]["state"] = "JOB_STATE_CANCELLING"
+            if state != cancelling:
+                rec["resource"]["state"] = cancelling
                 rec["resource"]["updateTime"] = now()
 
         self._record(collection, job_id)
@@ -229,7 +349,7 @@ class Emulator:
     ) -> dict[str, Any]:
         rec = self._record(collection, job_id)
         state = rec["resource"].get("state")
-        if state not in TERMINAL_JOB_STATES:
+        if collection != schedules.COLLECTION and state not in _terminal(collection):
             raise ApiError(
                 400, f"job {job_id} is {state}; cancel it before deleting it", "FAILED_PRECONDITION"
             )
@@ -375,6 +495,10 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("%s %s", self.command, urlsplit(self.path).path)
 
 
+def _terminal(collection: str) -> tuple[str, ...]:
+    return pipelines.TERMINAL if collection == pipelines.COLLECTION else TERMINAL_JOB_STATES
+
+
 class _Server(ThreadingHTTPServer):
     # The standard library listens with a backlog of 5: a burst of clients (parallel trials,
     # pipeline tasks, a progress poller) would see refused connections under load.
@@ -382,8 +506,10 @@ class _Server(ThreadingHTTPServer):
 
 
 _FILTER_TERM = re.compile(
-    r'^\s*(labels\.[A-Za-z0-9_-]+|display_name|displayName)\s*=\s*"([^"]*)"\s*$'
+    r"^\s*(labels\.[A-Za-z0-9_-]+|display_name|displayName|schedule_name|scheduleName)\s*=\s*"
+    r'"([^"]*)"\s*$'
 )
+_FILTER_FIELDS = {"display_name": "displayName", "schedule_name": "scheduleName"}
 
 
 def matches_filter(resource: dict[str, Any], text: str) -> bool:
@@ -400,6 +526,6 @@ def matches_filter(resource: dict[str, Any], text: str) -> bool:
         if field.startswith("labels."):
             if (resource.get("labels") or {}).get(field[len("labels.") :]) != value:
                 return False
-        elif resource.get("displayName") != value:
+        elif resource.get(_FILTER_FIELDS.get(field, field)) != value:
             return False
     return True

@@ -5,6 +5,7 @@ Layout under the state directory::
     state.json                      {"schema_version": N}
     LOCK                            flock held by the one server using this directory
     jobs/<collection>/<id>.json     {"resource": <proto-JSON dict>, "internal": {...}}
+                                    (custom, tuning and pipeline jobs; schedules)
     runs/<job id>/<trial id>/       one directory per trial or custom job (logs, metrics, outputs)
     storage/<bucket>/<path>         the local backing of gs:// locations
 
@@ -28,8 +29,10 @@ from typing import Any
 from hydra_vertex.errors import EmulatorError
 
 SCHEMA_VERSION = 1
-COLLECTIONS = ("customJobs", "hyperparameterTuningJobs")
-_ID_RE = re.compile(r"^[0-9]{1,32}$")
+COLLECTIONS = ("customJobs", "hyperparameterTuningJobs", "pipelineJobs", "schedules")
+# Numeric ids for jobs the emulator names; pipeline jobs may carry the client's own id
+# (``pipelineJobId``: lowercase letters, digits and hyphens, as Vertex allows).
+_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
 
 Record = dict[str, Any]
 
