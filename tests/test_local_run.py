@@ -77,6 +77,9 @@ def test_demo_writes_the_summary(demo: tuple[Path, subprocess.CompletedProcess[s
     # Progress and the end-of-run table went to stdout (not a terminal: one line per trial).
     assert done.stdout.count(" SUCCEEDED ") >= 12
     assert f"best trial {best['id']}:" in done.stdout
+    # The HTML report went next to the summary (its content is tested in tests/browser).
+    report = Path(summary["report"])
+    assert report == (tmp / "work" / "report.html").resolve() and report.stat().st_size > 0
 
 
 def test_demo_retrains_with_exactly_the_best_overrides(

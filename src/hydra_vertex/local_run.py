@@ -266,9 +266,21 @@ def run_local(
                 watcher.stop()
         _collect(summary, jobs, outputs, emu, space)
     summary.elapsed_seconds = round(time.monotonic() - started, 2)
+    summary.report = _write_report(summary, Path(output).parent if output else run_dir)
     if output is not None:
         summary.write(output)
     return summary
+
+
+def _write_report(summary: Summary, directory: Path) -> str | None:
+    """``report.html`` next to the summary; a report that cannot be written never fails a run."""
+    from hydra_vertex.report import write_report
+
+    try:
+        return str(write_report(summary, directory / "report.html").resolve())
+    except Exception as e:  # the run's results matter more than their picture
+        print(f"hydra-vertex: could not write the report: {e}", file=sys.stderr)
+        return None
 
 
 class _PipelineFailed(Exception):
@@ -379,6 +391,8 @@ def print_summary(summary: Summary, stream: TextIO) -> None:
         console.print("best overrides: " + " ".join(summary.best_overrides), soft_wrap=True)
     if summary.model_dir:
         console.print(f"model: {summary.model_dir}", soft_wrap=True)
+    if summary.report:
+        console.print(f"report: {summary.report}", soft_wrap=True)
     console.print(
         f"took {summary.elapsed_seconds:.1f}s; pipeline log: {summary.log}", soft_wrap=True
     )

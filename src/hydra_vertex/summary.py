@@ -5,7 +5,7 @@ Fields (design.md fixes the first five): ``best_trial_id``, ``best_value``, ``be
 ``model_dir``; and ``status`` (``succeeded``/``failed``), ``error``, ``name``, ``metric``,
 ``direction``, ``best_parameters``, ``retrain_overrides``, ``model_uri``, ``image_uri``,
 ``tuning_job``, ``retrain_job``, ``elapsed_seconds``, ``log`` (the pipeline's), ``trial_logs``
-(the emulator's directory of per-trial logs).
+(the emulator's directory of per-trial logs), ``report`` (the HTML report).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ class Summary:
     elapsed_seconds: float = 0.0
     log: str | None = None
     trial_logs: str | None = None
+    report: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
