@@ -75,6 +75,9 @@ def init_aiplatform(
     if resolved.is_emulator:
         init_kwargs["api_transport"] = "rest"
         init_kwargs["credentials"] = bearer_credentials(resolved.token)
+        # The emulator answers the Cloud Storage JSON API too: google-cloud-storage (the SDK's
+        # bucket check, source uploads) goes there instead of Google.
+        os.environ.setdefault("STORAGE_EMULATOR_HOST", str(resolved.api_endpoint))
     aiplatform.init(**init_kwargs)
     return resolved
 
