@@ -74,6 +74,10 @@ class Emulator:
         self.allowed_hosts: set[str] = set()
         self.any_interface = False
         self.services: list[Service] = []
+        from hydra_vertex.emulator.cloudbuild import CloudBuildService
+        from hydra_vertex.emulator.gcs import GcsService
+
+        self.services += [GcsService(self.store), CloudBuildService(self.store)]
 
     # -- images ----------------------------------------------------------------------------------
     def resolve_image(self, uri: str) -> Path | None:
