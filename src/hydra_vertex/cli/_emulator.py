@@ -61,7 +61,9 @@ def _run(args: argparse.Namespace) -> int:
     handle = start(args.state_dir, port=args.port, host=args.host, images=images, seed=args.seed)
     print(
         f"hydra-vertex emulator listening on {handle.endpoint} "
-        f"(state: {args.state_dir}; token in endpoint.json)",
+        f"(state: {args.state_dir}; token in endpoint.json)\n"
+        f"console (read-only; the link carries the token, as Jupyter's does): "
+        f"{handle.endpoint}/?token={handle.token}",
         flush=True,
     )
     done = threading.Event()

@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from hydra_vertex import images
-from hydra_vertex.emulator import pipelines, routes, schedules
+from hydra_vertex.emulator import console, pipelines, routes, schedules
 from hydra_vertex.emulator.routes import ApiError
 from hydra_vertex.emulator.services import Raw, Request, Service
 from hydra_vertex.emulator.store import Store, valid_id
@@ -413,11 +413,22 @@ class Emulator:
             origin.startswith("http://") and self._host_allowed(origin[len("http://") :])
         ):
             raise ApiError(403, "cross-origin requests are refused")
+        query = {k: v[-1] for k, v in parse_qs(split.query).items()}
+        page = method in ("GET", "HEAD") and console.is_console_path(split.path)
         if self.token:
             auth = headers.get("Authorization", "")
+            if page and not auth:  # a browser cannot send the header: the console takes ?token=
+                auth = f"Bearer {query.get('token', '')}"
             if not hmac.compare_digest(auth.encode(), f"Bearer {self.token}".encode()):
                 raise ApiError(401, "missing or invalid bearer token (see endpoint.json)")
-        query = {k: v[-1] for k, v in parse_qs(split.query).items()}
+        if page:
+            status, content_type, html = console.render(self.store, split.path, query)
+            return status, Raw(html, content_type, {
+                "Content-Security-Policy": console.CSP,
+                "X-Content-Type-Options": "nosniff",
+                "Referrer-Policy": "no-referrer",
+                "Cache-Control": "no-store",
+            })
         for service in self.services:
             answer = service.route(method, split.path)
             if answer is not None:
@@ -482,6 +493,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self._dispatch("GET")
+
+    def do_HEAD(self) -> None:
+        self._dispatch("HEAD")
 
     def do_POST(self) -> None:
         self._dispatch("POST")
