@@ -52,6 +52,15 @@ def _eta(snap: Snapshot, elapsed: float) -> str:
     return f" · ~{left:.0f}s left"
 
 
+def _bar(done: int, total: int, width: int = 40) -> Any:
+    """A plain text progress bar. (rich's ProgressBar swallows the line after it on a terminal
+    in rich 15, so the counts under it vanished.)"""
+    from rich.text import Text
+
+    filled = round(width * done / total) if total else 0
+    return Text.assemble(("━" * filled, "green"), ("━" * (width - filled), "grey30"))
+
+
 class Display:
     """Renders snapshots. ``mode``: ``live`` (terminal), ``lines`` (logs) or ``quiet``."""
 
@@ -110,7 +119,6 @@ class Display:
 
     def _panel(self, snap: Snapshot) -> Any:
         from rich.console import Group
-        from rich.progress_bar import ProgressBar
         from rich.text import Text
 
         elapsed = time.monotonic() - snap.started
@@ -130,7 +138,7 @@ class Display:
         )
         parts: list[Any] = [
             head,
-            ProgressBar(total=max(1, snap.max_trials), completed=done),
+            _bar(done, snap.max_trials),
             counts,
         ]
         if snap.best is not None and snap.best.value is not None:
