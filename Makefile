@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch==2.13.0 is the CPU build; any other request may pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install -q "torch==2.13.0"
-	$(BIN)/python -m pip install -q -e ".[local,dev]"
+	$(BIN)/python -m pip install -q -e ".[local,dev,hf]"
 	touch $(STAMP)
 
 venv: $(STAMP)

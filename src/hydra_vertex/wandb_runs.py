@@ -4,8 +4,9 @@ The W&B client and the Hugging Face ``WandbCallback`` read ``WANDB_*`` variables
 starts. :func:`run_env` says which ones a tuning trial or the retrain should add to what the job
 got from the job file (``steps.common.wandb_env``):
 
-- ``WANDB_DISABLED`` set to a true value (``true``, ``1``, ``yes``): ``WANDB_MODE=disabled``, so
-  nothing is written to W&B (today's transformers no longer reads ``WANDB_DISABLED`` itself).
+- ``WANDB_DISABLED`` set to a true value (``true``, ``1``, ``yes``): ``WANDB_MODE=disabled`` and
+  ``WANDB_LOG_MODEL=false``, so nothing is written to W&B or staged for it (today's transformers
+  no longer reads ``WANDB_DISABLED`` itself).
 - no ``WANDB_MODE`` and no W&B API key (``WANDB_API_KEY``, or a ``~/.netrc`` entry for the W&B
   host, which ``wandb login`` writes): ``WANDB_MODE=offline``. Runs are written to disk and
   uploaded later with ``wandb sync``.
@@ -99,7 +100,8 @@ def run_env(environ: Mapping[str, str]) -> dict[str, str]:
     """The W&B variables to set in ``environ`` (see the module's docstring); nothing to drop."""
     out: dict[str, str] = {}
     if is_disabled(environ):
-        out["WANDB_MODE"] = "disabled"
+        # A disabled run still stages WANDB_LOG_MODEL's model files on disk: no model either.
+        out.update(WANDB_MODE="disabled", WANDB_LOG_MODEL="false", WANDB_WATCH="false")
     elif not environ.get("WANDB_MODE") and not has_api_key(environ):
         out["WANDB_MODE"] = "offline"
     if not environ.get("WANDB_DIR"):
