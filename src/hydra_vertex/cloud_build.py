@@ -11,8 +11,13 @@ An app without a ``Dockerfile`` gets a generated one, ``FROM`` the hydra-vertex 
 (which holds hydra-vertex and its shim); it is part of the digest, so a new base image rebuilds.
 
 Only the official clients are used (``google-cloud-storage``, ``google-cloud-build``), imported
-inside the functions. The Cloud Build client goes to the emulator when ``HYDRA_VERTEX_EMULATOR`` is
-set (:func:`hydra_vertex.vertex.resolve_endpoint`); Cloud Storage honours ``STORAGE_EMULATOR_HOST``.
+inside the functions. When ``HYDRA_VERTEX_EMULATOR`` is set
+(:func:`hydra_vertex.vertex.resolve_endpoint`) both go to the emulator with its bearer token: Cloud
+Build over REST, Cloud Storage through ``STORAGE_EMULATOR_HOST``, which is set to the emulator's
+endpoint when unset (a different value is refused: the emulator's builds read sources from its own
+storage). The emulator's builds are local images, so the pinned reference is then
+``hydra-vertex.local/{name}@sha256:...`` (what the emulator's job runner resolves) instead of an
+Artifact Registry one.
 """
 
 from __future__ import annotations
@@ -30,10 +35,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hydra_vertex import __version__
-from hydra_vertex.images import _NAME_RE, ImageError, _files, source_digest
+from hydra_vertex.images import _NAME_RE, IMAGE_HOST, ImageError, _files, source_digest
 
 if TYPE_CHECKING:  # pragma: no cover
     from google.cloud.devtools.cloudbuild_v1 import Build, CloudBuildClient
+    from google.cloud.storage import Client as StorageClient
 
 __all__ = [
     "CloudBuildError",
@@ -42,6 +48,7 @@ __all__ = [
     "build_request",
     "cloud_build_client",
     "source_tarball",
+    "storage_client",
     "upload_source",
 ]
 
@@ -51,7 +58,9 @@ _SOURCE_RE = re.compile(
     r"^gs://(?P<bucket>[a-z0-9][a-z0-9._-]{1,220}[a-z0-9])/"
     r"(?P<object>(?:[^\n]*/)?(?P<name>[a-z0-9][a-z0-9._-]*)-(?P<digest>[0-9a-f]{64})\.tar\.gz)$"
 )
-_BUCKET_RE = re.compile(r"^gs://(?P<bucket>[a-z0-9][a-z0-9._-]{1,220}[a-z0-9])(?:/(?P<prefix>.*))?$")
+_BUCKET_RE = re.compile(
+    r"^gs://(?P<bucket>[a-z0-9][a-z0-9._-]{1,220}[a-z0-9])(?:/(?P<prefix>.*))?$"
+)
 _PROJECT_RE = re.compile(r"^(?:[a-z][a-z0-9.-]*[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 _REGION_RE = re.compile(r"^[a-z]+(?:-[a-z]+[0-9]+)?$")
 _REPOSITORY_RE = re.compile(r"^[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -129,12 +138,30 @@ def _bucket(staging_bucket: str) -> tuple[str, str]:
     return m["bucket"], (m["prefix"] or "").strip("/")
 
 
+def storage_client(project: str) -> StorageClient:
+    """A Cloud Storage client: the emulator (with its token) when one is set, else Google's."""
+    from google.cloud import storage
+
+    from hydra_vertex.vertex import bearer_credentials, resolve_endpoint
+
+    resolved = resolve_endpoint()
+    if not resolved.is_emulator:
+        return storage.Client(project=project)
+    endpoint = str(resolved.api_endpoint)
+    host = os.environ.setdefault("STORAGE_EMULATOR_HOST", endpoint)
+    if host.rstrip("/") != endpoint:
+        raise CloudBuildError(
+            f"STORAGE_EMULATOR_HOST={host!r} but HYDRA_VERTEX_EMULATOR={endpoint!r}: the "
+            "emulator's Cloud Build reads sources from the emulator's own Cloud Storage, so "
+            "unset STORAGE_EMULATOR_HOST or set it to the same endpoint"
+        )
+    return storage.Client(project=project, credentials=bearer_credentials(resolved.token))
+
+
 def upload_source(
     source_dir: Path, staging_bucket: str, name: str, project: str, base_image: str
 ) -> str:
     """Upload the source tarball to ``{staging_bucket}/sources/{name}-{digest}.tar.gz`` (once)."""
-    from google.cloud import storage
-
     _check(name, _NAME_RE, "image name", "lowercase letters, digits, . _ -")
     _check(project, _PROJECT_RE, "project", "a Google Cloud project id")
     bucket_name, prefix = _bucket(staging_bucket)
@@ -142,7 +169,7 @@ def upload_source(
         tarball = Path(tmp) / "source.tar.gz"
         digest = source_tarball(source_dir, tarball, base_image)
         obj = "/".join(p for p in (prefix, "sources", f"{name}-{digest}.tar.gz") if p)
-        blob = storage.Client(project=project).bucket(bucket_name).blob(obj)
+        blob = storage_client(project).bucket(bucket_name).blob(obj)
         if not blob.exists():
             blob.upload_from_filename(str(tarball), content_type="application/gzip")
     return f"gs://{bucket_name}/{obj}"
@@ -209,11 +236,15 @@ def cloud_build_client() -> CloudBuildClient:
     return cloudbuild_v1.CloudBuildClient()
 
 
-def _pinned(build: Build, image: str) -> str | None:
-    """``repo/name@sha256:…`` for ``image`` among a build's pushed images, else None."""
+def _pinned(build: Build, image: str, local: bool = False) -> str | None:
+    """``repo/name@sha256:…`` for ``image`` among a build's pushed images, else None; with
+    ``local`` (the emulator's builds) ``hydra-vertex.local/name@sha256:…``."""
     for built in build.results.images:
         if built.name == image and built.digest:
-            return f"{image.rsplit(':', 1)[0]}@{built.digest}"
+            repo = image.rsplit(":", 1)[0]
+            if local:
+                repo = f"{IMAGE_HOST}/{repo.rsplit('/', 1)[-1]}"
+            return f"{repo}@{built.digest}"
     return None
 
 
@@ -226,13 +257,16 @@ def _run_build(
 ) -> str:
     from google.api_core import exceptions
 
+    from hydra_vertex.vertex import resolve_endpoint
+
+    local = resolve_endpoint().is_emulator
     image = request.images[0]
     digest_tag = next(t for t in request.tags if t.startswith("src-"))
     client = cloud_build_client()
     for previous in client.list_builds(
         project_id=project, filter=f'tags="{digest_tag}" AND status="SUCCESS"'
     ):
-        pinned = _pinned(previous, image)
+        pinned = _pinned(previous, image, local)
         if pinned:
             log(f"Cloud Build: cache hit, build {previous.id} already pushed {pinned}")
             return pinned
@@ -256,7 +290,7 @@ def _run_build(
         raise CloudBuildError(
             f"Cloud Build build {build_id} of {image} failed: {e.message}; logs: {log_url}"
         ) from e
-    pinned = _pinned(build, image)
+    pinned = _pinned(build, image, local)
     if pinned is None:
         raise CloudBuildError(
             f"Cloud Build build {build.id or build_id} ended {build.status.name} without pushing "
