@@ -173,11 +173,9 @@ def read_run(run_dir: str | Path) -> OfflineRun:
             run.id, run.name, run.group = r.run_id, r.display_name, r.run_group
             run.job_type, run.project, run.entity = r.job_type, r.project, r.entity
             run.tags = list(r.tags)
-            for key, value in _items(r.config.update):
-                run.config[key] = value.get("value") if isinstance(value, dict) else value
+            run.config.update(_items(r.config.update))
         elif kind == "config":
-            for key, value in _items(record.config.update):
-                run.config[key] = value.get("value") if isinstance(value, dict) else value
+            run.config.update(_items(record.config.update))
             for item in record.config.remove:
                 run.config.pop(item.key, None)
         elif kind == "summary":
