@@ -1,0 +1,164 @@
+"""Pipeline templates in a KFP template registry (Artifact Registry, or the emulator's copy of it),
+through kfp's own ``RegistryClient``.
+
+A template URL names one version of a package in a repository, as Artifact Registry shows it:
+``<host>/<package>/<tag>`` or ``<host>/<package>/sha256:<digest>``, where ``<host>`` is
+``https://<location>-kfp.pkg.dev/<project>/<repo>`` on Google Cloud and
+``http://127.0.0.1:PORT/kfp/<location>/<project>/<repo>`` on the emulator.
+
+``aiplatform.PipelineJob(template_path=...)`` reads ``https://...-kfp.pkg.dev`` URLs itself but
+refuses plain ``http://`` ones, so a run from the emulator's registry goes through a local copy:
+``PipelineJob(template_path=str(download_template(url, dest)), ...)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hydra_vertex.errors import HydraVertexError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from kfp.registry import RegistryClient
+
+__all__ = [
+    "CONTEXT",
+    "client",
+    "download_template",
+    "emulator_host",
+    "split_template_url",
+]
+
+# An emulator repository host: ``<endpoint>/kfp/<location>/<project>/<repo>``. The regex and the
+# URL templates below form a kfp registry context (``RegistryClient(config_file=...)``); it names
+# no port, so one file serves any emulator (the emulator writes it to
+# STATE_DIR/registry_context.json).
+_EMULATOR_HOST_RE = (
+    r"^(?P<endpoint>https?://[^/]+)/kfp/(?P<location>[a-z0-9-]+)/(?P<project_id>[a-z0-9-]+)"
+    r"/(?P<repo_id>[a-z0-9-]+)$"
+)
+_AR = (
+    "{endpoint}/artifactregistry/v1/projects/{project_id}/locations/{location}"
+    "/repositories/{repo_id}"
+)
+_PKG = _AR + "/packages/{package_name}"
+CONTEXT: dict[str, str] = {
+    "regex": _EMULATOR_HOST_RE,
+    "upload_url": "{host}",
+    "download_version_url": "{host}/{package_name}/{version}",
+    "download_tag_url": "{host}/{package_name}/{tag}",
+    "get_package_url": _PKG,
+    "list_packages_url": _AR + "/packages",
+    "delete_package_url": _PKG,
+    "get_tag_url": _PKG + "/tags/{tag}",
+    "list_tags_url": _PKG + "/tags",
+    "delete_tag_url": _PKG + "/tags/{tag}",
+    "create_tag_url": _PKG + "/tags?tagId={tag}",
+    "update_tag_url": _PKG + "/tags/{tag}?updateMask=version",
+    "get_version_url": _PKG + "/versions/{version}?view=FULL",
+    "list_versions_url": _PKG + "/versions?view=FULL",
+    "delete_version_url": _PKG + "/versions/{version}",
+    "package_format": "projects/{project_id}/locations/{location}/repositories/{repo_id}"
+    "/packages/{package_name}",
+    "tag_format": "projects/{project_id}/locations/{location}/repositories/{repo_id}"
+    "/packages/{package_name}/tags/{tag}",
+    "version_format": "projects/{project_id}/locations/{location}/repositories/{repo_id}"
+    "/packages/{package_name}/versions/{version}",
+}
+_TEMPLATE_URL_RE = re.compile(r"^(?P<host>https?://.+)/(?P<package>[^/]+)/(?P<ref>[^/]+)$")
+_VERSION_PREFIX = "sha256:"
+
+
+def emulator_host(endpoint: str, project: str, location: str, repo: str) -> str:
+    """The ``RegistryClient`` host of a repository on the emulator at ``endpoint``."""
+    return f"{endpoint.rstrip('/')}/kfp/{location}/{project}/{repo}"
+
+
+def is_emulator_host(host: str) -> bool:
+    return re.match(_EMULATOR_HOST_RE, host.rstrip("/")) is not None
+
+
+def client(
+    host: str, *, token: str | None = None, config_file: str | os.PathLike[str] | None = None
+) -> RegistryClient:
+    """A ``kfp.registry.RegistryClient`` for ``host``.
+
+    An emulator host gets the emulator's URL templates (``config_file`` if given, else
+    :data:`CONTEXT`) and its bearer token (``token``, else ``HYDRA_VERTEX_EMULATOR_TOKEN``).
+    Any other host is left to ``RegistryClient`` (``*-kfp.pkg.dev``: Google default credentials).
+    """
+    from kfp.registry import ApiAuth, RegistryClient
+
+    from hydra_vertex.vertex import EMULATOR_TOKEN_ENV
+
+    if not is_emulator_host(host):
+        auth = ApiAuth(token) if token else None
+        return RegistryClient(
+            host=host, auth=auth, config_file=str(config_file) if config_file else None
+        )
+    token = token or os.environ.get(EMULATOR_TOKEN_ENV)
+    auth = ApiAuth(token) if token else None
+    if config_file is not None:
+        return RegistryClient(host=host, auth=auth, config_file=str(config_file))
+    # RegistryClient reads its context from a file, once, in its constructor
+    with tempfile.TemporaryDirectory(prefix="hydra-vertex-registry-") as tmp:
+        path = Path(tmp) / "registry_context.json"
+        path.write_text(json.dumps(CONTEXT))
+        return RegistryClient(host=host, auth=auth, config_file=str(path))
+
+
+def split_template_url(url: str) -> tuple[str, str, str | None, str | None]:
+    """``(host, package, version, tag)`` of a template URL (one of version/tag is None)."""
+    m = _TEMPLATE_URL_RE.match(url.rstrip("/"))
+    if m is None:
+        raise HydraVertexError(
+            f"template URL {url!r} is not <host>/<package>/<tag or sha256:digest> (e.g. "
+            "https://us-central1-kfp.pkg.dev/PROJECT/REPO/PACKAGE/latest, or on the emulator "
+            "http://127.0.0.1:PORT/kfp/LOCATION/PROJECT/REPO/PACKAGE/latest)"
+        )
+    ref = m["ref"]
+    if ref.startswith(_VERSION_PREFIX):
+        return m["host"], m["package"], ref, None
+    return m["host"], m["package"], None, ref
+
+
+def download_template(
+    url: str,
+    dest: str | os.PathLike[str],
+    *,
+    token: str | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Download the template version ``url`` names to ``dest`` (a file, or an existing directory
+    to put ``<package>_<tag or digest>.yaml`` in) with ``RegistryClient``; returns the file.
+
+    The file is what ``aiplatform.PipelineJob(template_path=...)`` takes. Errors name the URL and
+    the registry's answer (404: no such package, tag or version; 401: token).
+    """
+    import requests
+
+    host, package, version, tag = split_template_url(url)
+    target = Path(dest)
+    if target.is_dir():
+        ref = version.removeprefix(_VERSION_PREFIX) if version else str(tag)
+        target = target / f"{package}_{ref}.yaml"
+    registry = client(host, token=token, config_file=config_file)
+    try:
+        registry.download_pipeline(package, version=version, tag=tag, file_name=str(target))
+    except requests.HTTPError as e:
+        raise HydraVertexError(f"cannot download template {url!r}: {_reason(e.response)}") from None
+    except requests.ConnectionError as e:
+        raise HydraVertexError(f"cannot reach the registry for {url!r}: {e}") from None
+    return target
+
+
+def _reason(response: Any) -> str:
+    try:
+        message = response.json()["error"]["message"]
+    except Exception:
+        message = (response.text or "")[:200]
+    return f"HTTP {response.status_code}: {message}"
