@@ -78,6 +78,9 @@ class Emulator:
         from hydra_vertex.emulator.gcs import GcsService
 
         self.services += [GcsService(self.store), CloudBuildService(self.store)]
+        from hydra_vertex.emulator.registry import RegistryService  # the KFP template registry
+
+        self.services.append(RegistryService(self.store))
 
     # -- images ----------------------------------------------------------------------------------
     def resolve_image(self, uri: str) -> Path | None:
