@@ -47,6 +47,7 @@ from hydra_vertex.errors import HydraVertexError
 
 log = logging.getLogger("hydra_vertex.emulator.cloudbuild")
 
+_VERBS = {"FAILURE": "failed", "CANCELLED": "cancelled", "TIMEOUT": "timed out"}
 TERMINAL = ("SUCCESS", "FAILURE", "INTERNAL_ERROR", "TIMEOUT", "CANCELLED", "EXPIRED")
 _BUILD_TYPE = "type.googleapis.com/google.devtools.cloudbuild.v1.Build"
 _META_TYPE = "type.googleapis.com/google.devtools.cloudbuild.v1.BuildOperationMetadata"
@@ -208,7 +209,8 @@ class CloudBuildService:
             detail = build.get("statusDetail") or "check the build log"
             op["error"] = {
                 "code": 1 if build["status"] == "CANCELLED" else 2,
-                "message": f"Build {build['status'].lower()}: {detail} (log: {build['logUrl']})",
+                "message": f"Build {_VERBS.get(build['status'], build['status'])}: {detail} "
+                f"(log: {build['logUrl']})",
             }
         return op
 

@@ -292,7 +292,7 @@ class GcsService:
             rel = Path(root).relative_to(base).as_posix()
             for f in files:
                 p = Path(root) / f
-                if p.is_file() and not p.is_symlink():
+                if p.is_file() and not p.is_symlink() and not any(c in f for c in "\r\n"):
                     yield f if rel == "." else f"{rel}/{f}"
 
     def list_objects(self, request: Request, bucket: str) -> tuple[int, Any]:
