@@ -66,6 +66,8 @@ def test_upload_build_cache_hit_and_run(env: Any, sdk: Any, tmp_path: Path) -> N
     builds = list(client.list_builds(project_id=PROJECT, filter='status="SUCCESS"'))
     assert len(builds) == 1 and builds[0].status.name == "SUCCESS"
     assert builds[0].results.images[0].digest == "sha256:" + image.rsplit(":", 1)[1]
+    got = client.get_build(project_id=PROJECT, id=builds[0].id)
+    assert got.tags == ["hydra-vertex", f"src-{uri[-71:-7]}"] and got.finish_time
 
     job = sdk.CustomJob(
         display_name="built",
@@ -140,3 +142,36 @@ def test_unsupported_filter_and_token(env: Any, emulator: EmulatorHandle) -> Non
     # on a 401 the client's session tries to refresh the static token, and cannot
     with pytest.raises((exceptions.Unauthorized, RefreshError)):
         list(wrong.list_builds(project_id=PROJECT))
+
+
+def test_builds_survive_a_restart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from google.cloud import storage
+
+    from hydra_vertex.emulator import start
+
+    state = tmp_path / "state"
+    monkeypatch.setenv("HYDRA_VERTEX_IMAGES", str(tmp_path / "images"))
+    images: list[str] = []
+    for round_ in range(2):
+        with start(state) as handle:
+            monkeypatch.setenv("HYDRA_VERTEX_EMULATOR", handle.endpoint)
+            monkeypatch.setenv("HYDRA_VERTEX_EMULATOR_TOKEN", handle.token)
+            monkeypatch.setenv("STORAGE_EMULATOR_HOST", handle.endpoint)
+            if round_ == 0:
+                creds = bearer_credentials(handle.token)
+                storage.Client(project=PROJECT, credentials=creds).create_bucket("staging-bucket")
+            uri = cloud_build.upload_source(
+                _app(tmp_path) if round_ == 0 else tmp_path / "app",
+                "gs://staging-bucket",
+                "tiny",
+                PROJECT,
+                base_image="python:3.11",
+            )
+            logs: list[str] = []
+            images.append(
+                cloud_build.build_image(
+                    uri, "tiny", PROJECT, "us-central1", log=logs.append, poll_seconds=0.1
+                )
+            )
+    assert images[0] == images[1]
+    assert any("cache hit" in line for line in logs), logs
