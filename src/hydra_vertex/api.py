@@ -124,6 +124,17 @@ def pipeline_job(
     )
 
 
+def ensure_bucket(staging_bucket: str, project: str, region: str) -> None:
+    """Create the staging bucket (in ``region``) unless it exists, as ``PipelineJob.submit``
+    does for its root (without the SDK's IAM step, which needs Resource Manager)."""
+    from hydra_vertex.cloud_build import storage_client
+
+    name = staging_bucket.removeprefix("gs://").split("/", 1)[0]
+    client = storage_client(project)
+    if client.lookup_bucket(name) is None:
+        client.create_bucket(name, location=region)
+
+
 def _prepare(job_file: str | os.PathLike[str], components_image: str | None) -> tuple[Any, str]:
     from hydra_vertex.cloud_build import upload_source
     from hydra_vertex.components._image import DEFAULT_COMPONENTS_IMAGE
@@ -133,6 +144,7 @@ def _prepare(job_file: str | os.PathLike[str], components_image: str | None) -> 
     init_aiplatform(
         spec.vertex.project, spec.vertex.region, staging_bucket=spec.vertex.staging_bucket
     )
+    ensure_bucket(spec.vertex.staging_bucket, spec.vertex.project, spec.vertex.region)
     source_uri = upload_source(
         spec.source,
         spec.vertex.staging_bucket,
