@@ -107,11 +107,13 @@ def test_watcher_survives_a_failing_fetch_and_shows_the_final_state() -> None:
 # -- the real command on a pseudo-terminal and in a pipe (slow) ---------------------------------
 
 
-def _small_job(tmp: Path) -> Path:
+def small_digits_job(tmp: Path, trials: int = TRIALS) -> Path:
+    """A copy of the digits example under ``tmp`` with a budget of ``trials`` (2 at a time).
+    (The browser tests use it too.)"""
     app = tmp / "digits"
     shutil.copytree(DIGITS, app, ignore=shutil.ignore_patterns("outputs", "__pycache__"))
     job = yaml.safe_load((app / "job.yaml").read_text())
-    job["tuning"]["max_trials"] = TRIALS
+    job["tuning"]["max_trials"] = trials
     job["tuning"]["parallel_trials"] = 2
     (app / "job.yaml").write_text(yaml.safe_dump(job))
     return app / "job.yaml"
@@ -164,7 +166,7 @@ def _run_on_pty(args: list[str], cwd: Path, env: dict[str, str], timeout: float 
 
 @pytest.fixture(scope="module")
 def small_job(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _small_job(tmp_path_factory.mktemp("progress"))
+    return small_digits_job(tmp_path_factory.mktemp("progress"))
 
 
 @pytest.mark.slow

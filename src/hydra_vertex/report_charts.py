@@ -93,7 +93,7 @@ class Axis:
 
     def ticks(self) -> list[tuple[float, str]]:
         if self.kind == "cat":
-            return [(self.pos(c), c) for c in self.cats]
+            return [(self.pos(c), c if len(c) <= 18 else c[:17] + "…") for c in self.cats]
         if self.kind == "log":
             first, last = math.ceil(self.lo - 1e-9), math.floor(self.hi + 1e-9)
             exps = list(range(first, last + 1))

@@ -16,7 +16,8 @@ def register(sub: Any) -> None:
         "parallel coordinates, parameter importance, slice plots, the trials table and the winning "
         "overrides. SOURCE is a SUMMARY.json written by 'hydra-vertex run', or a tuning job's "
         "resource name (projects/P/locations/L/hyperparameterTuningJobs/ID), read through the "
-        "aiplatform client: from Vertex AI, or from the emulator when HYDRA_VERTEX_EMULATOR is set.",
+        "aiplatform client: from Vertex AI, or from the emulator when HYDRA_VERTEX_EMULATOR is "
+        "set.",
     )
     p.add_argument("source", metavar="JOB_RESOURCE_NAME|SUMMARY.json")
     p.add_argument("-o", "--output", default="report.html", metavar="FILE")
