@@ -19,8 +19,9 @@ templates the client needs (``hydra_vertex.registry.CONTEXT``) are written to
 ``STATE_DIR/registry_context.json`` for ``RegistryClient(host, config_file=...)``.
 
 Layout: ``STATE_DIR/registry/<project>/<location>/<repo>/<package>/package.json`` (versions, tags,
-times; atomic writes) and ``.../<package>/blobs/<hex digest>`` (the uploaded bytes, written to a
-temporary file, fsync'd and renamed into place).
+times) and ``.../<package>/blobs/<hex digest>.json`` (the uploaded text as a JSON string, checked
+against its digest when read). Both are written to a temporary file, fsync'd and renamed into
+place (``store.atomic_write_json``).
 """
 
 from __future__ import annotations
@@ -149,7 +150,7 @@ class RegistryService:
 
     def _version_resource(self, pkg_name: str, version: str, rec: dict[str, Any]) -> dict[str, Any]:
         meta = rec["versions"][version]
-        return {
+        out = {
             "name": f"{pkg_name}/versions/{version}",
             "description": meta.get("description", ""),
             "createTime": meta["createTime"],
@@ -161,6 +162,7 @@ class RegistryService:
             ],
             "metadata": {"sizeBytes": str(meta.get("sizeBytes", 0))},
         }
+        return {k: v for k, v in out.items() if v}  # proto3 JSON leaves empty fields out
 
     # -- upload and download ---------------------------------------------------------------------
     def upload(self, request: Request, project: str, location: str, repo: str) -> tuple[int, Any]:
@@ -181,7 +183,7 @@ class RegistryService:
                 "versions": {},
                 "tags": {},
             }
-            _write_blob(pkg_dir / "blobs" / version.removeprefix("sha256:"), data)
+            _write_blob(_blob(pkg_dir, version), data)
             meta = rec["versions"].setdefault(version, {"createTime": stamp})
             meta.update(updateTime=stamp, description=description, sizeBytes=len(data))
             for tag in tags:
@@ -204,7 +206,7 @@ class RegistryService:
                 version = rec["tags"][ref]
             if version not in rec["versions"]:
                 raise ApiError(404, f"version {ref!r} of package {package!r} not found")
-            body = _read_blob(pkg_dir / "blobs" / version.removeprefix("sha256:"))
+            body = _read_blob(_blob(pkg_dir, version))
         return 200, Raw(
             body,
             "application/octet-stream",
@@ -291,7 +293,7 @@ class RegistryService:
                 del rec["tags"][tag]
             del rec["versions"][version]
             self._save(pkg_dir, rec)
-            (pkg_dir / "blobs" / version.removeprefix("sha256:")).unlink(missing_ok=True)
+            _blob(pkg_dir, version).unlink(missing_ok=True)
         return 200, _done_operation(project, location)
 
     # -- tags ------------------------------------------------------------------------------------
@@ -405,7 +407,9 @@ def _page(request: Request, key: str, items: list[dict[str, Any]]) -> dict[str, 
     except ValueError:
         raise ApiError(400, "pageSize and pageToken must be integers") from None
     size = max(1, min(size, DEFAULT_PAGE_SIZE))
-    out: dict[str, Any] = {key: items[start : start + size]}
+    out: dict[str, Any] = {}
+    if items[start : start + size]:  # proto3 JSON: an empty repeated field is left out
+        out[key] = items[start : start + size]
     if start + size < len(items):
         out["nextPageToken"] = str(start + size)
     return out
@@ -459,24 +463,21 @@ def _pipeline_info(data: bytes) -> tuple[str, str]:
 
 
 def _write_blob(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """The uploaded bytes (UTF-8 text: a pipeline) as a JSON string, written atomically."""
+    atomic_write_json(path, {"content": data.decode("utf-8")})
+
+
+def _blob(pkg_dir: Path, version: str) -> Path:
+    return pkg_dir / "blobs" / f"{version.removeprefix('sha256:')}.json"
 
 
 def _read_blob(path: Path) -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        raise ApiError(404, f"the content of version sha256:{path.name} is missing") from None
-    with os.fdopen(fd, "rb") as f:
-        return f.read()
+        with os.fdopen(fd) as f:
+            data = str(json.load(f)["content"]).encode("utf-8")
+    except (OSError, ValueError, KeyError, TypeError):
+        data = b""
+    if "sha256:" + hashlib.sha256(data).hexdigest() != "sha256:" + path.stem:
+        raise ApiError(404, f"the content of version sha256:{path.stem} is missing or damaged")
+    return data
