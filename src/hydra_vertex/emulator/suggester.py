@@ -26,6 +26,9 @@ Value = float | str
 # 0.5 of the optimum in 20 trials on every seed tried, 0.01 and 0.3 do not).
 WARP_OFFSET = 0.1
 GP_STARTUP_TRIALS = 10
+# Asks of the model before falling back to random draws when it repeats a taken point.
+MODEL_ATTEMPTS = 2
+RANDOM_ATTEMPTS = 50
 
 
 @dataclass
@@ -200,7 +203,12 @@ def suggest(
             optuna.trial.create_trial(params=params, distributions=dists, value=float(value))
         )
     taken = {_key(t.parameters) for t in past}
-    for _attempt in range(20):
+    for attempt in range(MODEL_ATTEMPTS + RANDOM_ATTEMPTS):
+        if attempt == MODEL_ATTEMPTS and algorithm != 3:
+            # The model keeps proposing points already taken (common on integer/categorical
+            # grids): asking it again costs a full GP fit each time and returns the same point,
+            # so draw the rest at random instead of wasting a trial on a repeat.
+            study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=round_seed + 1))
         trial = study.ask()
         chosen: dict[str, Value] = {}
 
