@@ -182,3 +182,119 @@ class Watcher(threading.Thread):
         self._stop_event.set()
         self.join(timeout=5)
         self.poll()  # the final state
+
+
+# -- the emulator's own progress (``hydra-vertex emulator`` in the foreground) -------------------
+
+_TRIAL_STATES = {
+    "1": "REQUESTED", "2": "ACTIVE", "3": "STOPPING", "4": "SUCCEEDED", "5": "INFEASIBLE",
+}
+_JOB_RUNNING = (
+    "JOB_STATE_QUEUED", "JOB_STATE_PENDING", "JOB_STATE_RUNNING", "JOB_STATE_CANCELLING",
+)
+
+
+def _seconds_since(stamp: str) -> float | None:
+    from datetime import UTC, datetime
+
+    try:
+        then = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (datetime.now(UTC) - then).total_seconds())
+
+
+def _record_trials(resource: dict[str, Any], metric: str) -> list[TrialResult]:
+    out = []
+    for t in resource.get("trials") or []:
+        state = str(t.get("state", ""))
+        state = _TRIAL_STATES.get(state, state)
+        value = None
+        for m in (t.get("finalMeasurement") or {}).get("metrics") or []:
+            if m.get("metricId") == metric and isinstance(m.get("value"), int | float):
+                value = float(m["value"])
+        params = {str(p.get("parameterId")): p.get("value") for p in t.get("parameters") or []}
+        out.append(TrialResult(str(t.get("id", "")), state, params, value,
+                               str(t.get("infeasibleReason", ""))))
+    return out
+
+
+def store_snapshot(store: Any, prefer: str | None = None) -> tuple[str, str, Snapshot] | None:
+    """``(job name, metric, snapshot)`` of the tuning job to show from an emulator's store: the
+    newest running one, else ``prefer`` (the job shown so far, to show how it ended), else the
+    newest; None when there is none. Read straight from the store (the emulator's own process),
+    not through the API."""
+    jobs = [rec.get("resource", {}) for _, rec in store.items("hyperparameterTuningJobs")]
+    if not jobs:
+        return None
+    jobs.sort(
+        key=lambda r: (
+            r.get("state") in _JOB_RUNNING,
+            r.get("name") == prefer,
+            str(r.get("createTime", "")),
+        )
+    )
+    res = jobs[-1]
+    spec_metric = ((res.get("studySpec") or {}).get("metrics") or [{}])[0]
+    metric = str(spec_metric.get("metricId", "objective"))
+    minimize = str(spec_metric.get("goal", "")) in ("MINIMIZE", "2")
+    state = str(res.get("state", ""))
+    name = str(res.get("displayName") or res.get("name", ""))
+    ago = _seconds_since(str(res.get("startTime") or res.get("createTime") or ""))
+    snap = Snapshot(
+        stage=f"{name}: " + ("tuning" if state in _JOB_RUNNING else
+                             state.removeprefix("JOB_STATE_").lower()),
+        trials=_record_trials(res, metric),
+        max_trials=int(res.get("maxTrialCount") or 0),
+        started=time.monotonic() - (ago or 0.0),
+    )
+    snap.best = best_of(snap.trials, minimize)
+    return str(res.get("name", name)), metric, snap
+
+
+class StoreWatch:
+    """The fetch of a :class:`Watcher` over an emulator's store: follows the newest tuning job and
+    sets the display's metric to that job's (a new job starts its trial lines afresh)."""
+
+    def __init__(self, store: Any, display: Display) -> None:
+        self.store = store
+        self.display = display
+        self.job = ""
+
+    def __call__(self) -> Snapshot | None:
+        found = store_snapshot(self.store, prefer=self.job or None)
+        if found is None:
+            return None
+        job, metric, snap = found
+        if job != self.job:
+            self.job = job
+            self.display.metric = metric
+            self.display._printed.clear()
+        return snap
+
+
+class emulator_progress:
+    """Progress of the tuning jobs an emulator runs, for ``hydra-vertex emulator``::
+
+        with emulator_progress(handle.emulator.store, sys.stdout, mode="auto"):
+            done.wait()
+
+    ``mode``: ``auto`` (a live panel on a terminal, lines otherwise), ``live``, ``lines``,
+    ``quiet``."""
+
+    def __init__(self, store: Any, stream: TextIO, mode: str = "auto", interval: float = 0.5):
+        if mode == "auto":
+            mode = "live" if stream.isatty() else "lines"
+        self.display = Display(mode, "objective", stream)
+        self.watcher = Watcher(StoreWatch(store, self.display), self.display, interval)
+
+    def __enter__(self) -> emulator_progress:
+        self.display.__enter__()
+        if self.display.mode != "quiet":
+            self.watcher.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.watcher.is_alive():
+            self.watcher.stop()
+        self.display.__exit__(*exc)
