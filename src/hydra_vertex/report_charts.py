@@ -57,7 +57,7 @@ def _is_number(v: Any) -> bool:
 
 @dataclass
 class Axis:
-    """Maps values to 0..1: ``linear``, ``log`` (positive values over 2+ decades) or ``cat``."""
+    """Maps values to 0..1: ``linear``, ``log`` (positive values over a 20x span) or ``cat``."""
 
     kind: str
     lo: float = 0.0
@@ -71,7 +71,7 @@ class Axis:
         if present and all(_is_number(v) for v in present):
             nums = [float(v) for v in present]
             lo, hi = min(nums), max(nums)
-            if allow_log and lo > 0 and hi / lo >= 100:
+            if allow_log and lo > 0 and hi / lo >= 20:
                 lo, hi = math.log10(lo), math.log10(hi)
                 return cls("log", lo - pad * (hi - lo), hi + pad * (hi - lo))
             if lo == hi:
