@@ -86,6 +86,20 @@ def test_live_panel_shows_counts_best_elapsed_and_what_remains() -> None:
     assert re.search(r"tuning · 1\ds · ~1\ds left", text), text
 
 
+def test_the_estimate_uses_the_pace_since_tuning_began_not_the_build() -> None:
+    from hydra_vertex.progress import _eta
+
+    snap = Snapshot(stage="tuning", max_trials=10, started=time.monotonic() - 100)
+    snap.trials = [_t(str(i), "SUCCEEDED", 1.0) for i in range(1, 6)]
+    # 100 s since the run began for 5 trials: 20 s a trial, 100 s for the 5 left
+    assert _eta(snap, 100.0) == " · ~100s left"
+    # but tuning was first seen 10 s ago with 3 done: 2 trials in 10 s, so 25 s for the 5 left
+    assert _eta(snap, 100.0, since=(time.monotonic() - 10, 3)) == " · ~25s left"
+    assert _eta(Snapshot(stage="retraining", max_trials=10, trials=snap.trials), 100.0) == ""
+    snap.stage = "job-1: tuning"  # the emulator's stage names the job
+    assert _eta(snap, 100.0) == " · ~100s left"
+
+
 def test_watcher_survives_a_failing_fetch_and_shows_the_final_state() -> None:
     out = io.StringIO()
     calls = {"n": 0}

@@ -44,11 +44,18 @@ def _fmt_params(params: dict[str, Any]) -> str:
     )
 
 
-def _eta(snap: Snapshot, elapsed: float) -> str:
+def _eta(
+    snap: Snapshot, elapsed: float, since: tuple[float, int] | None = None
+) -> str:
+    """What remains of the tuning, at the pace trials have finished. ``since``: (time, trials
+    done) when the tuning was first seen: the pace since then leaves out the image build."""
     done = snap.count("SUCCEEDED", "INFEASIBLE")
-    if not done or not snap.max_trials or snap.stage != "tuning":
+    if not done or not snap.max_trials or not snap.stage.endswith("tuning"):
         return ""
-    left = max(0, snap.max_trials - done) * elapsed / done
+    per_trial = elapsed / done
+    if since is not None and done > since[1]:
+        per_trial = (time.monotonic() - since[0]) / (done - since[1])
+    left = max(0, snap.max_trials - done) * per_trial
     return f" · ~{left:.0f}s left"
 
 
@@ -71,6 +78,7 @@ class Display:
         self._printed: set[str] = set()
         self._live: Any = None
         self._stage = ""
+        self._tuning_since: tuple[float, int] | None = None
 
     def __enter__(self) -> Display:
         if self.mode == "live":
@@ -123,10 +131,12 @@ class Display:
 
         elapsed = time.monotonic() - snap.started
         done = snap.count("SUCCEEDED", "INFEASIBLE")
+        if self._tuning_since is None and snap.stage.endswith("tuning"):
+            self._tuning_since = (time.monotonic(), done)
         head = Text.assemble(
             ("hydra-vertex ", "bold"),
             (snap.stage, "cyan"),
-            f" · {elapsed:.0f}s{_eta(snap, elapsed)}",
+            f" · {elapsed:.0f}s{_eta(snap, elapsed, self._tuning_since)}",
         )
         counts = Text.assemble(
             f"trials {done}/{snap.max_trials} · ",
