@@ -30,6 +30,7 @@ __all__ = [
     "client",
     "download_template",
     "emulator_host",
+    "resolve_template_path",
     "split_template_url",
 ]
 
@@ -162,3 +163,34 @@ def _reason(response: Any) -> str:
     except Exception:
         message = (response.text or "")[:200]
     return f"HTTP {response.status_code}: {message}"
+
+
+def resolve_template_path(template: str, dest_dir: str | os.PathLike[str] | None = None) -> str:
+    """What ``aiplatform.PipelineJob(template_path=...)`` can take for ``template``.
+
+    A local file, a ``gs://`` URI or an ``https://`` URL the SDK reads itself (Artifact Registry
+    ``https://<location>-kfp.pkg.dev/...``, or one ending in .json/.yaml/.yml) is returned as
+    given. A template URL on the emulator's registry (plain ``http://``, which the SDK refuses) is
+    downloaded with :func:`download_template` into ``dest_dir`` (a new temporary directory when
+    None; the token from ``HYDRA_VERTEX_EMULATOR_TOKEN``) and the local file is returned.
+    """
+    if not template.startswith(("http://", "https://")):
+        return template
+    from google.cloud.aiplatform.constants import pipeline as sdk
+
+    if sdk._VALID_AR_URL.match(template) or sdk._VALID_HTTPS_URL.match(template):
+        return template
+    host = split_template_url(template)[0]
+    if not is_emulator_host(host):
+        raise HydraVertexError(
+            f"template {template!r}: aiplatform reads only https://<location>-kfp.pkg.dev/... "
+            "registry URLs and https://... URLs ending in .json/.yaml/.yml, and hydra-vertex "
+            "downloads only the emulator's registry URLs (http://HOST:PORT/kfp/LOCATION/PROJECT/"
+            "REPO/PACKAGE/TAG); download it yourself and pass the file"
+        )
+    if dest_dir is None:
+        dest = Path(tempfile.mkdtemp(prefix="hydra-vertex-"))
+    else:
+        dest = Path(dest_dir)
+        dest.mkdir(parents=True, exist_ok=True)
+    return str(download_template(template, dest))

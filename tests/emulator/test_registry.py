@@ -16,7 +16,12 @@ from test_pipeline_jobs import _params
 
 from hydra_vertex.emulator import EmulatorHandle, connect, start
 from hydra_vertex.errors import HydraVertexError
-from hydra_vertex.registry import client, download_template, emulator_host
+from hydra_vertex.registry import (
+    client,
+    download_template,
+    emulator_host,
+    resolve_template_path,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "pipelines" / "tune_and_retrain.json"
@@ -183,6 +188,19 @@ def test_context_file_helper_and_restart(
     with pytest.raises(HydraVertexError, match="is not <host>/<package>"):
         download_template("not-a-url", tmp_path / "x.json")
 
+    # what PipelineJob(template_path=...) can take: the SDK's own kinds pass through
+    for given in (
+        str(TEMPLATE),
+        "gs://bucket/t.json",
+        "https://us-central1-kfp.pkg.dev/p/r/pkg/latest",
+        "https://example.com/t.yaml",
+    ):
+        assert resolve_template_path(given) == given
+    local = Path(resolve_template_path(url, tmp_path / "resolved"))
+    assert local.parent == tmp_path / "resolved" and local.read_bytes() == TEMPLATE.read_bytes()
+    with pytest.raises(HydraVertexError, match="download it yourself"):
+        resolve_template_path("http://example.com/repo/pkg/latest")
+
     # the registry outlives the emulator process: a new start, a new port and token
     state = emulator.state_dir
     emulator.stop()
@@ -204,11 +222,12 @@ def test_a_run_from_the_registry_url(
     url = f"{_host(emulator)}/{PACKAGE}/latest"
 
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", emulator.endpoint)
+    monkeypatch.setenv("HYDRA_VERTEX_EMULATOR_TOKEN", emulator.token)
     monkeypatch.setattr(pipeline_jobs, "_JOB_WAIT_TIME", 1)  # the SDK's poll interval
     connect(emulator.state_dir, project="local-project", location="us-central1")
     job = aiplatform.PipelineJob(
         display_name="digits-from-registry",
-        template_path=str(download_template(url, tmp_path, token=emulator.token)),
+        template_path=resolve_template_path(url),  # a local copy: the SDK refuses http://
         pipeline_root="gs://bucket/root",
         parameter_values=_params(max_trial_count=1, parallel_trial_count=1),
         enable_caching=False,
