@@ -7,6 +7,7 @@ import hashlib
 import io
 import sys
 import tarfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -175,3 +176,42 @@ def test_builds_survive_a_restart(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
             )
     assert images[0] == images[1]
     assert any("cache hit" in line for line in logs), logs
+
+
+def test_interrupted_build_runs_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A build the emulator was carrying out when it stopped (kill -9) runs on the next start."""
+    import json
+
+    from google.cloud import storage
+
+    from hydra_vertex.emulator import start
+
+    state = tmp_path / "state"
+    monkeypatch.setenv("HYDRA_VERTEX_IMAGES", str(tmp_path / "images"))
+    with start(state) as handle:
+        monkeypatch.setenv("HYDRA_VERTEX_EMULATOR", handle.endpoint)
+        monkeypatch.setenv("HYDRA_VERTEX_EMULATOR_TOKEN", handle.token)
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", handle.endpoint)
+        creds = bearer_credentials(handle.token)
+        storage.Client(project=PROJECT, credentials=creds).create_bucket("staging-bucket")
+        uri = cloud_build.upload_source(
+            _app(tmp_path), "gs://staging-bucket", "tiny", PROJECT, base_image="python:3.11"
+        )
+        image = cloud_build.build_image(uri, "tiny", PROJECT, "us-central1", poll_seconds=0.1)
+    (record,) = (state / "cloudbuild" / "builds").glob("*.json")
+    build = json.loads(record.read_text())
+    build["status"] = "WORKING"
+    for key in ("results", "finishTime"):
+        build.pop(key)
+    record.write_text(json.dumps(build))
+    with start(state) as handle:
+        monkeypatch.setenv("HYDRA_VERTEX_EMULATOR", handle.endpoint)
+        monkeypatch.setenv("HYDRA_VERTEX_EMULATOR_TOKEN", handle.token)
+        client = cloud_build.cloud_build_client()
+        for _ in range(100):
+            got = client.get_build(project_id=PROJECT, id=build["id"])
+            if got.status.name == "SUCCESS":
+                break
+            time.sleep(0.05)
+        assert got.status.name == "SUCCESS"
+        assert got.results.images[0].digest == "sha256:" + image.rsplit(":", 1)[1]

@@ -264,7 +264,8 @@ class CloudBuildService:
             tarball = self.store.local_path(uri)
         except HydraVertexError as e:
             raise BuildFailure(f"source {uri}: {e}") from None
-        if tarball.is_symlink() or not tarball.is_file():
+        inside = tarball.resolve().is_relative_to(self.store.storage_root.resolve())
+        if not inside or tarball.is_symlink() or not tarball.is_file():
             raise BuildFailure(f"source {uri} does not exist in the emulator's Cloud Storage")
         names = _image_names(build)
         _check_steps(build.get("steps") or [])
