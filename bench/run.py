@@ -1,0 +1,283 @@
+"""hydra-vertex benchmarks: search quality, trial overhead, scheduling efficiency and pipeline
+overhead, each measured side by side with its baseline in the same run and reported as ratios.
+
+    python bench/run.py [--quick] [--json OUT] [--only A,B1,B2,B3,C] [--seeds N]
+
+A   search quality on a simulated clock (Branin, Hartmann-6, Ackley-5, a digits lookup table):
+    random, tpe_sequential, sync_batch (hydra-optuna-sweeper's loop and sampler), hydra_vertex.
+B1  added overhead per trial: a no-op Hydra app through the emulator and the shim vs run directly.
+B2  wall clock and worker utilization, hydra_vertex vs hydra-optuna-sweeper + joblib (n_jobs=2).
+B3  the digits example: wall clock to reach a target validation error, both ways.
+C   ``hydra-vertex run --local`` on the digits example vs its trials' work / parallelism + retrain.
+
+The sweeper pins Optuna < 3, so it runs from its own virtual environment, created on first use
+under ~/.cache/hydra-vertex-bench (see sweeper_env.py). ``--quick`` takes a few minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import processes
+import search_quality
+from sweeper_env import sweeper_python, versions
+
+PROBLEMS = ["branin", "hartmann6", "ackley5", "digits"]
+TARGETS = {
+    "branin_regret_ratio": 0.15,
+    "hartmann6_regret_ratio": 0.3,
+    "overhead_ms": 50.0,
+    "utilization": 0.95,
+    "wall_ratio": 0.8,
+    "pipeline_ratio": 1.15,
+}
+
+
+def settings(quick: bool, seeds: int | None) -> dict[str, Any]:
+    s = {
+        "seeds": 6 if quick else 20,
+        "trials": 50,
+        "parallel": 2,
+        "b1_trials": 20 if quick else 50,
+        "b2_trials": 16 if quick else 40,
+        "b2_median_seconds": 2.0,
+        "b2_sigma": 0.75,
+        "b3_trials": 16 if quick else 30,
+        "b3_target": 0.02,
+        "c_runs": 1 if quick else 3,
+    }
+    if seeds:
+        s["seeds"] = seeds
+    return s
+
+
+def facts(sweeper_py: Path | None) -> dict[str, Any]:
+    pkgs = ["hydra-vertex", "optuna", "hydra-core", "kfp", "google-cloud-aiplatform", "torch"]
+    out: dict[str, Any] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "load_average": os.getloadavg(),
+        "versions": {},
+    }
+    for p in pkgs:
+        try:
+            out["versions"][p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            out["versions"][p] = None
+    if sweeper_py is not None:
+        out["sweeper_env_versions"] = versions(sweeper_py)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer seeds and trials (< 10 minutes)")
+    ap.add_argument("--json", type=Path, help="write the results here")
+    ap.add_argument("--only", default="A,B1,B2,B3,C", help="comma-separated parts to run")
+    ap.add_argument("--seeds", type=int, help="override the number of seeds of part A")
+    args = ap.parse_args(argv)
+    parts = {p.strip().upper() for p in args.only.split(",") if p.strip()}
+    cfg = settings(args.quick, args.seeds)
+    # Trials run with bytecode caches, as a trial container does; with PYTHONDONTWRITEBYTECODE
+    # (set on some dev machines) every trial would compile hydra-vertex from source.
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    sweeper_py = sweeper_python() if parts & {"A", "B2", "B3"} else None
+    seeds = list(range(cfg["seeds"]))
+    result: dict[str, Any] = {"settings": cfg, "seeds": seeds, "machine": facts(sweeper_py)}
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="hv-bench-") as tmp:
+        work = Path(tmp)
+        if "A" in parts:
+            t = time.perf_counter()
+            values = search_quality.collect(
+                PROBLEMS, seeds, cfg["trials"], cfg["parallel"], sweeper_py
+            )
+            result["search_quality"] = search_quality.summarize(values)
+            timings["A"] = time.perf_counter() - t
+        if "B1" in parts:
+            t = time.perf_counter()
+            result["overhead_ms_per_trial"] = processes.overhead(cfg["b1_trials"], work / "b1")
+            timings["B1"] = time.perf_counter() - t
+        if "B2" in parts:
+            assert sweeper_py is not None
+            t = time.perf_counter()
+            sched = processes.scheduling(
+                cfg["b2_trials"], work / "b2", sweeper_py, 0,
+                cfg["b2_median_seconds"], cfg["b2_sigma"],
+            )  # fmt: skip
+            result["scheduling"] = {
+                "utilization": {m: sched[m]["utilization"] for m in ("hydra_vertex", "sync_batch")},
+                "wall_ratio_vs_sync_batch": sched["wall_ratio_vs_sync_batch"],
+                "details": sched,
+            }
+            timings["B2"] = time.perf_counter() - t
+        if "B3" in parts:
+            assert sweeper_py is not None
+            t = time.perf_counter()
+            result["training"] = processes.training(
+                cfg["b3_trials"], work / "b3", sweeper_py, 0, cfg["b3_target"]
+            )
+            timings["B3"] = time.perf_counter() - t
+        if "C" in parts:
+            import statistics
+
+            import pipeline
+
+            t = time.perf_counter()
+            runs = [pipeline.run(work / f"c{i}") for i in range(cfg["c_runs"])]
+            result["pipeline"] = {"runs": runs}
+            result["pipeline_overhead_ratio"] = statistics.median(
+                r["pipeline_overhead_ratio"] for r in runs
+            )
+            timings["C"] = time.perf_counter() - t
+    result["timings_seconds"] = {**timings, "total": time.perf_counter() - started}
+    result["targets"] = check_targets(result)
+    print_table(result)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1, default=_json_default) + "\n")
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    return str(o)
+
+
+def check_targets(r: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    sq = r.get("search_quality")
+    if sq:
+        for prob, key in (
+            ("branin", "branin_regret_ratio"),
+            ("hartmann6", "hartmann6_regret_ratio"),
+        ):
+            v = sq[prob]["hydra_vertex"]["regret_ratio_vs_random"]
+            out[key] = {"value": v, "target": f"<= {TARGETS[key]}", "met": v <= TARGETS[key]}
+        worse = [
+            p
+            for p in sq
+            if sq[p]["hydra_vertex"]["regret_ratio_vs_random"]
+            > sq[p]["sync_batch"]["regret_ratio_vs_random"]
+        ]
+        out["no_worse_than_sync_batch"] = {"worse_on": worse, "met": not worse}
+    if "overhead_ms_per_trial" in r:
+        v = r["overhead_ms_per_trial"]["added"]
+        out["overhead_ms"] = {"value": v, "target": "<= 50", "met": v <= TARGETS["overhead_ms"]}
+    if "scheduling" in r:
+        u = r["scheduling"]["utilization"]["hydra_vertex"]
+        w = r["scheduling"]["wall_ratio_vs_sync_batch"]
+        out["utilization"] = {"value": u, "target": ">= 0.95", "met": u >= TARGETS["utilization"]}
+        out["wall_ratio"] = {"value": w, "target": "<= 0.8", "met": w <= TARGETS["wall_ratio"]}
+    if "pipeline_overhead_ratio" in r:
+        v = r["pipeline_overhead_ratio"]
+        out["pipeline_ratio"] = {
+            "value": v,
+            "target": "<= 1.15",
+            "met": v <= TARGETS["pipeline_ratio"],
+        }
+    return out
+
+
+def _f(v: Any, fmt: str = ".3f") -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    return format(v, fmt) if isinstance(v, int | float) else str(v)
+
+
+def print_table(r: dict[str, Any]) -> None:
+    sq = r.get("search_quality")
+    if sq:
+        print(
+            f"A. search quality ({r['settings']['trials']} trials, {r['settings']['parallel']} "
+            f"parallel, {len(r['seeds'])} paired seeds; regret ratio vs random, median)"
+        )
+        print(
+            f"{'problem':10s} {'method':15s} {'regret ratio':>12s} {'trials->tgt':>11s} "
+            f"{'log-ratio [95% CI]':>26s}"
+        )
+        for prob, res in sq.items():
+            for m in search_quality.METHODS:
+                x = res.get(m)
+                if not x:
+                    continue
+                lo, hi = x["log_ratio_ci95"]
+                print(
+                    f"{prob:10s} {m:15s} {_f(x['regret_ratio_vs_random']):>12s} "
+                    f"{_f(x['trials_to_target'], '.1f'):>11s} "
+                    f"{x['log_ratio_mean']:+8.2f} [{lo:+.2f}, {hi:+.2f}]"
+                )
+    o = r.get("overhead_ms_per_trial")
+    if o:
+        print(
+            f"\nB1. overhead per trial ({o['trials']} no-op trials, 1 at a time): direct "
+            f"{o['direct_ms']:.0f} ms, through emulator+shim {o['emulator_ms_per_trial']:.0f} ms"
+            f" -> added {o['added']:.0f} ms (trial span {o['trial_span_ms']:.0f} ms; "
+            f"a Bayesian ask {o['gp_ask_ms']:.0f} ms)"
+        )
+    s = r.get("scheduling")
+    if s:
+        d = s["details"]
+        print(
+            f"\nB2. scheduling ({d['trials']} trials, 2 workers, "
+            f"sleeps sum {d['durations_sum']:.1f} s)"
+        )
+        for m in ("hydra_vertex", "sync_batch"):
+            x = d[m]
+            print(
+                f"  {m:13s} wall {x['wall']:6.1f} s  utilization {x['utilization']:.3f}  "
+                f"(in span {x['utilization_in_span']:.3f}; useful work {x['work_fraction']:.3f})"
+            )
+        print(f"  wall ratio hydra_vertex / sync_batch: {s['wall_ratio_vs_sync_batch']:.3f}")
+    t = r.get("training")
+    if t:
+        print(
+            f"\nB3. digits (SVM C, gamma), {t['trials']} trials, target val_error <= "
+            f"{t['target_val_error']}"
+        )
+        for m in ("hydra_vertex", "sync_batch"):
+            x = t[m]
+            print(
+                f"  {m:13s} wall {x['wall']:6.1f} s  best {_f(x['best_value'], '.4f')}  "
+                f"to target {_f(x['seconds_to_target'], '.1f')} s "
+                f"({_f(x['trials_to_target'], 'd')} trials)"
+            )
+        print(f"  time-to-target ratio: {_f(t['time_to_target_ratio_vs_sync_batch'])}")
+    if "pipeline_overhead_ratio" in r:
+        p = r["pipeline"]["runs"][0]
+        print(
+            f"\nC. pipeline: run --local {p['wall']:.1f} s vs trials/parallel + retrain "
+            f"{p['ideal_seconds']:.1f} s -> ratio {r['pipeline_overhead_ratio']:.3f} "
+            f"(tuning job {p['tuning_job_seconds']:.1f} s)"
+        )
+    tg = r.get("targets", {})
+    if tg:
+        print("\ntargets:")
+        for k, v in tg.items():
+            val = v.get("value", v.get("worse_on"))
+            print(
+                f"  {k:26s} {_f(val):>10s} {v.get('target', ''):>8s}  "
+                f"{'met' if v['met'] else 'MISSED'}"
+            )
+    print(f"\ntimings: {', '.join(f'{k} {v:.0f} s' for k, v in r['timings_seconds'].items())}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
