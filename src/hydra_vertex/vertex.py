@@ -78,6 +78,7 @@ def init_aiplatform(
         # The emulator answers the Cloud Storage JSON API too: google-cloud-storage (the SDK's
         # bucket check, source uploads) goes there instead of Google.
         os.environ.setdefault("STORAGE_EMULATOR_HOST", str(resolved.api_endpoint))
+        use_emulator_project_numbers()
     aiplatform.init(**init_kwargs)
     return resolved
 
@@ -118,3 +119,32 @@ def api_base(location: str, endpoint: str | None = None) -> str:
     if "://" not in base:
         base = f"https://{base}"
     return f"{base.rstrip('/')}/v1/"
+
+
+def project_number(project_id: str) -> str:
+    """The emulator's number for a project id (stable: derived from the id)."""
+    import hashlib
+
+    digest = int(hashlib.sha256(project_id.encode()).hexdigest()[:12], 16)
+    return str(10**11 + digest % (9 * 10**11))
+
+
+def use_emulator_project_numbers() -> None:
+    """Answer the aiplatform SDK's project-number lookups locally, in emulator mode.
+
+    ``PipelineJob.submit()`` checks the pipeline bucket's owner by asking Google's Resource
+    Manager for the project number, through a client whose endpoint cannot be changed; with no
+    network that costs ~50 s of retries per submit. This is the one place hydra-vertex redirects
+    an SDK call in-process: ``resource_manager_utils.get_project_number`` returns
+    :func:`project_number`, the number the emulator's Cloud Storage reports for a bucket's owner.
+    """
+    from google.cloud.aiplatform.utils import resource_manager_utils
+
+    if getattr(resource_manager_utils.get_project_number, "_hydra_vertex", False):
+        return
+
+    def get_project_number(project_id: str, credentials: Any = None) -> str:
+        return project_number(project_id)
+
+    get_project_number._hydra_vertex = True  # type: ignore[attr-defined]
+    resource_manager_utils.get_project_number = get_project_number

@@ -99,8 +99,9 @@ def connect(
         ) from None
     from google.cloud import aiplatform
 
-    from hydra_vertex.vertex import bearer_credentials
+    from hydra_vertex.vertex import bearer_credentials, use_emulator_project_numbers
 
+    use_emulator_project_numbers()
     aiplatform.init(
         project=project,
         location=location,

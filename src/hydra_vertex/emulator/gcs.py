@@ -39,6 +39,7 @@ import google_crc32c
 from hydra_vertex.emulator.routes import ApiError
 from hydra_vertex.emulator.services import Raw, Request
 from hydra_vertex.emulator.store import Store, atomic_write_json
+from hydra_vertex.vertex import project_number
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 _B = r"/storage/v1/b/(?P<bucket>[^/]+)"
@@ -159,6 +160,8 @@ class GcsService:
         }
         if rec.get("projectNumber"):
             out["projectNumber"] = rec["projectNumber"]
+        elif rec.get("project"):
+            out["projectNumber"] = project_number(rec["project"])
         if rec.get("labels"):
             out["labels"] = rec["labels"]
         return out
