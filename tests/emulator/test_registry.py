@@ -238,3 +238,18 @@ def test_a_run_from_the_registry_url(
     [root] = [t for t in job.task_details if t.task_name == PACKAGE]
     overrides = list(root.execution.metadata["output:best_overrides"])
     assert overrides and all("=" in o for o in overrides)
+
+
+def test_names_cannot_leave_the_registry(emulator: EmulatorHandle) -> None:
+    auth = {"Authorization": f"Bearer {emulator.token}"}
+    ar = f"{emulator.endpoint}/artifactregistry/v1/{REPO}/packages"
+    for url in (
+        f"{_host(emulator)}/%2e%2e/latest",
+        f"{_host(emulator)}/..%2F..%2Fendpoint.json/latest",
+        f"{ar}/%2e%2e",
+        f"{ar}/.hidden/tags",
+        f"{emulator.endpoint}/kfp/us-central1/local-project/..%2Fregistry/p/v1",
+    ):
+        response = requests.get(url, headers=auth, timeout=10)
+        assert response.status_code in (400, 404), url
+        assert "token" not in response.text
