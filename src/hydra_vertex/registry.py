@@ -165,14 +165,16 @@ def _reason(response: Any) -> str:
     return f"HTTP {response.status_code}: {message}"
 
 
-def resolve_template_path(template: str, dest_dir: str | os.PathLike[str] | None = None) -> str:
+def resolve_template_path(
+    template: str, dest_dir: str | os.PathLike[str] | None = None, *, token: str | None = None
+) -> str:
     """What ``aiplatform.PipelineJob(template_path=...)`` can take for ``template``.
 
     A local file, a ``gs://`` URI or an ``https://`` URL the SDK reads itself (Artifact Registry
     ``https://<location>-kfp.pkg.dev/...``, or one ending in .json/.yaml/.yml) is returned as
     given. A template URL on the emulator's registry (plain ``http://``, which the SDK refuses) is
     downloaded with :func:`download_template` into ``dest_dir`` (a new temporary directory when
-    None; the token from ``HYDRA_VERTEX_EMULATOR_TOKEN``) and the local file is returned.
+    None; ``token``, else ``HYDRA_VERTEX_EMULATOR_TOKEN``) and the local file is returned.
     """
     if not template.startswith(("http://", "https://")):
         return template
@@ -193,4 +195,4 @@ def resolve_template_path(template: str, dest_dir: str | os.PathLike[str] | None
     else:
         dest = Path(dest_dir)
         dest.mkdir(parents=True, exist_ok=True)
-    return str(download_template(template, dest))
+    return str(download_template(template, dest, token=token))
