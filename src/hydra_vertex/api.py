@@ -112,6 +112,10 @@ def pipeline_job(
                     components_image,
                 )
             )
+    else:
+        from hydra_vertex.registry import resolve_template_path
+
+        template_path = resolve_template_path(template_path)
     return aiplatform.PipelineJob(
         display_name=f"{spec.name}-{PIPELINE_NAME.removeprefix('hydra-vertex-')}",
         template_path=template_path,
@@ -159,11 +163,14 @@ def submit(
     job_file: str | os.PathLike[str],
     *,
     components_image: str | None = None,
+    template: str | None = None,
     wait: bool = False,
 ) -> PipelineJob:
     """Upload the app's source and start a Vertex AI Pipelines run of the template."""
     spec, source_uri = _prepare(job_file, components_image)
-    job = pipeline_job(job_file, source_uri=source_uri, components_image=components_image)
+    job = pipeline_job(
+        job_file, source_uri=source_uri, components_image=components_image, template_path=template
+    )
     job.submit(service_account=spec.vertex.service_account)
     if wait:
         job.wait()
@@ -175,6 +182,7 @@ def schedule(
     cron: str,
     *,
     components_image: str | None = None,
+    template: str | None = None,
     max_run_count: int | None = None,
     max_concurrent_run_count: int = 1,
 ) -> PipelineJobSchedule:
@@ -183,7 +191,9 @@ def schedule(
     if max_run_count is not None and max_run_count < 1:
         raise UsageError(f"--max-runs must be >= 1, got {max_run_count}")
     spec, source_uri = _prepare(job_file, components_image)
-    job = pipeline_job(job_file, source_uri=source_uri, components_image=components_image)
+    job = pipeline_job(
+        job_file, source_uri=source_uri, components_image=components_image, template_path=template
+    )
     return job.create_schedule(
         cron=cron,
         display_name=f"{spec.name}-schedule",

@@ -253,3 +253,34 @@ def test_names_cannot_leave_the_registry(emulator: EmulatorHandle) -> None:
         response = requests.get(url, headers=auth, timeout=10)
         assert response.status_code in (400, 404), url
         assert "token" not in response.text
+
+
+def test_submit_takes_a_registry_url_as_its_template(
+    emulator: EmulatorHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`hydra-vertex submit --template <registry URL>`: the job built from a job file runs the
+    registry's version of the pipeline (built here, not submitted)."""
+    import yaml
+
+    from hydra_vertex.api import pipeline_job
+    from hydra_vertex.emulator import connect
+
+    monkeypatch.setenv("HYDRA_VERTEX_EMULATOR", emulator.endpoint)
+    monkeypatch.setenv("HYDRA_VERTEX_EMULATOR_TOKEN", emulator.token)
+    connect(emulator.state_dir, project="local-project", location="us-central1")
+    variant = _variant(tmp_path, "from the registry")
+    package, _ = _registry(emulator).upload_pipeline(str(variant), tags=["prod"])
+    digits = ROOT / "examples" / "digits"
+    data = yaml.safe_load((digits / "job.yaml").read_text())
+    data["app"]["source"] = str(digits)
+    data["search_space"] = str(digits / "search_space.yaml")
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text(yaml.safe_dump(data))
+    job = pipeline_job(
+        job_file, source_uri="gs://b/sources/digits.tar.gz",
+        template_path=f"{_host(emulator)}/{package}/prod",
+    )
+    resource = job._gca_resource  # built, not created: the public getter needs a created job
+    assert resource.pipeline_spec["pipelineInfo"]["description"] == "from the registry"
+    params = resource.runtime_config.parameter_values
+    assert params["app_source"] == "gs://b/sources/digits.tar.gz"

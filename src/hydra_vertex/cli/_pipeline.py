@@ -47,6 +47,12 @@ def register(sub: Any) -> None:
             metavar="IMAGE",
             help="compile the template for this components image first",
         )
+        p.add_argument(
+            "--template",
+            metavar="PATH_OR_URL",
+            help="run this compiled pipeline instead of the packaged template: a file, gs:// URI, "
+            "Artifact Registry URL or the emulator's registry URL",
+        )
         if name == "submit":
             p.add_argument("--wait", action="store_true", help="wait until the run ends")
             p.set_defaults(func=_submit)
@@ -105,7 +111,9 @@ def _compile(args: argparse.Namespace) -> int:
 def _submit(args: argparse.Namespace) -> int:
     from hydra_vertex.api import submit
 
-    job = submit(args.job, components_image=args.components_image, wait=args.wait)
+    job = submit(
+        args.job, components_image=args.components_image, template=args.template, wait=args.wait
+    )
     print(job.resource_name)
     return 0
 
@@ -118,6 +126,7 @@ def _schedule(args: argparse.Namespace) -> int:
         args.job,
         args.cron,
         components_image=args.components_image,
+        template=args.template,
         max_run_count=args.max_runs,
         max_concurrent_run_count=args.max_concurrent,
     )
