@@ -112,9 +112,6 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> DigitsRun:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     summary_path = work / "SUMMARY.json"
-    report = work / "report.html"
-    if not report.exists():  # a run that does not write it yet: the same function, by hand
-        from hydra_vertex.report import load_summary, write_report
-
-        write_report(load_summary(summary_path), report)
+    report = work / "report.html"  # `hydra-vertex run` writes it next to the summary
+    assert report.is_file(), f"no report.html next to SUMMARY.json in {work}"
     return DigitsRun(work, state, json.loads(summary_path.read_text()), summary_path, report)
