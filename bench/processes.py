@@ -187,35 +187,41 @@ def _time_direct(app: Path, runs: int, env: dict[str, str], out: Path) -> list[f
     return times
 
 
-def overhead(n_trials: int, work: Path, blocks: int = 4) -> dict[str, Any]:
+def overhead(n_trials: int, work: Path, per_block: int = 5) -> dict[str, Any]:
     """B1: a no-op Hydra app through emulator + shim vs the same app started directly.
 
     RANDOM_SEARCH, one trial at a time, so the figure is the machinery (scheduling, process start,
     shim, reporting callback, state writes), not the suggestion engine; the Bayesian ask is timed
-    apart (``gp_ask_ms``). The machine is noisy, so the runs alternate in ``blocks`` (direct runs,
-    then a tuning job) and medians are compared: a trial's cost under the emulator is its cycle,
-    from its start to the next trial's start (span + scheduling gap + ask + state writes)."""
+    apart (``gp_ask_ms``). A trial's cost under the emulator is its cycle, from its start to the
+    next trial's start (span + scheduling gap + ask + state writes). The machine is noisy, so the
+    runs alternate in small blocks (``per_block`` direct runs, then a tuning job of ``per_block``
+    trials) and each block's median cycle is paired with the median of the direct runs just
+    before it; the figure is the median of those paired differences."""
     app = write_app(work / "noop", algorithm="random")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env.pop("CLOUD_ML_TRIAL_ID", None)
     _time_direct(app, 2, env, work / "direct")  # warm caches
-    per_block = max(2, n_trials // blocks + 1)
+    blocks = max(1, round(n_trials / (per_block - 1)))
     direct: list[float] = []
     cycles: list[float] = []
     spans: list[float] = []
+    added: list[float] = []
     for b in range(blocks):
-        direct += _time_direct(app, per_block, env, work / "direct")
+        block_direct = _time_direct(app, per_block, env, work / "direct")
         job = run_tuning_job(app, work / f"state-b1-{b}", per_block, 1, {})
         starts = sorted(s for s, _ in job["spans"])
-        cycles += [b2 - a for a, b2 in itertools.pairwise(starts)]
+        block_cycles = [b2 - a for a, b2 in itertools.pairwise(starts)]
+        added.append(statistics.median(block_cycles) - statistics.median(block_direct))
+        direct += block_direct
+        cycles += block_cycles
         spans += [e - s for s, e in job["spans"]]
-    base = statistics.median(direct)
-    per_trial = statistics.median(cycles)
     return {
         "trials": len(cycles),
-        "direct_ms": 1000 * base,
-        "emulator_ms_per_trial": 1000 * per_trial,
-        "added": 1000 * (per_trial - base),
+        "blocks": blocks,
+        "direct_ms": 1000 * statistics.median(direct),
+        "emulator_ms_per_trial": 1000 * statistics.median(cycles),
+        "added": 1000 * statistics.median(added),
+        "added_by_block_ms": [round(1000 * a, 1) for a in added],
         "trial_span_ms": 1000 * statistics.median(spans),
         "gp_ask_ms": gp_ask_ms(),
     }
@@ -223,8 +229,6 @@ def overhead(n_trials: int, work: Path, blocks: int = 4) -> dict[str, Any]:
 
 def gp_ask_ms(n_past: int = 30) -> float:
     """Median time of one Bayesian ask with ``n_past`` finished trials (the emulator's engine)."""
-    import math
-
     sys.path.insert(0, str(Path(__file__).parent))
     import problems
     from hydra_vertex.emulator.suggester import PastTrial, suggest
@@ -240,7 +244,7 @@ def gp_ask_ms(n_past: int = 30) -> float:
             times.append(time.perf_counter() - t0)
         assert p is not None
         past.append(PastTrial(p, problems.branin(p)))
-    return 1000 * statistics.median(times) if not math.isnan(times[0]) else math.nan
+    return 1000 * statistics.median(times)
 
 
 def durations(n: int, seed: int, median: float, sigma: float) -> list[float]:
