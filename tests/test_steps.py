@@ -112,6 +112,12 @@ def test_wandb_env_retrain_log_model_setting(log_model: Any, expected: str) -> N
     assert "WANDB_NAME" not in env and "WANDB_RUN_GROUP" not in env
 
 
+def test_wandb_env_tags_are_one_comma_separated_list() -> None:
+    # W&B splits WANDB_TAGS on commas: a comma inside a tag must not make two tags.
+    assert common.wandb_env({"tags": ["a, b", " c "]}, "trial")["WANDB_TAGS"] == "a; b,c"
+    assert common.wandb_env({"tags": "weekly"}, "retrain")["WANDB_TAGS"] == "weekly"
+
+
 def test_wandb_env_without_settings() -> None:
     assert common.wandb_env({}, "trial") == {"WANDB_LOG_MODEL": "false"}
 
