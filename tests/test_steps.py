@@ -501,3 +501,16 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple) or type(value).__name__ == "RepeatedComposite":
         return [_plain(v) for v in value]
     return value
+
+
+def test_retrain_command_adds_the_wandb_callback_only_with_wandb_settings() -> None:
+    from hydra_vertex.steps.retrain import WANDB_CALLBACK, retrain_command
+
+    plain = retrain_command(["python", "train.py"], ["lr=0.1", "epochs=3"], ["epochs=10"], {})
+    assert plain == ["python", "train.py", "lr=0.1", "epochs=10"]
+    with_wandb = retrain_command(["python", "train.py"], ["lr=0.1"], [], {"project": "p"})
+    assert with_wandb == ["python", "train.py", "lr=0.1", WANDB_CALLBACK]
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    [parsed] = OverridesParser.create().parse_overrides([WANDB_CALLBACK])
+    assert parsed.value() == "hydra_vertex.wandb_runs.WandbEnvCallback"

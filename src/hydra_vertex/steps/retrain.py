@@ -1,9 +1,11 @@
 """The ``retrain`` step: a custom job that runs the app with the winning overrides.
 
-The command is ``<app command> <best overrides> <retrain overrides>``. A retrain override for a
-key the tuning also set wins (the tuned one is dropped), so ``trainer.max_iter=100`` after tuning
-``trainer.max_iter`` trains 100 iterations. The model goes to ``AIP_MODEL_DIR``, which Vertex sets
-to ``<run dir>/retrain/model/``; that URI is the step's output.
+The command is ``<app command> <best overrides> <retrain overrides>``, plus, when the job has W&B
+settings, the callback that applies hydra-vertex's W&B rules (as the shim adds it for trials). A
+retrain override for a key the tuning also set wins (the tuned one is dropped), so
+``trainer.max_iter=100`` after tuning ``trainer.max_iter`` trains 100 iterations. The model goes
+to ``AIP_MODEL_DIR``, which Vertex sets to ``<run dir>/retrain/model/``; that URI is the step's
+output.
 """
 
 from __future__ import annotations
@@ -15,6 +17,11 @@ from hydra_vertex import jobs
 from hydra_vertex.errors import TuningError
 from hydra_vertex.steps import common
 
+# The Hydra callback that applies hydra-vertex's W&B rules in the app's process (see wandb_runs).
+WANDB_CALLBACK = (
+    "++hydra.callbacks.hydra_vertex_wandb._target_=hydra_vertex.wandb_runs.WandbEnvCallback"
+)
+
 
 def override_key(override: str) -> str:
     """``+a.b=1`` -> ``a.b``: the key an override sets (Hydra's ``+``/``++``/``~`` dropped)."""
@@ -25,6 +32,19 @@ def merge_overrides(best: Sequence[str], final: Sequence[str]) -> list[str]:
     """The winner's overrides, then the final-run ones; a final-run key replaces a tuned one."""
     final_keys = {override_key(o) for o in final}
     return [o for o in best if override_key(o) not in final_keys] + list(final)
+
+
+def retrain_command(
+    app_command: Sequence[str],
+    best_overrides: Sequence[str],
+    retrain_overrides: Sequence[str],
+    wandb: Mapping[str, Any] | None,
+) -> list[str]:
+    """``<app> <best> <final>``; with W&B settings, the W&B callback too (as trials get it)."""
+    command = [*app_command, *merge_overrides(best_overrides, retrain_overrides)]
+    if wandb:
+        command.append(WANDB_CALLBACK)
+    return command
 
 
 def custom_job(
@@ -82,7 +102,7 @@ def retrain(
 
     client = common.job_client(location)
     base = f"{common.run_dir(staging_bucket, name, launch_key)}/retrain"
-    command = [*app_command, *merge_overrides(best_overrides, retrain_overrides)]
+    command = retrain_command(app_command, best_overrides, retrain_overrides, wandb)
     job = custom_job(
         display_name=f"{name}-retrain",
         image_uri=image_uri,
