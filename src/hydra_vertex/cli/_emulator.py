@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import sys
 import threading
 from typing import Any
 
@@ -29,6 +30,9 @@ def register(sub: Any) -> None:
         help="run image NAME from local directory DIR (repeatable)",
     )
     p.add_argument("--seed", type=int, default=None, help="seed for trial suggestions")
+    p.add_argument(
+        "--quiet", "-q", action="store_true", help="no progress of running tuning jobs"
+    )
     p.set_defaults(func=_run)
 
 
@@ -73,6 +77,10 @@ def _run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    done.wait()
+    from hydra_vertex.progress import emulator_progress
+
+    mode = "quiet" if args.quiet else "auto"
+    with emulator_progress(handle._emulator.store, sys.stdout, mode=mode):
+        done.wait()
     handle.stop()
     return 0
