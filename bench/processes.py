@@ -295,7 +295,7 @@ def scheduling(
     subprocess.run(cmd, cwd=app, env=env, check=True, capture_output=True)
     wall = time.time() - t0
     sw_busy = _busy(busy_sw)
-    best = json.loads("null")
+    best: float | None = None
     res = work / "multirun" / "optimization_results.yaml"
     if res.exists():
         for line in res.read_text().splitlines():
