@@ -15,7 +15,8 @@ from hydra_vertex.errors import UsageError
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "emulator",
-        help="run the local Vertex AI emulator (custom and tuning jobs) in the foreground",
+        help="run the local Vertex AI emulator in the foreground (jobs, pipeline runs, "
+        "schedules, Cloud Storage, Cloud Build, template registry, console)",
         description="Serve the Vertex AI v1 REST subset hydra-vertex uses. Writes "
         "STATE_DIR/endpoint.json (endpoint, token; mode 0600).",
     )
