@@ -24,11 +24,9 @@ def dumps(resource_type: str, name: str, base: str) -> str:
 
 
 def write(path: str | os.PathLike[str], resource_type: str, name: str, base: str) -> None:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(dumps(resource_type, name, base))
-    os.replace(tmp, p)
+    from hydra_vertex.files import atomic_write_text
+
+    atomic_write_text(path, dumps(resource_type, name, base))
 
 
 def read(path: str | os.PathLike[str], resource_type: str) -> str | None:

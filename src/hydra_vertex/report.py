@@ -413,9 +413,6 @@ def write_report(
     wandb_runs: Mapping[str, str] | None = None,
 ) -> Path:
     """Write the report for ``summary`` to ``path`` (atomically) and return the path."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_text(render(summary, wandb_runs=wandb_runs), encoding="utf-8")
-    os.replace(tmp, p)
-    return p
+    from hydra_vertex.files import atomic_write_text
+
+    return atomic_write_text(path, render(summary, wandb_runs=wandb_runs))

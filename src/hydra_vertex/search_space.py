@@ -692,10 +692,9 @@ def load_cached(path: str | os.PathLike[str]) -> SearchSpace:
         pass
     space = load(p)
     try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(space.to_dict()), encoding="utf-8")
-        os.replace(tmp, cache)
+        from hydra_vertex.files import atomic_write_text
+
+        atomic_write_text(cache, json.dumps(space.to_dict()))
     except OSError:
         pass  # a read-only home is fine: we just parse again next time
     return space

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hydra_vertex.files import atomic_write_text
 from hydra_vertex.trials import TrialResult
 
 
@@ -46,12 +47,7 @@ class Summary:
         return asdict(self)
 
     def write(self, path: str | os.PathLike[str]) -> Path:
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".{p.name}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        os.replace(tmp, p)
-        return p
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @property
     def counts(self) -> dict[str, int]:

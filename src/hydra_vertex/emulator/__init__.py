@@ -72,14 +72,10 @@ def start(
 
 
 def write_endpoint_file(state_dir: Path, endpoint: str, token: str) -> Path:
-    path = state_dir / "endpoint.json"
-    tmp = state_dir / ".endpoint.json.tmp"
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"endpoint": endpoint, "token": token}, f)
-    os.replace(tmp, path)
-    return path
+    from hydra_vertex.files import atomic_write_text
+
+    data = json.dumps({"endpoint": endpoint, "token": token})
+    return atomic_write_text(state_dir / "endpoint.json", data, mode=0o600)
 
 
 def connect(

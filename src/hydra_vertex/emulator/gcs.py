@@ -39,6 +39,7 @@ import google_crc32c
 from hydra_vertex.emulator.routes import ApiError
 from hydra_vertex.emulator.services import Raw, Request
 from hydra_vertex.emulator.store import Store, atomic_write_json
+from hydra_vertex.files import atomic_write_bytes
 from hydra_vertex.vertex import project_number
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
@@ -508,18 +509,8 @@ class GcsService:
                     "is file-backed)",
                     "CONFLICT",
                 )
-            self.tmp_dir.mkdir(parents=True, exist_ok=True)
-            tmp = self.tmp_dir / f"{secrets.token_hex(8)}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+            # the temporary goes outside the bucket, so that no listing ever shows it
+            atomic_write_bytes(path, data, mode=0o600, tmp_dir=self.tmp_dir)
             st = path.stat()
             side = {
                 "size": st.st_size,

@@ -13,6 +13,8 @@ import sys
 import traceback
 from pathlib import Path
 
+from hydra_vertex.files import atomic_write_text
+
 
 def main(argv: list[str]) -> int:
     spec, params, root, result = argv
@@ -30,9 +32,7 @@ def main(argv: list[str]) -> int:
     except Exception as e:  # kfp.local raises RuntimeError naming the failed task
         traceback.print_exc()
         out = {"status": "failed", "error": str(e)}
-    tmp = Path(result + ".tmp")
-    tmp.write_text(json.dumps(out, default=str))
-    tmp.replace(result)
+    atomic_write_text(result, json.dumps(out, default=str))
     return 0 if out["status"] == "succeeded" else 1
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra_vertex.errors import EmulatorError
+from hydra_vertex.files import atomic_write_bytes
 
 SCHEMA_VERSION = 1
 COLLECTIONS = ("customJobs", "hyperparameterTuningJobs", "pipelineJobs", "schedules")
@@ -38,18 +39,8 @@ Record = dict[str, Any]
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, separators=(",", ":"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """The store's records: compact JSON, owner-only (mode 0600)."""
+    atomic_write_bytes(path, json.dumps(data, separators=(",", ":")).encode(), mode=0o600)
 
 
 def valid_id(job_id: str) -> bool:
