@@ -21,14 +21,13 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 from hydra_vertex.emulator import executor
 from hydra_vertex.emulator.routes import ApiError
 from hydra_vertex.emulator.store import Record, Store, local_path
-from hydra_vertex.emulator.tuning import _kill_leftover, _proc_start, now
+from hydra_vertex.emulator.tuning import StoredJobRunner, _kill_leftover, _proc_start, now
 
 COLLECTION = "pipelineJobs"
 TERMINAL = ("PIPELINE_STATE_SUCCEEDED", "PIPELINE_STATE_FAILED", "PIPELINE_STATE_CANCELLED")
@@ -145,31 +144,15 @@ def task_details(
 
 
 # -- the runner -----------------------------------------------------------------------------------
-class PipelineRunner(threading.Thread):
+class PipelineRunner(StoredJobRunner):
     """Runs one pipeline job to its end; follows cancel requests; reflects task progress."""
 
+    collection = COLLECTION
+
     def __init__(self, store: Store, job_id: str, endpoint: str, token: str) -> None:
-        super().__init__(name=f"pipelineJobs-{job_id}", daemon=True)
-        self.store = store
-        self.job_id = job_id
+        super().__init__(store, job_id)
         self.endpoint = endpoint
         self.token = token
-        self.stop_event = threading.Event()
-
-    def update(self, fn: Any) -> Record:
-        return self.store.update(COLLECTION, self.job_id, fn)
-
-    def finish(self, state: str, error: dict[str, Any] | None = None, **fields: Any) -> None:
-        def fn(rec: Record) -> None:
-            res = rec["resource"]
-            res["state"] = state
-            res["endTime"] = res["updateTime"] = now()
-            if error:
-                res["error"] = error
-            res.update(fields)
-            rec["internal"].pop("pid", None)
-
-        self.update(fn)
 
     def _set_tasks(self, details: list[dict[str, Any]]) -> None:
         self.update(lambda r: r["resource"].update(jobDetail={"taskDetails": details}))

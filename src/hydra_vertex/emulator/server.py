@@ -29,6 +29,7 @@ from hydra_vertex.emulator.tuning import (
     CustomJobRunner,
     JobRunner,
     Launcher,
+    StoredJobRunner,
     TuningJobRunner,
     now,
 )
@@ -65,7 +66,7 @@ class Emulator:
         self.token = token if token is not None else secrets.token_urlsafe(32)
         self.seed = seed
         self.launcher = Launcher(self.store, self.resolve_image)
-        self.runners: dict[str, JobRunner | pipelines.PipelineRunner] = {}
+        self.runners: dict[str, StoredJobRunner] = {}
         self.scheduler: schedules.Scheduler | None = None
         self._lock = threading.Lock()
         self.httpd: ThreadingHTTPServer | None = None
@@ -108,7 +109,7 @@ class Emulator:
 
     def _run(self, collection: str, job_id: str) -> None:
         with self._lock:
-            runner: JobRunner | pipelines.PipelineRunner
+            runner: StoredJobRunner
             if collection == pipelines.COLLECTION:
                 runner = pipelines.PipelineRunner(self.store, job_id, self.endpoint, self.token)
             else:

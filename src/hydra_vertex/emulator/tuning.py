@@ -163,28 +163,41 @@ def describe_exit(outcome: executor.Outcome, run_dir: Path) -> str | None:
 
 
 # -- runners ------------------------------------------------------------------------------------
-class JobRunner(threading.Thread):
+class StoredJobRunner(threading.Thread):
+    """A thread that carries one stored job (custom, tuning or pipeline) to its end."""
+
     collection = ""
 
-    def __init__(self, store: Store, launcher: Launcher, job_id: str) -> None:
+    def __init__(self, store: Store, job_id: str) -> None:
         super().__init__(name=f"{self.collection}-{job_id}", daemon=True)
         self.store = store
-        self.launcher = launcher
         self.job_id = job_id
         self.stop_event = threading.Event()
 
     def update(self, fn: Callable[[Record], None]) -> Record:
         return self.store.update(self.collection, self.job_id, fn)
 
-    def finish(self, state: str, error: dict[str, Any] | None = None) -> None:
+    def finish(self, state: str, error: dict[str, Any] | None = None, **fields: Any) -> None:
+        """End the job in ``state`` (with ``error`` and other resource ``fields``)."""
+
         def fn(rec: Record) -> None:
             res = rec["resource"]
             res["state"] = state
             res["endTime"] = res["updateTime"] = now()
             if error:
                 res["error"] = error
+            res.update(fields)
+            rec["internal"].pop("pid", None)
 
         self.update(fn)
+
+
+class JobRunner(StoredJobRunner):
+    """A custom or tuning job: its processes start through the Launcher."""
+
+    def __init__(self, store: Store, launcher: Launcher, job_id: str) -> None:
+        super().__init__(store, job_id)
+        self.launcher = launcher
 
     def set_running(self) -> None:
         def fn(rec: Record) -> None:
@@ -241,8 +254,7 @@ class CustomJobRunner(JobRunner):
                     self.finish("JOB_STATE_CANCELLED", {"code": 1, "message": "CANCELED"})
                     return
                 proc.wait(POLL_SECONDS)
-            reason = describe_exit(outcome, run_dir)
-            self.update(lambda r: r["internal"].pop("pid", None))
+            reason = describe_exit(outcome, run_dir)  # finish() forgets the pid
             if reason is None:
                 self.finish("JOB_STATE_SUCCEEDED")
             else:
