@@ -35,7 +35,7 @@ def run_dir(staging_bucket: str, name: str, launch_key: str) -> str:
     return f"{staging_bucket.rstrip('/')}/{name}/{idempotency_value(launch_key)[:16]}"
 
 
-def poll_seconds() -> float:
+def default_poll_seconds() -> float:
     from hydra_vertex.vertex import resolve_endpoint
 
     return EMULATOR_POLL_SECONDS if resolve_endpoint().is_emulator else DEFAULT_POLL_SECONDS
@@ -84,3 +84,33 @@ def job_client(location: str) -> Any:
 
 def fail(message: str) -> None:
     print(f"[hydra-vertex] error: {message}", file=sys.stderr, flush=True)
+
+
+def run_job(
+    kind: Any,
+    job: Any,
+    *,
+    project: str,
+    location: str,
+    key: str,
+    gcp_resources_path: str | None,
+    poll_seconds: float | None = None,
+    on_poll: Any = None,
+) -> Any:
+    """:func:`hydra_vertex.jobs.run_once` for a step: create ``job`` once per ``key``, wait for it
+    (cancel on SIGTERM); returns the finished job."""
+    from hydra_vertex import jobs
+    from hydra_vertex.vertex import api_base
+
+    return jobs.run_once(
+        job_client(location),
+        kind,
+        parent(project, location),
+        job,
+        key=key,
+        gcp_resources_path=gcp_resources_path,
+        api_base=api_base(location),
+        poll_seconds=poll_seconds or default_poll_seconds(),
+        log=log,
+        on_poll=on_poll,
+    )

@@ -98,9 +98,6 @@ def retrain(
     poll_seconds: float | None = None,
 ) -> tuple[str, str]:
     """Run the final training; returns ``(model_dir URI, custom job name)``."""
-    from hydra_vertex.vertex import api_base
-
-    client = common.job_client(location)
     base = f"{common.run_dir(staging_bucket, name, launch_key)}/retrain"
     command = retrain_command(app_command, best_overrides, retrain_overrides, wandb)
     job = custom_job(
@@ -115,16 +112,14 @@ def retrain(
         ),
     )
     common.log(f"retrain command: {' '.join(command)}")
-    final = jobs.run_once(
-        client,
+    final = common.run_job(
         jobs.CUSTOM,
-        common.parent(project, location),
         job,
+        project=project,
+        location=location,
         key=f"{launch_key}/retrain",
         gcp_resources_path=gcp_resources_path,
-        api_base=api_base(location),
-        poll_seconds=poll_seconds or common.poll_seconds(),
-        log=common.log,
+        poll_seconds=poll_seconds,
     )
     job_name = str(final.name)
     state = jobs.state_name(final)

@@ -137,10 +137,7 @@ def launch_tuning(
 
     Raises :class:`TuningError` when the job ends FAILED or CANCELLED.
     """
-    from hydra_vertex.vertex import api_base
-
     space = load_space(search_space)
-    client = common.job_client(location)
     job = tuning_job(
         display_name=f"{name}-tuning",
         image_uri=image_uri,
@@ -156,16 +153,14 @@ def launch_tuning(
         seed=seed,
         trial_timeout_seconds=trial_timeout_seconds,
     )
-    final = jobs.run_once(
-        client,
+    final = common.run_job(
         jobs.TUNING,
-        common.parent(project, location),
         job,
+        project=project,
+        location=location,
         key=f"{launch_key}/launch-tuning",
         gcp_resources_path=gcp_resources_path,
-        api_base=api_base(location),
-        poll_seconds=poll_seconds or common.poll_seconds(),
-        log=common.log,
+        poll_seconds=poll_seconds,
         on_poll=_TrialLog(space),
     )
     job_name = str(final.name)
