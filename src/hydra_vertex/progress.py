@@ -29,13 +29,14 @@ class Snapshot:
 
 
 def best_of(trials: list[TrialResult], minimize: bool) -> TrialResult | None:
-    done = [t for t in trials if t.state == "SUCCEEDED" and t.value is not None]
-    if not done:
+    """The best trial so far by the best-trial rules (:func:`trials.select_best`), or None."""
+    from hydra_vertex.errors import TuningError
+    from hydra_vertex.trials import select_best
+
+    try:
+        return select_best(trials, minimize=minimize)
+    except TuningError:
         return None
-    sign = 1.0 if minimize else -1.0
-    return min(
-        done, key=lambda t: (sign * float(t.value or 0.0), int(t.id) if t.id.isdigit() else 0)
-    )
 
 
 def _fmt_params(params: dict[str, Any]) -> str:
