@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +26,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["compile", "pipeline_job", "run", "schedule", "submit"]
 
-_TZ_PREFIX = re.compile(r"^(?:CRON_TZ|TZ)=(\S+)\s+(.*)$")
 
 
 def run(
@@ -60,27 +58,13 @@ def compile(
 
 def check_cron(cron: str) -> str:
     """``cron``, checked: five fields, optionally after ``TZ=Zone/Name`` (as Vertex accepts)."""
-    text = cron.strip()
-    m = _TZ_PREFIX.match(text)
-    expression = m.group(2) if m else text
-    if m:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+    from hydra_vertex.cron import CronError, parse
 
-        try:
-            ZoneInfo(m.group(1))
-        except (ZoneInfoNotFoundError, ValueError):
-            raise UsageError(
-                f"--cron {cron!r}: unknown time zone {m.group(1)!r} (use an IANA name such as "
-                "TZ=America/New_York)"
-            ) from None
-    from croniter import croniter
-
-    if len(expression.split()) != 5 or not croniter.is_valid(expression):
-        raise UsageError(
-            f"--cron {cron!r}: not a cron expression of five fields (minute hour day-of-month "
-            "month day-of-week), optionally prefixed with TZ=Zone/Name; e.g. '0 3 * * 1'"
-        )
-    return text
+    try:
+        parse(cron)
+    except CronError as e:
+        raise UsageError(f"--cron {cron!r}: {e}") from None
+    return cron.strip()
 
 
 def pipeline_job(

@@ -18,12 +18,11 @@ Policies (kept here, in one place):
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from hydra_vertex.emulator.routes import ApiError
 from hydra_vertex.emulator.store import Record, Store
@@ -31,7 +30,6 @@ from hydra_vertex.emulator.tuning import now
 
 COLLECTION = "schedules"
 TICK_SECONDS = 1.0
-_TZ = re.compile(r"^(?:CRON_TZ|TZ)=(\S+)\s+(.*)$")
 _ACTIVE_PIPELINE = (
     "PIPELINE_STATE_QUEUED",
     "PIPELINE_STATE_PENDING",
@@ -42,24 +40,12 @@ _ACTIVE_PIPELINE = (
 
 def parse_cron(cron: str) -> tuple[str, ZoneInfo]:
     """``(expression, zone)``; 400 naming ``cron`` when it is not a valid cron expression."""
-    from croniter import croniter
+    from hydra_vertex.cron import CronError, parse
 
-    text = (cron or "").strip()
-    zone = ZoneInfo("UTC")
-    m = _TZ.match(text)
-    if m:
-        try:
-            zone = ZoneInfo(m.group(1))
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ApiError(400, f"cron: unknown time zone {m.group(1)!r} in {cron!r}") from None
-        text = m.group(2).strip()
-    if len(text.split()) != 5 or not croniter.is_valid(text):
-        raise ApiError(
-            400,
-            f"cron: {cron!r} is not a cron expression of five fields (minute hour day-of-month "
-            "month day-of-week), optionally prefixed with TZ=Zone/Name",
-        )
-    return text, zone
+    try:
+        return parse(cron)
+    except CronError as e:
+        raise ApiError(400, f"cron: {cron!r}: {e}") from None
 
 
 def parse_time(text: str | None) -> datetime | None:
