@@ -49,6 +49,17 @@ def _emulator_job(state: Path, name: str) -> Any:
         return aiplatform.CustomJob.get(name).gca_resource
 
 
+def _digits_job(tmp_path: Path, max_trials: int) -> Path:
+    """The digits job file with a smaller budget, written to ``tmp_path``."""
+    data = yaml.safe_load((DIGITS / "job.yaml").read_text())
+    data["app"]["source"] = str(DIGITS)
+    data["search_space"] = str(DIGITS / "search_space.yaml")
+    data["tuning"].update(max_trials=max_trials, parallel_trials=2)
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump(data))
+    return job
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
     tmp = tmp_path_factory.mktemp("demo")
@@ -117,12 +128,7 @@ def test_demo_retrains_with_exactly_the_best_overrides(
 
 
 def test_rerun_reuses_the_image(tmp_path: Path) -> None:
-    job = tmp_path / "job.yaml"
-    data = yaml.safe_load((DIGITS / "job.yaml").read_text())
-    data["app"]["source"] = str(DIGITS)
-    data["search_space"] = str(DIGITS / "search_space.yaml")
-    data["tuning"].update(max_trials=2, parallel_trials=2)
-    job.write_text(yaml.safe_dump(data))
+    job = _digits_job(tmp_path, max_trials=2)
     first = _run(tmp_path, "run", "--local", str(job), "-o", "s1.json", "--quiet")
     second = _run(tmp_path, "run", "--local", str(job), "-o", "s2.json", "--quiet")
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
@@ -157,12 +163,7 @@ def test_the_python_api_runs_the_same_flow(tmp_path: Path, monkeypatch: pytest.M
         if k.startswith("HYDRA_VERTEX_"):
             monkeypatch.setenv(k, v)
     monkeypatch.chdir(tmp_path)
-    job = tmp_path / "job.yaml"
-    data = yaml.safe_load((DIGITS / "job.yaml").read_text())
-    data["app"]["source"] = str(DIGITS)
-    data["search_space"] = str(DIGITS / "search_space.yaml")
-    data["tuning"].update(max_trials=3, parallel_trials=2)
-    job.write_text(yaml.safe_dump(data))
+    job = _digits_job(tmp_path, max_trials=3)
     summary = hydra_vertex.run(job, output=tmp_path / "S.json")
     assert summary.status == "succeeded", summary.error
     assert len(summary.trials) == 3
