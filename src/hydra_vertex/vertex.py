@@ -73,14 +73,23 @@ def init_aiplatform(
     if resolved.api_endpoint:
         init_kwargs["api_endpoint"] = resolved.api_endpoint
     if resolved.is_emulator:
-        init_kwargs["api_transport"] = "rest"
-        init_kwargs["credentials"] = bearer_credentials(resolved.token)
+        init_kwargs.update(emulator_init_kwargs(str(resolved.api_endpoint), resolved.token))
         # The emulator answers the Cloud Storage JSON API too: google-cloud-storage (the SDK's
         # bucket check, source uploads) goes there instead of Google.
         os.environ.setdefault("STORAGE_EMULATOR_HOST", str(resolved.api_endpoint))
-        use_emulator_project_numbers()
     aiplatform.init(**init_kwargs)
     return resolved
+
+
+def emulator_init_kwargs(endpoint: str, token: str | None) -> dict[str, Any]:
+    """``aiplatform.init`` arguments for the emulator at ``endpoint`` (REST, bearer token), with
+    the SDK's project-number lookups answered locally."""
+    use_emulator_project_numbers()
+    return {
+        "api_endpoint": endpoint,
+        "api_transport": "rest",
+        "credentials": bearer_credentials(token),
+    }
 
 
 def job_client(location: str, endpoint: str | None = None) -> Any:

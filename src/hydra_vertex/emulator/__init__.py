@@ -95,15 +95,12 @@ def connect(
         ) from None
     from google.cloud import aiplatform
 
-    from hydra_vertex.vertex import bearer_credentials, use_emulator_project_numbers
+    from hydra_vertex.vertex import emulator_init_kwargs
 
-    use_emulator_project_numbers()
     aiplatform.init(
         project=project,
         location=location,
-        api_endpoint=info["endpoint"],
-        api_transport="rest",
-        credentials=bearer_credentials(info.get("token")),
+        **emulator_init_kwargs(info["endpoint"], info.get("token")),
         **init_kwargs,
     )
     return {"endpoint": info["endpoint"], "token": info.get("token", "")}
