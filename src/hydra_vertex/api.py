@@ -85,7 +85,7 @@ def pipeline_job(
     from hydra_vertex.pipelines.tune_and_retrain import PIPELINE_NAME, TEMPLATE
 
     spec = jobfile.load(job_file)
-    parameters = pipeline_parameters(spec, load_space_data(spec))
+    parameters = pipeline_parameters(spec, load_space_data(spec)[0])
     parameters["app_source"] = source_uri
     if template_path is None:
         template_path = str(TEMPLATE)

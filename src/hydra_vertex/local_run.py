@@ -119,8 +119,9 @@ def pipeline_parameters(spec: jobfile.JobSpec, space_data: Any) -> dict[str, Any
     }
 
 
-def load_space_data(spec: jobfile.JobSpec) -> Any:
-    """The search space as the pipeline takes it (the file's mapping), checked here first."""
+def load_space_data(spec: jobfile.JobSpec) -> tuple[Any, SearchSpace]:
+    """The search space as the pipeline takes it (the file's mapping), and parsed (checked here,
+    before anything runs)."""
     import yaml
 
     from hydra_vertex.errors import SearchSpaceError
@@ -130,8 +131,7 @@ def load_space_data(spec: jobfile.JobSpec) -> Any:
         data = yaml.safe_load(spec.search_space.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise SearchSpaceError(f"{spec.search_space}: not valid YAML: {e}") from None
-    from_mapping(data, source=str(spec.search_space))
-    return data
+    return data, from_mapping(data, source=str(spec.search_space))
 
 
 class _Jobs:
@@ -224,10 +224,7 @@ def run_local(
     """
     out = stream or sys.stdout
     spec = jobfile.load(job_file)
-    space_data = load_space_data(spec)
-    from hydra_vertex.search_space import from_mapping
-
-    space = from_mapping(space_data, source=str(spec.search_space))
+    space_data, space = load_space_data(spec)
     summary = Summary(
         name=spec.name,
         metric=space.metric,
