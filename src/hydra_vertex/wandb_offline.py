@@ -13,7 +13,7 @@ model loaded) without a W&B account:
     for run_dir in find_runs("outputs/"):
         run = read_run(run_dir)
         print(run.name, run.group, run.job_type, run.tags, run.config, run.summary)
-    model_dir = run.download_artifact("model-mytask-retrain", "/tmp/model")
+    model_dir = run.download_artifact("model-mytask-retrain", "model")
 
 An offline run's artifact files stay where the client staged them (the manifest's
 ``local_path``); :meth:`OfflineRun.download_artifact` copies them out, as
