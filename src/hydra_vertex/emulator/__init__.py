@@ -65,7 +65,7 @@ def start(
         emulator.shutdown()
         raise
     write_endpoint_file(Path(state_dir), emulator.endpoint, emulator.token)
-    emulator.resume()
+    emulator.start_runners()
     thread = threading.Thread(target=httpd.serve_forever, name="emulator-http", daemon=True)
     thread.start()
     return EmulatorHandle(emulator.endpoint, emulator.token, Path(state_dir), emulator, thread)

@@ -21,7 +21,6 @@ objects (409). Writes go to a temporary file under ``state_dir/gcs/tmp`` and are
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import json
 import os
@@ -29,26 +28,22 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 import google_crc32c
 
-from hydra_vertex.emulator.routes import ApiError
-from hydra_vertex.emulator.services import Raw, Request
+from hydra_vertex.emulator.router import ApiError, Raw, Request, Route
 from hydra_vertex.emulator.store import Store, atomic_write_json
 from hydra_vertex.files import atomic_write_bytes
 from hydra_vertex.vertex import project_number
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
-_B = r"/storage/v1/b/(?P<bucket>[^/]+)"
-_O = _B + r"/o/(?P<object>.+)"
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _CONTENT_RANGE_RE = re.compile(r"^bytes (?:(\d+)-(\d+)|\*)/(\d+|\*)$")
 _UPLOAD_SESSION_TTL = 7 * 24 * 3600
-_PREFIXES = ("/storage/v1/", "/upload/storage/v1/", "/download/storage/v1/")
 
 
 def _rfc3339(ts: float) -> str:
@@ -76,30 +71,23 @@ class GcsService:
         self.meta_root = store.root / "gcs"
         self.tmp_dir = self.meta_root / "tmp"
         self._lock = threading.Lock()
-        self._routes: list[tuple[str, re.Pattern[str], Callable[..., tuple[int, Any]]]] = [
-            ("GET", re.compile(r"^/storage/v1/b$"), self.list_buckets),
-            ("POST", re.compile(r"^/storage/v1/b$"), self.insert_bucket),
-            ("GET", re.compile(rf"^{_B}$"), self.get_bucket),
-            ("DELETE", re.compile(rf"^{_B}$"), self.delete_bucket),
-            ("GET", re.compile(rf"^{_B}/iam$"), self.get_iam),
-            ("PUT", re.compile(rf"^{_B}/iam$"), self.set_iam),
-            ("GET", re.compile(rf"^{_B}/o$"), self.list_objects),
-            ("GET", re.compile(rf"^{_O}$"), self.get_object),
-            ("GET", re.compile(rf"^/download{_O}$"), self.download),
-            ("DELETE", re.compile(rf"^{_O}$"), self.delete_object),
-            ("POST", re.compile(rf"^/upload{_B}/o$"), self.upload),
-            ("PUT", re.compile(rf"^/upload{_B}/o$"), self.resumable_put),
-        ]
 
-    def route(self, method: str, path: str) -> Callable[[Request], tuple[int, Any]] | None:
-        if not (path == "/storage/v1/b" or path.startswith(_PREFIXES)):
-            return None
-        for verb, pattern, handler in self._routes:
-            m = pattern.match(path)
-            if m and verb == method:
-                params = {k: unquote(v) for k, v in m.groupdict().items()}
-                return functools.partial(handler, **params)
-        return functools.partial(_not_served, method, path)
+    def routes(self) -> list[Route]:
+        b, o = "/storage/v1/b/{bucket}", "/storage/v1/b/{bucket}/o/{object=**}"
+        return [
+            Route("GET", "/storage/v1/b", self.list_buckets),
+            Route("POST", "/storage/v1/b", self.insert_bucket),
+            Route("GET", b, self.get_bucket),
+            Route("DELETE", b, self.delete_bucket),
+            Route("GET", f"{b}/iam", self.get_iam),
+            Route("PUT", f"{b}/iam", self.set_iam),
+            Route("GET", f"{b}/o", self.list_objects),
+            Route("GET", o, self.get_object),
+            Route("DELETE", o, self.delete_object),
+            Route("GET", f"/download{o}", self.download),
+            Route("POST", f"/upload{b}/o", self.upload),
+            Route("PUT", f"/upload{b}/o", self.resumable_put),
+        ]
 
     # -- paths -----------------------------------------------------------------------------------
     def _bucket_dir(self, bucket: str, must_exist: bool = True) -> Path:
@@ -524,10 +512,6 @@ class GcsService:
                     side[key] = meta[key]
             atomic_write_json(self._sidecar(bucket, name), side)
         return 200, self._object_resource(request, bucket, name)
-
-
-def _not_served(method: str, path: str, request: Request) -> tuple[int, Any]:
-    raise ApiError(404, f"the emulator's Cloud Storage does not serve {method} {path}")
 
 
 def _json_body(body: bytes) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra_vertex.emulator import executor
-from hydra_vertex.emulator.routes import ApiError
+from hydra_vertex.emulator.router import ApiError
 from hydra_vertex.emulator.store import Record, Store, local_path
 from hydra_vertex.emulator.tuning import StoredJobRunner, _kill_leftover, _proc_start, now
 

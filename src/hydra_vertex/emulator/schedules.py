@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from hydra_vertex.emulator.routes import ApiError
+from hydra_vertex.emulator.router import ApiError
 from hydra_vertex.emulator.store import Record, Store
 from hydra_vertex.emulator.tuning import now
 
