@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra_vertex import images
-from hydra_vertex.emulator.router import ApiError, Request, Route
+from hydra_vertex.emulator.router import ApiError, Request, Route, json_body
 from hydra_vertex.emulator.store import Store, atomic_write_json
 from hydra_vertex.errors import HydraVertexError
 
@@ -130,12 +130,7 @@ class CloudBuildService:
     # -- handlers --------------------------------------------------------------------------------
     def create(self, request: Request, project: str, location: str = "") -> tuple[int, Any]:
         _check_parent(project, location)
-        try:
-            body = json.loads(request.body or b"{}")
-        except ValueError as e:
-            raise ApiError(400, f"invalid JSON body: {e}") from None
-        if not isinstance(body, dict):
-            raise ApiError(400, "the build must be a JSON object")
+        body = json_body(request.body)
         storage = (body.get("source") or {}).get("storageSource") or {}
         if not storage.get("bucket") or not storage.get("object"):
             raise ApiError(

@@ -35,7 +35,7 @@ from urllib.parse import quote
 
 import google_crc32c
 
-from hydra_vertex.emulator.router import ApiError, Raw, Request, Route
+from hydra_vertex.emulator.router import ApiError, Raw, Request, Route, json_body
 from hydra_vertex.emulator.store import Store, atomic_write_json
 from hydra_vertex.files import atomic_write_bytes
 from hydra_vertex.vertex import project_number
@@ -217,7 +217,7 @@ class GcsService:
         return 200, {"kind": "storage#buckets", "items": items}
 
     def insert_bucket(self, request: Request) -> tuple[int, Any]:
-        body = _json_body(request.body)
+        body = json_body(request.body)
         bucket = body.get("name")
         if not isinstance(bucket, str):
             raise ApiError(400, "bucket insert needs a 'name' in the body")
@@ -268,7 +268,7 @@ class GcsService:
 
     def set_iam(self, request: Request, bucket: str) -> tuple[int, Any]:
         self._bucket_dir(bucket)
-        body = _json_body(request.body)
+        body = json_body(request.body)
         policy = {"bindings": body.get("bindings") or []}
         atomic_write_json(self.meta_root / "iam" / f"{bucket}.json", policy)
         return self.get_iam(request, bucket)
@@ -384,7 +384,7 @@ class GcsService:
             meta.setdefault("contentType", ctype)
             return self._write(request, bucket, name, data, meta)
         if kind == "resumable":
-            meta = _json_body(request.body) if request.body else {}
+            meta = json_body(request.body) if request.body else {}
             name = request.query.get("name") or meta.get("name", "")
             self._object_path(bucket, name)  # validate now, not after the bytes
             meta.setdefault(
@@ -514,16 +514,6 @@ class GcsService:
         return 200, self._object_resource(request, bucket, name)
 
 
-def _json_body(body: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(body or b"{}")
-    except ValueError as e:
-        raise ApiError(400, f"invalid JSON body: {e}") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "the JSON body must be an object")
-    return data
-
-
 def _multipart(request: Request) -> tuple[dict[str, Any], bytes, str]:
     """(metadata, data, data content type) of a ``multipart/related`` upload body."""
     ctype = request.headers.get("Content-Type", "")
@@ -546,5 +536,5 @@ def _multipart(request: Request) -> tuple[dict[str, Any], bytes, str]:
             key, _, value = line.partition(":")
             headers[key.strip().lower()] = value.strip()
         decoded.append((headers, body[:-2] if body.endswith(b"\r\n") else body))
-    meta = _json_body(decoded[0][1])
+    meta = json_body(decoded[0][1])
     return meta, decoded[1][1], decoded[1][0].get("content-type", "application/octet-stream")

@@ -20,6 +20,7 @@ route names ``HEAD`` itself (the server sends no body for it).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -67,6 +68,17 @@ class Request:
     query: Mapping[str, str]
     headers: Any
     body: bytes
+
+
+def json_body(body: bytes) -> dict[str, Any]:
+    """A request body that must be a JSON object (empty: ``{}``); 400 otherwise."""
+    try:
+        data = json.loads(body or b"{}")
+    except ValueError as e:
+        raise ApiError(400, f"invalid JSON body: {e}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "the JSON body must be an object")
+    return data
 
 
 Answer = tuple[int, "dict[str, Any] | Raw"]

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra_vertex.emulator import pipelines, schedules
-from hydra_vertex.emulator.router import Answer, ApiError, Request, Route
+from hydra_vertex.emulator.router import Answer, ApiError, Request, Route, json_body
 from hydra_vertex.emulator.store import COLLECTIONS, Store, valid_id
 from hydra_vertex.emulator.tuning import TERMINAL_JOB_STATES, now
 
@@ -43,6 +43,9 @@ _SERVICES = {
 }
 if set(MESSAGE_TYPES) != set(COLLECTIONS):  # pragma: no cover - a new collection needs a type
     raise RuntimeError(f"MESSAGE_TYPES {sorted(MESSAGE_TYPES)} != COLLECTIONS {COLLECTIONS}")
+_JOB_OUTPUTS = ("startTime", "endTime", "error", "trials", "webAccessUris")
+_RUN_OUTPUTS = ("startTime", "endTime", "error", "jobDetail")
+_SCHEDULE_OUTPUTS = ("lastPauseTime", "lastResumeTime", "lastScheduledRunResponse")
 _UPDATABLE = {
     "displayName",
     "cron",
@@ -177,15 +180,7 @@ class VertexApi:
     ) -> dict[str, Any]:
         self._validate(collection, msg)
         job_id = self.store.new_id(collection)
-        stamp = now()
-        data.update(
-            name=f"{parent}/{collection}/{job_id}",
-            state="JOB_STATE_PENDING",
-            createTime=stamp,
-            updateTime=stamp,
-        )
-        for output_only in ("startTime", "endTime", "error", "trials", "webAccessUris"):
-            data.pop(output_only, None)
+        _created(data, f"{parent}/{collection}/{job_id}", "JOB_STATE_PENDING", _JOB_OUTPUTS)
         labels = data.get("labels", {})
         seed = labels.get("hydra-vertex-seed", self.seed)
         internal = {"seed": int(seed) if seed is not None else secrets.randbelow(2**31)}
@@ -209,15 +204,7 @@ class VertexApi:
                 raise ApiError(409, f"pipeline job {job_id!r} already exists")
         else:
             job_id = self.store.new_id(pipelines.COLLECTION)
-        stamp = now()
-        data.update(
-            name=f"{parent}/pipelineJobs/{job_id}",
-            state="PIPELINE_STATE_PENDING",
-            createTime=stamp,
-            updateTime=stamp,
-        )
-        for output_only in ("startTime", "endTime", "error", "jobDetail"):
-            data.pop(output_only, None)
+        _created(data, f"{parent}/pipelineJobs/{job_id}", "PIPELINE_STATE_PENDING", _RUN_OUTPUTS)
         if schedule:
             data["scheduleName"] = schedule
         self.store.put(pipelines.COLLECTION, job_id, {"resource": data, "internal": {}})
@@ -227,18 +214,10 @@ class VertexApi:
     def _create_schedule(self, parent: str, data: dict[str, Any]) -> dict[str, Any]:
         schedules.validate(data)
         job_id = self.store.new_id(schedules.COLLECTION)
-        stamp = now()
-        data.update(
-            name=f"{parent}/schedules/{job_id}",
-            state="ACTIVE",
-            createTime=stamp,
-            updateTime=stamp,
-            startedRunCount="0",
-        )
+        _created(data, f"{parent}/schedules/{job_id}", "ACTIVE", _SCHEDULE_OUTPUTS)
+        data["startedRunCount"] = "0"
         if not data.get("maxConcurrentRunCount"):
             data["maxConcurrentRunCount"] = "1"
-        for output_only in ("lastPauseTime", "lastResumeTime", "lastScheduledRunResponse"):
-            data.pop(output_only, None)
         self.store.put(schedules.COLLECTION, job_id, {"resource": data, "internal": {}})
         return data
 
@@ -380,7 +359,7 @@ class VertexApi:
         """``ResumeScheduleRequest.catch_up`` (default false) also sets the schedule's
         ``catch_up``, as Vertex documents; with it false, runs missed while paused are skipped."""
         self._record(request, collection, project, location, job_id)
-        body = _json_object(request.body)
+        body = json_body(request.body)
         catch_up = bool(body.get("catchUp", body.get("catch_up", False)))
         self.store.update(collection, job_id, partial(_pause_resume, job_id, False, catch_up))
         return 200, {}
@@ -450,19 +429,17 @@ def _pause_resume(
             rec["internal"]["lastFire"] = stamp  # runs missed while paused are not replayed
 
 
+def _created(data: dict[str, Any], name: str, state: str, output_only: tuple[str, ...]) -> None:
+    """A new resource's name, state and times; what the client sent in output-only fields goes."""
+    for field in output_only:
+        data.pop(field, None)
+    stamp = now()
+    data.update(name=name, state=state, createTime=stamp, updateTime=stamp)
+
+
 def _camel(path: str) -> str:
     head, *rest = path.split("_")
     return head + "".join(p[:1].upper() + p[1:] for p in rest)
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(body or b"{}")
-    except ValueError as e:
-        raise ApiError(400, f"invalid JSON body: {e}") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "the JSON body must be an object")
-    return data
 
 
 def _under(name: str, project: str, location: str) -> bool:
