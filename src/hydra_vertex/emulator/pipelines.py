@@ -26,8 +26,8 @@ from typing import Any
 
 from hydra_vertex.emulator import executor
 from hydra_vertex.emulator.router import ApiError
-from hydra_vertex.emulator.store import Record, Store, local_path
-from hydra_vertex.emulator.tuning import StoredJobRunner, _kill_leftover, _proc_start, now
+from hydra_vertex.emulator.runners import StoredJobRunner
+from hydra_vertex.emulator.store import Record, Store, local_path, now
 
 COLLECTION = "pipelineJobs"
 TERMINAL = ("PIPELINE_STATE_SUCCEEDED", "PIPELINE_STATE_FAILED", "PIPELINE_STATE_CANCELLED")
@@ -166,7 +166,7 @@ class PipelineRunner(StoredJobRunner):
         if rec is None or rec["resource"].get("state") in TERMINAL:
             return
         if rec["internal"].get("pid"):
-            _kill_leftover(rec["internal"])
+            executor.kill_leftover(rec["internal"])
             self.finish(
                 "PIPELINE_STATE_FAILED",
                 {
@@ -216,7 +216,8 @@ class PipelineRunner(StoredJobRunner):
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        self.update(lambda r: r["internal"].update(pid=proc.pid, start=_proc_start(proc.pid)))
+        start = executor.proc_start(proc.pid)
+        self.update(lambda r: r["internal"].update(pid=proc.pid, start=start))
 
         def running(r: Record) -> None:
             if r["resource"].get("state") == "PIPELINE_STATE_PENDING":

@@ -37,8 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra_vertex.emulator.router import ApiError, Raw, Request, Route
-from hydra_vertex.emulator.store import Store, atomic_write_json
-from hydra_vertex.emulator.tuning import now
+from hydra_vertex.emulator.store import Store, atomic_write_json, now
 from hydra_vertex.registry import CONTEXT
 
 CONTEXT_FILE = "registry_context.json"

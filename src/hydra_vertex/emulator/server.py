@@ -21,18 +21,18 @@ from urllib.parse import parse_qs, urlsplit
 from hydra_vertex import images
 from hydra_vertex.emulator import console, pipelines, schedules
 from hydra_vertex.emulator.cloudbuild import CloudBuildService
+from hydra_vertex.emulator.executor import Launcher
 from hydra_vertex.emulator.gcs import GcsService
 from hydra_vertex.emulator.registry import RegistryService
 from hydra_vertex.emulator.router import ApiError, Match, Raw, Request, Router
-from hydra_vertex.emulator.store import Store
-from hydra_vertex.emulator.tuning import (
+from hydra_vertex.emulator.runners import (
     TERMINAL_JOB_STATES,
     CustomJobRunner,
     JobRunner,
-    Launcher,
     StoredJobRunner,
-    TuningJobRunner,
 )
+from hydra_vertex.emulator.store import Store
+from hydra_vertex.emulator.trial_loop import TuningJobRunner
 from hydra_vertex.emulator.vertex_api import VertexApi
 
 log = logging.getLogger("hydra_vertex.emulator")

@@ -23,6 +23,7 @@ import re
 import secrets
 import threading
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,11 @@ COLLECTIONS = ("customJobs", "hyperparameterTuningJobs", "pipelineJobs", "schedu
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
 
 Record = dict[str, Any]
+
+
+def now() -> str:
+    """A resource timestamp: RFC 3339 UTC with microseconds, as Vertex writes them."""
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def atomic_write_json(path: Path, data: Any) -> None:

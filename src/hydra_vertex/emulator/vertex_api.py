@@ -22,8 +22,8 @@ from typing import Any
 
 from hydra_vertex.emulator import pipelines, schedules
 from hydra_vertex.emulator.router import Answer, ApiError, Request, Route, json_body
-from hydra_vertex.emulator.store import COLLECTIONS, Store, valid_id
-from hydra_vertex.emulator.tuning import TERMINAL_JOB_STATES, now
+from hydra_vertex.emulator.runners import TERMINAL_JOB_STATES
+from hydra_vertex.emulator.store import COLLECTIONS, Store, now, valid_id
 
 DEFAULT_PAGE_SIZE = 100
 _SEGMENT = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
