@@ -26,7 +26,7 @@ from typing import Any
 
 from hydra_vertex.emulator import executor
 from hydra_vertex.emulator.router import ApiError
-from hydra_vertex.emulator.runners import StoredJobRunner
+from hydra_vertex.emulator.runners import CANCELLED, StoredJobRunner
 from hydra_vertex.emulator.store import Record, Store, local_path, now
 
 COLLECTION = "pipelineJobs"
@@ -165,19 +165,10 @@ class PipelineRunner(StoredJobRunner):
         rec = self.store.get(COLLECTION, self.job_id)
         if rec is None or rec["resource"].get("state") in TERMINAL:
             return
-        if rec["internal"].get("pid"):
-            executor.kill_leftover(rec["internal"])
-            self.finish(
-                "PIPELINE_STATE_FAILED",
-                {
-                    "code": 10,
-                    "message": "interrupted: the "
-                    "emulator stopped while the pipeline ran (pipeline jobs are not resumed)",
-                },
-            )
+        if self.interrupted(rec, "PIPELINE_STATE_FAILED", "pipeline"):
             return
         if self._state() == "PIPELINE_STATE_CANCELLING":
-            self.finish("PIPELINE_STATE_CANCELLED", {"code": 1, "message": "CANCELED"})
+            self.finish("PIPELINE_STATE_CANCELLED", CANCELLED)
             return
         res = rec["resource"]
         run_dir = self.store.run_dir(self.job_id)
@@ -239,7 +230,7 @@ class PipelineRunner(StoredJobRunner):
                             d["state"] = "CANCELLED"
                     self.finish(
                         "PIPELINE_STATE_CANCELLED",
-                        {"code": 1, "message": "CANCELED"},
+                        CANCELLED,
                         jobDetail={"taskDetails": details},
                     )
                     return

@@ -55,6 +55,16 @@ class StoredJobRunner(threading.Thread):
 
         self.update(fn)
 
+    def interrupted(self, rec: Record, failed: str, what: str) -> bool:
+        """After a restart: a job whose process was running is not resumed. Its group is killed
+        (if it is still the one started) and the job ends ``failed`` (code 10). True if so."""
+        if not rec["internal"].get("pid"):
+            return False
+        executor.kill_leftover(rec["internal"])
+        why = f"interrupted: the emulator stopped while the {what} ran ({what}s are not resumed)"
+        self.finish(failed, {"code": 10, "message": why})
+        return True
+
 
 class JobRunner(StoredJobRunner):
     """A custom or tuning job: its processes start through the Launcher."""
@@ -85,16 +95,7 @@ class CustomJobRunner(JobRunner):
         if rec is None or rec["resource"].get("state") in TERMINAL_JOB_STATES:
             return
         run_dir = self.store.run_dir(self.job_id)
-        if rec["internal"].get("pid"):
-            executor.kill_leftover(rec["internal"])
-            self.finish(
-                "JOB_STATE_FAILED",
-                {
-                    "code": 10,
-                    "message": "interrupted: the emulator "
-                    "stopped while the job ran (jobs are not resumed)",
-                },
-            )
+        if self.interrupted(rec, "JOB_STATE_FAILED", "job"):
             return
         if self.cancel_requested():
             self.finish("JOB_STATE_CANCELLED", CANCELLED)
