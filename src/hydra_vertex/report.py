@@ -165,20 +165,18 @@ def summary_from_tuning_job(job: Any) -> Summary:
     typed by the job's study spec, the best trial (if any succeeded) and its overrides."""
     from dataclasses import replace
 
-    from google.cloud.aiplatform_v1.types import StudySpec
-
+    from hydra_vertex._study_spec import goal_direction
     from hydra_vertex.errors import TuningError
     from hydra_vertex.jobs import state_name
     from hydra_vertex.search_space import SearchSpace
     from hydra_vertex.trials import best_trial, trial_results, typed_parameters
 
     metric = job.study_spec.metrics[0]
-    minimize = int(metric.goal) == int(StudySpec.MetricSpec.GoalType.MINIMIZE)
     state = state_name(job)
     summary = Summary(
         name=(job.display_name or job.name.rsplit("/", 1)[-1]).removesuffix("-tuning"),
         metric=metric.metric_id,
-        direction="minimize" if minimize else "maximize",
+        direction=goal_direction(metric, f"{job.name} study_spec.metrics[0]"),
         status=_JOB_STATES.get(state, "running"),
         tuning_job=job.name,
     )

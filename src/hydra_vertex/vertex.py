@@ -99,11 +99,7 @@ def job_client(location: str, endpoint: str | None = None) -> Any:
 
     resolved = resolve_endpoint(endpoint)
     if resolved.is_emulator:
-        return aiplatform_v1.JobServiceClient(
-            transport="rest",
-            client_options={"api_endpoint": resolved.api_endpoint},
-            credentials=bearer_credentials(resolved.token),
-        )
+        return emulator_job_client(str(resolved.api_endpoint), resolved.token)
     if resolved.api_endpoint:
         return aiplatform_v1.JobServiceClient(
             client_options={"api_endpoint": resolved.api_endpoint}
@@ -112,6 +108,17 @@ def job_client(location: str, endpoint: str | None = None) -> Any:
 
     options = initializer.global_config.get_client_options(location_override=location)
     return aiplatform_v1.JobServiceClient(client_options=options)
+
+
+def emulator_job_client(endpoint: str, token: str | None) -> Any:
+    """A v1 ``JobServiceClient`` for the emulator at ``endpoint`` (REST, bearer token)."""
+    from google.cloud import aiplatform_v1
+
+    return aiplatform_v1.JobServiceClient(
+        transport="rest",
+        client_options={"api_endpoint": endpoint},
+        credentials=bearer_credentials(token),
+    )
 
 
 def api_base(location: str, endpoint: str | None = None) -> str:

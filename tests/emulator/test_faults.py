@@ -56,10 +56,12 @@ def test_every_trial_failing_fails_the_job(sdk: Any) -> None:
     assert [t.state.name for t in job.trials] == ["INFEASIBLE"] * 3
 
 
-def test_fail_fast_when_the_first_trials_all_fail(sdk: Any) -> None:
+def test_fail_fast_when_the_first_trials_all_fail(sdk: Any, emulator: EmulatorHandle) -> None:
     """max_failed_trial_count 0: the job fails once the first max(parallel, 3) trials have all
     failed, with each one's deciding line, not after max_trial_count trials."""
     from google.cloud.aiplatform import hyperparameter_tuning as hpt
+
+    from hydra_vertex.progress import emulator_jobs, tuning_snapshot
 
     shim = Path(sys.executable).with_name("hydra-vertex-shim")
     command = [str(shim), "--search-space", "search_space.yaml", "--", sys.executable, "app.py"]
@@ -81,6 +83,10 @@ def test_fail_fast_when_the_first_trials_all_fail(sdk: Any) -> None:
     assert message.startswith("the first 3 trials all failed and none succeeded")
     assert message.count("RuntimeError: diverged at lr=") == 3
     assert "Traceback" not in message
+    # the emulator's own progress display lists it over the API, across projects and locations
+    found = tuning_snapshot(emulator_jobs(emulator.endpoint, emulator.token)())
+    assert found is not None and found[0] == job.resource_name
+    assert found[2].stage == "doomed: failed" and found[2].count("INFEASIBLE") == len(job.trials)
 
 
 def test_timeout_kills_the_process_group(sdk: Any, emulator: EmulatorHandle) -> None:
