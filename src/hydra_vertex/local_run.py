@@ -26,6 +26,7 @@ from typing import Any, TextIO
 
 from hydra_vertex import jobfile
 from hydra_vertex.errors import HydraVertexError
+from hydra_vertex.local_conventions import storage_root
 from hydra_vertex.progress import Display, Snapshot, Watcher, best_of
 from hydra_vertex.search_space import SearchSpace
 from hydra_vertex.summary import Summary
@@ -71,14 +72,14 @@ def emulator(state_dir: Path, seed: int | None) -> Iterator[EmulatorInfo]:
             info = json.loads(endpoint_file.read_text())
             if _alive(info["endpoint"], info.get("token", "")):
                 yield EmulatorInfo(
-                    info["endpoint"], info.get("token", ""), state_dir / "storage", False
+                    info["endpoint"], info.get("token", ""), storage_root(state_dir), False
                 )
                 return
     from hydra_vertex.emulator import start
 
     handle = start(state_dir, seed=seed)
     try:
-        yield EmulatorInfo(handle.endpoint, handle.token, state_dir / "storage", True)
+        yield EmulatorInfo(handle.endpoint, handle.token, handle.storage_root, True)
     finally:
         handle.stop()
 
@@ -349,7 +350,7 @@ def _collect(
         logs = emu.storage_root.resolve().parent / "runs" / summary.tuning_job.rsplit("/", 1)[-1]
         summary.trial_logs = str(logs) if logs.is_dir() else None
     if summary.model_uri and emu.storage_root is not None:
-        from hydra_vertex.emulator.store import local_path
+        from hydra_vertex.local_conventions import local_path
 
         summary.model_dir = str(local_path(emu.storage_root.resolve(), summary.model_uri)) + os.sep
     elif summary.model_uri:

@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from hydra_vertex.local_conventions import project_number
+
 if TYPE_CHECKING:  # pragma: no cover
     from google.auth.credentials import Credentials
 
@@ -135,14 +137,6 @@ def api_base(location: str, endpoint: str | None = None) -> str:
     if "://" not in base:
         base = f"https://{base}"
     return f"{base.rstrip('/')}/v1/"
-
-
-def project_number(project_id: str) -> str:
-    """The emulator's number for a project id (stable: derived from the id)."""
-    import hashlib
-
-    digest = int(hashlib.sha256(project_id.encode()).hexdigest()[:12], 16)
-    return str(10**11 + digest % (9 * 10**11))
 
 
 def use_emulator_project_numbers() -> None:

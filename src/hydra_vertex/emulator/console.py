@@ -28,8 +28,8 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from hydra_vertex.emulator.router import Answer, Raw, Request, Route
-from hydra_vertex.report import STYLE as _REPORT_STYLE
-from hydra_vertex.report import csp as _csp
+from hydra_vertex.html_style import STYLE as _REPORT_STYLE
+from hydra_vertex.html_style import csp as _csp
 
 __all__ = ["CONTENT_TYPE", "CSP", "render", "routes"]
 

@@ -38,7 +38,7 @@ import google_crc32c
 from hydra_vertex.emulator.router import ApiError, Raw, Request, Route, json_body
 from hydra_vertex.emulator.store import Store, atomic_write_json
 from hydra_vertex.files import atomic_write_bytes
-from hydra_vertex.vertex import project_number
+from hydra_vertex.local_conventions import project_number
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")

@@ -27,7 +27,8 @@ from typing import Any
 from hydra_vertex.emulator import executor
 from hydra_vertex.emulator.router import ApiError
 from hydra_vertex.emulator.runners import CANCELLED, StoredJobRunner
-from hydra_vertex.emulator.store import Record, Store, local_path, now
+from hydra_vertex.emulator.store import Record, Store, now
+from hydra_vertex.local_conventions import local_path
 
 COLLECTION = "pipelineJobs"
 TERMINAL = ("PIPELINE_STATE_SUCCEEDED", "PIPELINE_STATE_FAILED", "PIPELINE_STATE_CANCELLED")

@@ -15,7 +15,7 @@ Served (every call with the emulator's bearer token, ``ApiAuth(token)``):
   Lists take ``pageSize``/``pageToken``.
 
 Repositories exist implicitly (the first upload makes one); an unknown one lists empty. The URL
-templates the client needs (``hydra_vertex.registry.CONTEXT``) are written to
+templates the client needs (``local_conventions.REGISTRY_CONTEXT``) are written to
 ``STATE_DIR/registry_context.json`` for ``RegistryClient(host, config_file=...)``.
 
 Layout: ``STATE_DIR/registry/<project>/<location>/<repo>/<package>/package.json`` (versions, tags,
@@ -38,7 +38,7 @@ from typing import Any
 
 from hydra_vertex.emulator.router import ApiError, Raw, Request, Route
 from hydra_vertex.emulator.store import Store, atomic_write_json, now
-from hydra_vertex.registry import CONTEXT
+from hydra_vertex.local_conventions import REGISTRY_CONTEXT
 
 CONTEXT_FILE = "registry_context.json"
 _SEG = r"[a-z0-9][a-z0-9-]{0,62}"
@@ -55,7 +55,7 @@ class RegistryService:
     def __init__(self, store: Store) -> None:
         self.root = store.root / "registry"
         self._lock = threading.Lock()
-        atomic_write_json(store.root / CONTEXT_FILE, CONTEXT)
+        atomic_write_json(store.root / CONTEXT_FILE, REGISTRY_CONTEXT)
 
     def routes(self) -> list[Route]:
         repo = "/kfp/{location}/{project}/{repo}"

@@ -29,6 +29,7 @@ from typing import Any
 
 from hydra_vertex.errors import EmulatorError
 from hydra_vertex.files import atomic_write_bytes
+from hydra_vertex.local_conventions import local_path, storage_root
 
 SCHEMA_VERSION = 1
 COLLECTIONS = ("customJobs", "hyperparameterTuningJobs", "pipelineJobs", "schedules")
@@ -169,19 +170,8 @@ class Store:
 
     @property
     def storage_root(self) -> Path:
-        return self.root / "storage"
+        return storage_root(self.root)
 
     def local_path(self, uri: str) -> Path:
         """The local backing of a ``gs://bucket/path`` URI, confined to the storage root."""
         return local_path(self.storage_root, uri)
-
-
-def local_path(storage_root: Path, uri: str) -> Path:
-    """``storage_root/<bucket>/<path>`` for ``gs://bucket/path``; no ``.``/``..`` segments."""
-    if not uri.startswith("gs://"):
-        raise EmulatorError(f"{uri!r} is not a gs:// URI")
-    rel = uri[len("gs://") :].strip("/")
-    parts = [p for p in rel.split("/") if p]
-    if not parts or any(p in (".", "..") or "\0" in p for p in parts):
-        raise EmulatorError(f"gs:// URI {uri!r} has an empty, '.' or '..' segment")
-    return storage_root.joinpath(*parts)
