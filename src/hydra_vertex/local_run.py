@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from hydra_vertex import jobfile
-from hydra_vertex.errors import HydraVertexError
 from hydra_vertex.local_conventions import storage_root
 from hydra_vertex.progress import Display, Snapshot, Watcher, best_of
 from hydra_vertex.search_space import SearchSpace
@@ -42,7 +41,6 @@ class EmulatorInfo:
     endpoint: str
     token: str
     storage_root: Path | None  # None when only the endpoint is known
-    started_here: bool
 
 
 def _alive(endpoint: str, token: str) -> bool:
@@ -62,24 +60,20 @@ def emulator(state_dir: Path, seed: int | None) -> Iterator[EmulatorInfo]:
     """The emulator to use, started here only when none is running."""
     explicit = os.environ.get(EMULATOR_ENV)
     if explicit:
-        yield EmulatorInfo(
-            explicit.rstrip("/"), os.environ.get(EMULATOR_TOKEN_ENV, ""), None, False
-        )
+        yield EmulatorInfo(explicit.rstrip("/"), os.environ.get(EMULATOR_TOKEN_ENV, ""), None)
         return
     endpoint_file = state_dir / "endpoint.json"
     if endpoint_file.is_file():
         with contextlib.suppress(OSError, ValueError, KeyError):
             info = json.loads(endpoint_file.read_text())
             if _alive(info["endpoint"], info.get("token", "")):
-                yield EmulatorInfo(
-                    info["endpoint"], info.get("token", ""), storage_root(state_dir), False
-                )
+                yield EmulatorInfo(info["endpoint"], info.get("token", ""), storage_root(state_dir))
                 return
     from hydra_vertex.emulator import start
 
     handle = start(state_dir, seed=seed)
     try:
-        yield EmulatorInfo(handle.endpoint, handle.token, handle.storage_root, True)
+        yield EmulatorInfo(handle.endpoint, handle.token, handle.storage_root)
     finally:
         handle.stop()
 
@@ -396,7 +390,3 @@ def print_summary(summary: Summary, stream: TextIO) -> None:
     )
     if summary.trial_logs and summary.status != "succeeded":
         console.print(f"trial logs: {summary.trial_logs}/<trial>/stderr.log", soft_wrap=True)
-
-
-def run_error(summary: Summary) -> HydraVertexError:
-    return HydraVertexError(f"the run failed: {summary.error}")

@@ -29,10 +29,6 @@ class Endpoint:
     token: str | None = None
     is_emulator: bool = False
 
-    @property
-    def transport(self) -> str | None:
-        return "rest" if self.is_emulator else None
-
 
 def resolve_endpoint(explicit: str | None = None) -> Endpoint:
     emulator = os.environ.get(EMULATOR_ENV)
