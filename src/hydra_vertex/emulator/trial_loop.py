@@ -150,6 +150,8 @@ class TuningJobRunner(JobRunner):
         self.book = TrialBook(store, job_id)
         self.running: dict[str, executor.TrialProcess] = {}
         self.started_at: dict[str, float] = {}  # trial id -> clock reading at its start
+        self.space: SearchSpace  # the job's study spec, read when the loop starts
+        self.maximize = False
 
     def run(self) -> None:
         from google.cloud.aiplatform_v1.types import StudySpec
@@ -177,13 +179,13 @@ class TuningJobRunner(JobRunner):
                 self.wake.clear()  # a trial ending from here on makes the wait below return
                 self._reap()
                 trials = self.book.trials()
-                if stopping is not None:
-                    self._apply(stopping, trials)
+                if stopping is not None and self._apply(stopping, trials):
+                    trials = self.book.trials()
                 if self.cancel_requested():
                     self._stop_all("cancelled with the job")
                     self.finish("JOB_STATE_CANCELLED", CANCELLED)
                     return
-                error = failures.verdict(finished_trials(self.book.trials()))
+                error = failures.verdict(finished_trials(trials))
                 if error is not None:
                     self._stop_all("stopped: the job failed")
                     self.finish("JOB_STATE_FAILED", {"code": 9, "message": error})
@@ -232,8 +234,10 @@ class TuningJobRunner(JobRunner):
             )
             self.book.end(tid, end, self.space.metric)
 
-    def _apply(self, policy: StoppingPolicy, trials: list[dict[str, Any]]) -> None:
-        """Stop the running trials the policy stops: they end SUCCEEDED with what they reported."""
+    def _apply(self, policy: StoppingPolicy, trials: list[dict[str, Any]]) -> bool:
+        """Stop the running trials the policy stops: they end SUCCEEDED with what they reported.
+        True if it stopped any."""
+        stopped = False
         completed = [
             Curve(t["id"], tuple(metrics.stored_points(t)))
             for t in trials
@@ -254,6 +258,8 @@ class TuningJobRunner(JobRunner):
             self.book.end(
                 tid, metrics.TrialEnd(points, final), self.space.metric, _early_stopped=why
             )
+            stopped = True
+        return stopped
 
     def _start_trial(self, tid: str, params: dict[str, Any]) -> None:
         self.book.add(
