@@ -17,6 +17,7 @@ from hydra_vertex import gcp_resources, retries
 from hydra_vertex.api import check_cron, pipeline_job
 from hydra_vertex.errors import TuningError, UsageError
 from hydra_vertex.jobs import idempotency_value
+from hydra_vertex.machine import Machine
 from hydra_vertex.search_space import SearchSpace, load, load_json
 from hydra_vertex.steps import common
 from hydra_vertex.steps.retrain import merge_overrides, override_key
@@ -161,7 +162,7 @@ def _request(space: SearchSpace, **overrides: Any) -> Any:
         max_trial_count=12,
         parallel_trial_count=3,
         max_failed_trial_count=2,
-        machine_type="n1-standard-8",
+        machine=Machine(machine_type="n1-standard-8"),
         service_account="",
         base_output_dir="gs://bucket/digits/abc/tuning",
         env={"WANDB_PROJECT": "proj", "WANDB_LOG_MODEL": "false"},
