@@ -46,11 +46,11 @@ def retrain(
         wandb: W&B settings; the run is ``<name>-retrain`` in the tuning job's group.
         tuning_job: The tuning job's resource name (the W&B group).
         launch_key: Identifies this pipeline run (its job id), for create-once.
-        trial_machine: The trials' machine settings (see ``launch_tuning``), the retrain's
-            defaults.
-        retrain_machine: The machine settings that differ for the retrain, with the same names
-            (``{"accelerator_count": 1, "scheduling_strategy": "STANDARD"}``); a null value puts
-            a setting back to Vertex's default. Empty: the trials' machine.
+        trial_machine: The trials' machine settings (see ``launch_tuning``): the retrain's
+            when ``retrain_machine`` is empty.
+        retrain_machine: The retrain's own machine, with the same names
+            (``{"accelerator_type": "NVIDIA_L4", "accelerator_count": 1}``); whole, not merged
+            with ``trial_machine`` (what it leaves out is Vertex's default). Empty: the trials'.
         job_settings: ``network``, ``reserved_ip_ranges``, ``encryption_key``, ``labels`` (see
             ``launch_tuning``).
         gcp_resources: The created job, in google-cloud-pipeline-components' format.

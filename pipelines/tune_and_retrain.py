@@ -81,7 +81,7 @@ def tune_and_retrain(
         ...), accelerator_count, boot_disk_type, boot_disk_size_gb, replica_count,
         scheduling_strategy (STANDARD, SPOT, FLEX_START), max_wait_duration (seconds),
         restart_job_on_worker_restart, machine_type (see the launch_tuning component).
-    retrain_machine: The machine settings that differ for the retrain (the rest: trial_machine).
+    retrain_machine: The retrain's whole machine, same names (empty: trial_machine's).
     job_settings: network, reserved_ip_ranges, encryption_key (KMS key name), labels: set on the
         tuning job and the retrain job.
     tuning_options: algorithm (bayesian, grid, random), measurement_selection (last, best),

@@ -117,7 +117,7 @@ def pipeline_parameters(spec: jobfile.JobSpec, space_data: Any) -> dict[str, Any
         "seed": -1 if spec.tuning.seed is None else spec.tuning.seed,
         "trial_timeout_seconds": spec.tuning.timeout_seconds or 0,
         "trial_machine": spec.vertex.machine.to_dict(),
-        "retrain_machine": dict(spec.retrain_vertex),
+        "retrain_machine": spec.retrain_machine.to_dict() if spec.retrain_vertex else {},
         "job_settings": spec.vertex.job.to_dict(),
         "tuning_options": spec.tuning.options.to_dict(),
     }

@@ -254,12 +254,15 @@ def check_setting(key: str, value: Any) -> Any:
 
 
 def nearest(value: str, names: Sequence[str]) -> str | None:
-    """The valid name closest to ``value`` (difflib), or one that has it as a ``_`` token."""
+    """The valid name closest to ``value``: the first that has its model token (the last one with
+    a digit: ``L4`` in ``NVIDIA_TESLA_L4``), else difflib's closest."""
+    tokens = [t for t in value.upper().split("_") if any(c.isdigit() for c in t)]
+    if tokens:
+        with_model = [n for n in names if tokens[-1] in n.split("_")]
+        if with_model:
+            return with_model[0]
     close = difflib.get_close_matches(value, names, n=1, cutoff=0.6)
-    if close:
-        return close[0]
-    tokens = [n for n in names if value and value in n.split("_")]
-    return tokens[0] if tokens else None
+    return close[0] if close else None
 
 
 def _hint(value: str, names: Sequence[str]) -> str:
@@ -282,16 +285,22 @@ def scheduling_strategies() -> list[str]:
     return [s.name for s in strategies if int(s) != 0 and s.name not in _DEPRECATED_STRATEGIES]
 
 
+def _integral(value: Any) -> int | None:
+    """An int, also from an integral float (pipeline parameters travel as protobuf Structs, whose
+    numbers are doubles); None for anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value if isinstance(value, int) else None
+
+
 def _int(key: str, value: Any, low: int, high: int | None = None) -> int:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or value < low
-        or (high is not None and value > high)
-    ):
+    number = _integral(value)
+    if number is None or number < low or (high is not None and number > high):
         bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
         raise SettingError(key, f"must be an integer {bounds}", value)
-    return value
+    return number
 
 
 def _machine_type(key: str, value: Any) -> str:
@@ -333,9 +342,10 @@ def _duration(key: str, value: Any) -> int:
     """Seconds: an integer, or a protobuf Duration string such as ``3600s``."""
     if isinstance(value, str) and _DURATION_RE.match(value.strip()):
         return int(value.strip()[:-1])
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    seconds = _integral(value)
+    if seconds is None or seconds < 0:
         raise SettingError(key, "must be seconds >= 0 (an integer, or a string like '600s')", value)
-    return value
+    return seconds
 
 
 def _bool(key: str, value: Any) -> bool:

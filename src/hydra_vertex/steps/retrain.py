@@ -94,13 +94,12 @@ def retrain(
 ) -> tuple[str, str]:
     """Run the final training; returns ``(model_dir URI, custom job name)``.
 
-    The machine is ``machine_type`` with ``trial_machine``'s settings, then ``retrain_machine``'s
-    (the settings that differ for the retrain; ``None`` puts one back to Vertex's default).
+    The machine is ``retrain_machine`` (the retrain's whole machine) or, when that is empty,
+    ``trial_machine``, over ``machine_type``.
     """
-    with common.parameter("trial_machine"):
-        trials = with_machine_type(trial_machine, machine_type)
-    with common.parameter("retrain_machine"):
-        machine = Machine.from_dict(retrain_machine, trials)
+    which = "retrain_machine" if retrain_machine else "trial_machine"
+    with common.parameter(which):
+        machine = with_machine_type(retrain_machine or trial_machine, machine_type)
     with common.parameter("job_settings"):
         settings = JobSettings.from_dict(job_settings, region=location)
     base = f"{common.run_dir(staging_bucket, name, launch_key)}/retrain"
