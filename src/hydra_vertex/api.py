@@ -144,9 +144,10 @@ def ensure_bucket(staging_bucket: str, project: str, region: str) -> None:
 
 
 def _prepare(
-    job_file: str | os.PathLike[str], components_image: str | None
-) -> tuple[jobfile.JobSpec, Any, str]:
-    """The job file and its search space, checked; then the source, uploaded."""
+    job_file: str | os.PathLike[str], components_image: str | None, template: str | None
+) -> tuple[jobfile.JobSpec, PipelineJob]:
+    """The job file and its search space, checked; then the source, uploaded; then the
+    ``PipelineJob`` that runs it."""
     from hydra_vertex.cloud_build import upload_source
     from hydra_vertex.components._image import DEFAULT_COMPONENTS_IMAGE
     from hydra_vertex.local_run import load_space_data
@@ -165,7 +166,14 @@ def _prepare(
         spec.vertex.project,
         base_image=components_image or DEFAULT_COMPONENTS_IMAGE,
     )
-    return spec, space_data, source_uri
+    job = _pipeline_job(
+        spec,
+        space_data,
+        source_uri=source_uri,
+        components_image=components_image,
+        template_path=template,
+    )
+    return spec, job
 
 
 def submit(
@@ -176,14 +184,7 @@ def submit(
     wait: bool = False,
 ) -> PipelineJob:
     """Upload the app's source and start a Vertex AI Pipelines run of the template."""
-    spec, space_data, source_uri = _prepare(job_file, components_image)
-    job = _pipeline_job(
-        spec,
-        space_data,
-        source_uri=source_uri,
-        components_image=components_image,
-        template_path=template,
-    )
+    spec, job = _prepare(job_file, components_image, template)
     job.submit(service_account=spec.vertex.service_account)
     if wait:
         job.wait()
@@ -203,14 +204,7 @@ def schedule(
     cron = check_cron(cron)
     if max_run_count is not None and max_run_count < 1:
         raise UsageError(f"--max-runs must be >= 1, got {max_run_count}")
-    spec, space_data, source_uri = _prepare(job_file, components_image)
-    job = _pipeline_job(
-        spec,
-        space_data,
-        source_uri=source_uri,
-        components_image=components_image,
-        template_path=template,
-    )
+    spec, job = _prepare(job_file, components_image, template)
     return job.create_schedule(
         cron=cron,
         display_name=f"{spec.name}-schedule",
