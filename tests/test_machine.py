@@ -516,6 +516,9 @@ def test_algorithm_precedence(space: dict[str, Any], options: dict[str, Any], re
             id="elapsed",
         ),
         pytest.param({"early_stopping": 3}, "early_stopping", "must be one of", id="type"),
+        pytest.param(
+            {"early_stoping": "median"}, "early_stoping", "is not a tuning option", id="unknown"
+        ),
     ],
 )
 def test_bad_tuning_options(options: dict[str, Any], field: str, message: str) -> None:

@@ -187,7 +187,7 @@ def parse(data: Any, path: Path) -> JobSpec:
 
     t = _section(data, "tuning", path, _TUNING_KEYS)
     try:
-        options = TuningOptions.from_dict(t)
+        options = TuningOptions.from_dict({k: t[k] for k in TUNING_OPTION_KEYS if k in t})
     except SettingError as e:
         raise setting_error(path, "tuning", e) from None
     tuning = Tuning(

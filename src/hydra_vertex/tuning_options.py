@@ -55,9 +55,14 @@ class TuningOptions:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> TuningOptions:
-        """Checked options from a job file's ``tuning`` keys or the ``tuning_options`` parameter
-        (other keys are ignored: the job file checks its own)."""
+        """Checked options (a job file's ``tuning`` option keys, the ``tuning_options``
+        parameter)."""
         data = data or {}
+        unknown = sorted(set(data) - set(KEYS))
+        if unknown:
+            raise SettingError(
+                unknown[0], f"is not a tuning option (allowed: {list(KEYS)})", data[unknown[0]]
+            )
         return cls(
             algorithm=_choice("algorithm", data.get("algorithm"), ALGORITHMS),
             measurement_selection=_choice(
