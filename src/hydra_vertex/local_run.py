@@ -111,22 +111,30 @@ def pipeline_parameters(spec: jobfile.JobSpec, space_data: Any) -> dict[str, Any
         "wandb": dict(spec.wandb),
         "seed": -1 if spec.tuning.seed is None else spec.tuning.seed,
         "trial_timeout_seconds": spec.tuning.timeout_seconds or 0,
+        "trial_machine": spec.vertex.machine.to_dict(),
+        "retrain_machine": spec.retrain_machine.to_dict() if spec.retrain_vertex else {},
+        "job_settings": spec.vertex.job.to_dict(),
+        "tuning_options": spec.tuning.options.to_dict(),
     }
 
 
 def load_space_data(spec: jobfile.JobSpec) -> tuple[Any, SearchSpace]:
-    """The search space as the pipeline takes it (the file's mapping), and parsed (checked here,
-    before anything runs)."""
+    """The search space as the pipeline takes it (the file's mapping), and parsed with the job
+    file's tuning options applied (checked here, before anything runs)."""
     import yaml
 
-    from hydra_vertex.errors import SearchSpaceError
+    from hydra_vertex.errors import SearchSpaceError, SettingError
     from hydra_vertex.search_space import from_mapping
 
     try:
         data = yaml.safe_load(spec.search_space.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise SearchSpaceError(f"{spec.search_space}: not valid YAML: {e}") from None
-    return data, from_mapping(data, source=str(spec.search_space))
+    space = from_mapping(data, source=str(spec.search_space))
+    try:
+        return data, spec.tuning.options.apply(space)
+    except SettingError as e:
+        raise jobfile.setting_error(spec.path, "tuning", e) from None
 
 
 class _Jobs:
