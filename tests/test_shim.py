@@ -160,7 +160,7 @@ def test_trial_errors_are_one_line_exit_2(work: Path, args: list[str], needles: 
     ("args", "code", "needle"),
     [
         pytest.param(
-            ["--", "python", "app.py"], 2, "--search-space FILE (or --search-space-json JSON) is required", id="no-space"
+            ["--", "python", "app.py"], 2, "--search-space FILE (or --search-space-json JSON, or --retrain) is required", id="no-space"
         ),
         pytest.param(["--search-space", "s.yaml"], 2, "missing '--'", id="no-dashdash"),
         pytest.param(["--search-space", "s.yaml", "--"], 2, "no app command", id="no-command"),

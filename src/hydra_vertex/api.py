@@ -81,11 +81,11 @@ def pipeline_job(
     """
     from google.cloud import aiplatform
 
-    from hydra_vertex.local_run import load_space_data, pipeline_parameters
+    from hydra_vertex.local_run import load_space, pipeline_parameters
     from hydra_vertex.pipelines.tune_and_retrain import PIPELINE_NAME, TEMPLATE
 
-    spec = jobfile.load(job_file)
-    parameters = pipeline_parameters(spec, load_space_data(spec)[0])
+    spec, space, _ = load_space(jobfile.load(job_file))
+    parameters = pipeline_parameters(spec, space.to_mapping())
     parameters["app_source"] = source_uri
     if template_path is None:
         template_path = str(TEMPLATE)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from hydra_vertex.reasons import strip_ansi
 from hydra_vertex.report import STYLE as _REPORT_STYLE
 from hydra_vertex.report import csp as _csp
 
@@ -78,7 +79,7 @@ def is_console_path(path: str) -> bool:
 
 
 def _e(value: object) -> str:
-    return escape(str(value), quote=True)
+    return escape(strip_ansi(str(value)), quote=True)  # app logs may be coloured
 
 
 class _Page:

@@ -20,15 +20,16 @@ import json
 import math
 import os
 import statistics
-import sys
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from hydra_vertex import images, reasons
 from hydra_vertex.emulator import executor
 from hydra_vertex.emulator.store import Record, Store
+from hydra_vertex.overrides import OUTPUT_DIR_ENV
 
 # Trial exits wake the runners at once (a waiter thread per trial sets an event); this period
 # only bounds how late cancel requests, timeouts and median stopping are noticed.
@@ -130,9 +131,11 @@ class Launcher:
             base = run_dir / "output"
         out = base / trial_id if trial_id else base
         (run_dir / "metrics").mkdir(parents=True, exist_ok=True)
-        extra = {e["name"]: e.get("value", "") for e in container.get("env", [])}
+        image = images.runtime(cwd)  # the image's interpreter first on PATH, its variables
+        extra = {**image.env, **{e["name"]: e.get("value", "") for e in container.get("env", [])}}
         extra.update(
             {
+                OUTPUT_DIR_ENV: str(run_dir / "outputs"),  # Hydra's output dir: not in the image
                 "CLOUD_ML_JOB_ID": job_id,
                 "CLOUD_ML_HP_METRIC_FILE": str(run_dir / "metrics" / "output.metrics"),
                 "AIP_MODEL_DIR": str(out / "model") + "/",
@@ -143,23 +146,19 @@ class Launcher:
         )
         if trial_id:
             extra["CLOUD_ML_TRIAL_ID"] = trial_id
-        env = executor.trial_env(dict(os.environ), extra, os.path.dirname(sys.executable))
+        env = executor.trial_env(dict(os.environ), extra, image.path)
         timeout = parse_duration((job_spec.get("scheduling") or {}).get("timeout"))
         return executor.TrialProcess(argv, cwd, env, run_dir, timeout=timeout, notify=notify)
 
 
 def describe_exit(outcome: executor.Outcome, run_dir: Path) -> str | None:
-    """None for a clean exit, else a reason naming the exit code or signal and the log's tail."""
-    if outcome.timed_out:
-        reason = "exceeded scheduling.timeout and was killed"
-    elif outcome.signal is not None:
-        reason = f"killed by signal {outcome.signal}"
-    elif outcome.exit_code:
-        reason = f"exited with code {outcome.exit_code}"
-    else:
+    """None for a clean exit, else the deciding line (:mod:`hydra_vertex.reasons`) with the exit
+    code or signal, then the log's tail."""
+    if not (outcome.timed_out or outcome.signal is not None or outcome.exit_code):
         return None
-    log = executor.tail(run_dir / "stderr.log") or executor.tail(run_dir / "stdout.log")
-    return f"{reason}; last log lines:\n{log}" if log else reason
+    return reasons.trial_reason(
+        run_dir, exit_code=outcome.exit_code, signal=outcome.signal, timed_out=outcome.timed_out
+    )
 
 
 # -- runners ------------------------------------------------------------------------------------
@@ -260,7 +259,11 @@ class CustomJobRunner(JobRunner):
             else:
                 self.finish(
                     "JOB_STATE_FAILED",
-                    {"code": 13, "message": f"The replica workerpool0-0 {reason}"},
+                    {
+                        "code": 13,
+                        "message": f"The replica workerpool0-0 {reasons.first_line(reason)}; "
+                        f"its log: {run_dir / 'stderr.log'}",
+                    },
                 )
         finally:
             proc.kill()
@@ -552,8 +555,8 @@ def _final_value(trial: dict[str, Any], metric: str) -> float | None:
 
 
 def _last_reason(trials: list[dict[str, Any]]) -> str:
-    reasons = [t.get("infeasibleReason", "") for t in trials if t.get("state") == "INFEASIBLE"]
-    return reasons[-1] if reasons else "none"
+    found = [t.get("infeasibleReason", "") for t in trials if t.get("state") == "INFEASIBLE"]
+    return reasons.first_line(found[-1]) if found else "none"
 
 
 def _format_value(value: Any, kind: str) -> str:
