@@ -308,14 +308,14 @@ def _install_error(lines: list[str]) -> str:
     clean = [strip_ansi(line) for line in lines]
     for i, line in enumerate(clean):
         if line.startswith(("ERROR:", "error:", "×")):
-            out = [line.strip()]
+            text = line.strip().rstrip(".")
             for follow in clean[i + 1 : i + 6]:
-                text = follow.strip(" ╰─▶│")
-                if follow.startswith(("ERROR:", "To fix", "hint:")) or not text:
+                part = follow.strip(" ╰─▶│").rstrip(".")
+                if follow.startswith(("ERROR:", "To fix", "hint:")) or not part:
                     break
                 if follow.startswith((" ", "\t", "╰", "│", "The conflict")):
-                    out.append(text)
-            return "; ".join(out)
+                    text += (" " if text.endswith(":") else "; ") + part
+            return text
     return clean[-1] if clean else "no output"
 
 
