@@ -225,21 +225,20 @@ def test_the_environment_key_follows_requirements_constraints_and_python(
 ) -> None:
     from hydra_vertex import envs
 
-    wheel = envs.core_wheel()
     req = tmp_path / "requirements.txt"
     req.write_text("-r base.txt\nrich\n")
     (tmp_path / "base.txt").write_text("pyyaml\n")
-    key = envs.env_key(req, wheel, "pip")
-    assert envs.env_key(req, wheel, "pip") == key
-    assert envs.env_key(req, wheel, "uv") != key
+    key = envs.env_key(req, "pip")
+    assert envs.env_key(req, "pip") == key
+    assert envs.env_key(req, "uv") != key
     (tmp_path / "base.txt").write_text("pyyaml>=6\n")  # an included file counts
-    changed = envs.env_key(req, wheel, "pip")
+    changed = envs.env_key(req, "pip")
     assert changed != key
     pins = tmp_path / "pins.txt"
     pins.write_text("torch==2.13.0\n")
     monkeypatch.setenv("PIP_CONSTRAINT", str(pins))
     assert envs.constraint_files() == [pins]
-    assert envs.env_key(req, wheel, "pip") != changed
+    assert envs.env_key(req, "pip") != changed
 
 
 # -- the cache ----------------------------------------------------------------------------------

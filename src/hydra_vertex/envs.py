@@ -3,8 +3,9 @@
 An environment lives in ``envs_root()/<key>/`` (``$HYDRA_VERTEX_ENVS``, else
 ``~/.cache/hydra-vertex/envs``). Its key covers the requirements file (and the files it includes
 with ``-r``/``-c``), the Python version, the installer, the constraint files named by
-``PIP_CONSTRAINT``/``UV_CONSTRAINT`` and hydra-vertex's core wheel: an unchanged app rebuilds
-nothing.
+``PIP_CONSTRAINT``/``UV_CONSTRAINT`` and the core's own requirements: an unchanged app rebuilds
+nothing. When hydra-vertex itself changed (an upgrade, an edit of an editable install), only its
+core wheel is installed again into the cached environment (``--no-deps``, seconds).
 
 It is built with ``uv`` when that is on ``PATH`` (``uv venv`` + ``uv pip install``), else with
 ``python -m venv`` + pip, in one resolver run over the app's requirements and hydra-vertex's core,
@@ -176,11 +177,11 @@ def _requirement_bytes(path: Path, seen: set[Path] | None = None) -> bytes:
     return out
 
 
-def env_key(requirements: Path, wheel: Path, tool: str) -> str:
+def env_key(requirements: Path, tool: str) -> str:
     h = hashlib.sha256()
     h.update(_requirement_bytes(requirements.resolve()))
     h.update(f"\0{platform.python_implementation()} {platform.python_version()}".encode())
-    h.update(f"\0{sys.base_prefix}\0{tool}\0{wheel.parent.name}".encode())
+    h.update(f"\0{sys.base_prefix}\0{tool}\0{';'.join(core_requires())}".encode())
     for path in constraint_files():
         with contextlib.suppress(OSError):
             h.update(b"\0" + str(path).encode() + b"\0" + path.read_bytes())
@@ -203,17 +204,24 @@ def ensure(requirements: Path, log: Callable[[str], None] | None = None) -> Buil
     """The environment for ``requirements``: from the cache, or built now (progress to ``log``)."""
     if not requirements.is_file():
         raise ImageError(f"requirements file {str(requirements)!r} does not exist")
+    requirements = requirements.resolve()
     tool = installer()
     wheel = core_wheel()
-    key = env_key(requirements, wheel, tool)
+    key = env_key(requirements, tool)
     path = envs_root() / key
     python = path / "bin" / "python"
     built = BuiltEnv(key, path, python)
-    if (path / COMPLETE).is_file():
+    if _core_of(path) == str(wheel):
         return built
     say = log or (lambda line: None)
     with _lock(envs_root() / f".{key}.lock"):
-        if (path / COMPLETE).is_file():
+        current = _core_of(path)
+        if current == str(wheel):
+            return built
+        if current is not None:  # the environment is there; hydra-vertex changed since
+            say(f"installing this hydra-vertex into the image's environment {path} ...")
+            _refresh_core(path, wheel, tool, say)
+            _mark(path, requirements, tool, wheel)
             return built
         shutil.rmtree(path, ignore_errors=True)  # a build that was interrupted
         started = time.monotonic()
@@ -224,20 +232,49 @@ def ensure(requirements: Path, log: Callable[[str], None] | None = None) -> Buil
         except BaseException:
             shutil.rmtree(path, ignore_errors=True)
             raise
-        (path / COMPLETE).write_text(
-            json.dumps(
-                {
-                    "requirements": str(requirements),
-                    "python": platform.python_version(),
-                    "installer": tool,
-                    "core_wheel": str(wheel),
-                    "created": time.time(),
-                },
-                indent=2,
-            )
-        )
+        _mark(path, requirements, tool, wheel)
         say(f"built the environment {path} in {time.monotonic() - started:.0f}s")
     return built
+
+
+def _core_of(path: Path) -> str | None:
+    """The core wheel a complete environment holds; None when it is not complete."""
+    try:
+        return str(json.loads((path / COMPLETE).read_text())["core_wheel"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _mark(path: Path, requirements: Path, tool: str, wheel: Path) -> None:
+    (path / COMPLETE).write_text(
+        json.dumps(
+            {
+                "requirements": str(requirements),
+                "python": platform.python_version(),
+                "installer": tool,
+                "core_wheel": str(wheel),
+                "created": time.time(),
+            },
+            indent=2,
+        )
+    )
+
+
+def _refresh_core(path: Path, wheel: Path, tool: str, say: Callable[[str], None]) -> None:
+    python = path / "bin" / "python"
+    if tool == "uv":
+        argv = [shutil.which("uv") or "uv", "pip", "install", "--python", str(python),
+                "--reinstall-package", "hydra-vertex", "--no-deps", str(wheel)]
+    else:
+        argv = [str(python), "-m", "pip", "install", "--disable-pip-version-check",
+                "--progress-bar", "off", "--force-reinstall", "--no-deps", str(wheel)]
+    with open(path.parent / f"{path.name}.build.log", "a", encoding="utf-8") as log:
+        lines = _stream(argv, path, log, say)
+    if lines is not None:
+        raise ImageError(
+            f"installing hydra-vertex into the image's environment {path} failed: "
+            f"{_install_error(lines)}"
+        )
 
 
 def _build(
