@@ -167,6 +167,9 @@ def test_app_python_makes_an_image_that_runs_with_that_interpreter(tmp_path: Pat
 
     runtime = images.runtime(own.workdir)
     assert runtime.cwd == own.workdir
+    assert runtime.path.split(os.pathsep) == [str(own.workdir.parent / "bin"), os.path.dirname(sys.executable)]
+    if sys.prefix != sys.base_prefix:  # the tests' interpreter is a virtual environment's
+        assert runtime.env == {"VIRTUAL_ENV": str(Path(sys.executable).parent.parent)}
     env = {**os.environ, **runtime.env, "PATH": runtime.path + os.pathsep + os.environ["PATH"]}
     # `python` and the shim of the trial's PATH are the image's interpreter.
     done = subprocess.run(

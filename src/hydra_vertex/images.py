@@ -10,7 +10,8 @@ the components image) is the environment. On one machine an image is a directory
   :data:`ALWAYS_EXCLUDED`;
 - ``bin/``: ``python``, ``python3`` and ``hydra-vertex-shim`` for the image's interpreter, first on
   the trial's ``PATH`` (so ``python`` in ``app.command`` is the image's interpreter);
-- ``image.json``: what the emulator needs to run it (see :func:`runtime`).
+- ``image.json``: what the emulator needs to run it (:func:`runtime`): ``workdir``, ``bin`` and
+  ``path`` (first on ``PATH``), ``env`` (``VIRTUAL_ENV``), the ``environment`` it was built with.
 
 The interpreter (:func:`resolve_environment`) is ``app.python`` when the job names one; else a
 virtual environment built from the source's ``requirements.txt`` (or ``app.requirements``) with
@@ -294,9 +295,17 @@ def build_local(
             "ref": ref, "name": name, "digest": digest, "source": str(src),
             "ignore_file": ignore_rules(src)[0], "created": time.time(),
         }
+        info["workdir"] = "workdir"
         if environment.kind != "tool":
             _wrappers(tmp / BIN, environment.python)
-            info["environment"] = environment.to_dict()
+            venv = _venv_root(environment.python)
+            info.update(
+                environment=environment.to_dict(),
+                # Run with: PATH = <image>/<bin> : <path...> : $PATH, and these variables.
+                bin=BIN,
+                path=[os.path.dirname(environment.python)],
+                env={"VIRTUAL_ENV": str(venv)} if venv is not None else {},
+            )
         (tmp / "image.json").write_text(json.dumps(info, indent=2))
         (tmp / LAST_USED).touch()
         try:
@@ -343,19 +352,14 @@ def runtime(workdir: Path) -> Runtime:
     image_dir = workdir.parent
     try:
         info = json.loads((image_dir / "image.json").read_text())
-        environment = info.get("environment") or {}
-    except (OSError, ValueError, AttributeError):
-        environment = {}
-    python = environment.get("python") if isinstance(environment, dict) else None
-    if not python:
+    except (OSError, ValueError):
+        info = {}
+    if not isinstance(info, dict) or not info.get("bin"):
         return Runtime(workdir, os.path.dirname(sys.executable), {})
     _touch(image_dir)
-    env: dict[str, str] = {}
-    venv = _venv_root(python)
-    if venv is not None:
-        env["VIRTUAL_ENV"] = str(venv)
-    path = os.pathsep.join([str(image_dir / BIN), os.path.dirname(python)])
-    return Runtime(workdir, path, env)
+    path = [str(image_dir / str(info["bin"])), *(str(p) for p in info.get("path") or [])]
+    env = {str(k): str(v) for k, v in (info.get("env") or {}).items()}
+    return Runtime(workdir, os.pathsep.join(path), env)
 
 
 # -- the cache -----------------------------------------------------------------------------------
