@@ -15,8 +15,12 @@
       max_failed_trials: 0            # 0: the service decides (see the README)
       seed: 0                         # the local suggestion engine's seed (reproducible runs)
       timeout_seconds: 3600           # per trial
+      algorithm: bayesian             # bayesian | grid | random (see hydra_vertex.tuning_options)
+      measurement_selection: last     # last | best
+      early_stopping: median          # median | decay_curve | {rule: ..., use_elapsed_duration: }
     retrain:
       overrides: [trainer.max_iter=100]   # Hydra overrides added to the winner's for the final run
+      vertex: {accelerator_count: 1}      # machine settings that differ for the retrain
     wandb:                            # optional; passed to trials and the retrain
       project: digits
     vertex:
@@ -25,6 +29,10 @@
       staging_bucket: gs://my-bucket/hydra-vertex
       machine_type: n1-standard-4
       service_account: null
+      accelerator_type: NVIDIA_TESLA_T4   # machine, disk, replicas, scheduling: see machine.py
+      accelerator_count: 2
+      scheduling_strategy: SPOT
+      labels: {team: vision}          # network, reserved_ip_ranges, encryption_key, labels too
 """
 
 from __future__ import annotations
@@ -32,11 +40,20 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from hydra_vertex.errors import JobFileError
+from hydra_vertex.errors import JobFileError, SettingError
+from hydra_vertex.machine import (
+    JOB_SETTING_KEYS,
+    MACHINE_KEYS,
+    JobSettings,
+    Machine,
+    check_setting,
+)
+from hydra_vertex.tuning_options import KEYS as TUNING_OPTION_KEYS
+from hydra_vertex.tuning_options import TuningOptions
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 _TOP_KEYS = {"name", "app", "search_space", "tuning", "retrain", "wandb", "vertex"}
@@ -50,6 +67,10 @@ class Tuning:
     max_failed_trials: int = 0
     seed: int | None = None
     timeout_seconds: int | None = None
+    options: TuningOptions = field(default_factory=TuningOptions)  # algorithm, early stopping
+
+
+_TUNING_KEYS = {*(f for f in Tuning.__dataclass_fields__ if f != "options"), *TUNING_OPTION_KEYS}
 
 
 @dataclass(frozen=True)
@@ -57,8 +78,16 @@ class VertexSettings:
     project: str = "local-project"
     region: str = "us-central1"
     staging_bucket: str = "gs://hydra-vertex-local"
-    machine_type: str = "n1-standard-4"
     service_account: str | None = None
+    machine: Machine = field(default_factory=Machine)  # the trials' (and the retrain's default)
+    job: JobSettings = field(default_factory=JobSettings)  # network, KMS key, labels
+
+    @property
+    def machine_type(self) -> str:
+        return self.machine.machine_type
+
+
+_VERTEX_KEYS = {"project", "region", "staging_bucket", "service_account"}
 
 
 @dataclass(frozen=True)
@@ -72,9 +101,14 @@ class JobSpec:
     retrain_overrides: list[str] = field(default_factory=list)
     wandb: dict[str, Any] = field(default_factory=dict)
     vertex: VertexSettings = field(default_factory=VertexSettings)
+    retrain_vertex: dict[str, Any] = field(default_factory=dict)  # checked machine overrides
     python: Path | None = None  # app.python: the interpreter of the local image
     requirements: Path | None = None  # app.requirements (else the source's requirements.txt)
     tuning_keys: frozenset[str] = frozenset()  # the tuning keys the job file sets
+
+    @property
+    def retrain_machine(self) -> Machine:
+        return Machine.from_dict(self.retrain_vertex, self.vertex.machine)
 
 
 def load(path: str | os.PathLike[str]) -> JobSpec:
@@ -90,20 +124,28 @@ def load(path: str | os.PathLike[str]) -> JobSpec:
     return parse(data, p)
 
 
-def _err(path: Path, field_: str, rule: str, value: Any) -> JobFileError:
+def _err(path: Path, field_: str, rule: str, value: Any, hint: str = "") -> JobFileError:
     return JobFileError(
-        f"{path}: '{field_}' {rule}, got {value!r} (see the README, 'The job file')"
+        f"{path}: '{field_}' {rule}, got {value!r}{hint} (see the README, 'The job file')"
     )
 
 
-def _section(data: Mapping[str, Any], key: str, path: Path, allowed: set[str]) -> dict[str, Any]:
+def setting_error(path: Path, section: str, e: SettingError) -> JobFileError:
+    """A :class:`SettingError` from ``section`` of the job file at ``path``."""
+    return _err(path, f"{section}.{e.field}", e.rule, e.value, e.hint)
+
+
+def _section(
+    data: Mapping[str, Any], key: str, path: Path, allowed: set[str], name: str = ""
+) -> dict[str, Any]:
+    name = name or key
     value = data.get(key) or {}
     if not isinstance(value, Mapping):
-        raise _err(path, key, "must be a mapping", value)
+        raise _err(path, name, "must be a mapping", value)
     unknown = sorted(set(value) - allowed)
     if unknown:
         raise JobFileError(
-            f"{path}: unknown key(s) {unknown} in '{key}'; allowed: {sorted(allowed)}"
+            f"{path}: unknown key(s) {unknown} in '{name}'; allowed: {sorted(allowed)}"
         )
     return dict(value)
 
@@ -148,7 +190,11 @@ def parse(data: Any, path: Path) -> JobSpec:
         raise _err(path, "search_space", "must be an existing file (relative to the job file)",
                    str(ss_path))
 
-    t = _section(data, "tuning", path, set(Tuning.__dataclass_fields__))
+    t = _section(data, "tuning", path, _TUNING_KEYS)
+    try:
+        options = TuningOptions.from_dict({k: t[k] for k in TUNING_OPTION_KEYS if k in t})
+    except SettingError as e:
+        raise setting_error(path, "tuning", e) from None
     tuning = Tuning(
         max_trials=_int(path, "tuning.max_trials", t.get("max_trials", 12), 1),
         parallel_trials=_int(path, "tuning.parallel_trials", t.get("parallel_trials", 2), 1),
@@ -157,6 +203,7 @@ def parse(data: Any, path: Path) -> JobSpec:
         timeout_seconds=None
         if t.get("timeout_seconds") is None
         else _int(path, "tuning.timeout_seconds", t["timeout_seconds"], 1),
+        options=options,
     )
     if tuning.parallel_trials > tuning.max_trials:
         raise JobFileError(
@@ -164,16 +211,31 @@ def parse(data: Any, path: Path) -> JobSpec:
             f"'tuning.max_trials' ({tuning.max_trials})"
         )
 
-    r = _section(data, "retrain", path, {"overrides"})
+    r = _section(data, "retrain", path, {"overrides", "vertex"})
     overrides = r.get("overrides", [])
     if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
         raise _err(path, "retrain.overrides", "must be a list of Hydra override strings", overrides)
 
     wandb = _section(data, "wandb", path, _WANDB_KEYS)
-    v = _section(data, "vertex", path, set(VertexSettings.__dataclass_fields__))
-    vertex = VertexSettings(**{k: v[k] for k in v if v[k] is not None or k == "service_account"})
+    v = _section(data, "vertex", path, {*_VERTEX_KEYS, *MACHINE_KEYS, *JOB_SETTING_KEYS})
+    scalars = {k: v[k] for k in _VERTEX_KEYS & set(v) if v[k] is not None or k == "service_account"}
+    vertex = VertexSettings(**scalars)
     if not vertex.staging_bucket.startswith("gs://"):
         raise _err(path, "vertex.staging_bucket", "must be a gs:// URI", vertex.staging_bucket)
+    try:
+        machine = Machine.from_dict({k: v[k] for k in MACHINE_KEYS if k in v})
+        job = JobSettings.from_dict(
+            {k: v[k] for k in JOB_SETTING_KEYS if k in v}, region=vertex.region
+        )
+    except SettingError as e:
+        raise setting_error(path, "vertex", e) from None
+    vertex = replace(vertex, machine=machine, job=job)
+    retrain_vertex = _section(r, "vertex", path, set(MACHINE_KEYS), name="retrain.vertex")
+    try:  # each setting, then the retrain's whole machine (the trials' one, overridden)
+        retrain_vertex = {k: check_setting(k, raw) for k, raw in retrain_vertex.items()}
+        Machine.from_dict(retrain_vertex, machine)
+    except SettingError as e:
+        raise setting_error(path, "retrain.vertex", e) from None
 
     python, requirements = _environment(app, path)
     return JobSpec(
@@ -186,6 +248,7 @@ def parse(data: Any, path: Path) -> JobSpec:
         retrain_overrides=list(overrides),
         wandb=wandb,
         vertex=vertex,
+        retrain_vertex=retrain_vertex,
         python=python,
         requirements=requirements,
         tuning_keys=frozenset(k for k, v in t.items() if v is not None),

@@ -124,16 +124,20 @@ def pipeline_parameters(spec: jobfile.JobSpec, space_data: Any) -> dict[str, Any
         "wandb": dict(spec.wandb),
         "seed": -1 if spec.tuning.seed is None else spec.tuning.seed,
         "trial_timeout_seconds": spec.tuning.timeout_seconds or 0,
+        "trial_machine": spec.vertex.machine.to_dict(),
+        "retrain_machine": spec.retrain_machine.to_dict() if spec.retrain_vertex else {},
+        "job_settings": spec.vertex.job.to_dict(),
+        "tuning_options": spec.tuning.options.to_dict(),
     }
 
 
 def load_space(spec: jobfile.JobSpec) -> tuple[jobfile.JobSpec, SearchSpace, list[str]]:
-    """The search space, parsed (checked here, before anything runs); the job with a Hydra
-    config's ``n_trials``/``n_jobs``/``max_failure_rate`` where it sets no budget; the notes to
-    print (one line per sweeper key ignored or used)."""
+    """The search space, parsed with the job file's tuning options applied (checked here, before
+    anything runs); the job with a Hydra config's ``n_trials``/``n_jobs``/``max_failure_rate``
+    where it sets no budget; the notes to print (one line per sweeper key ignored or used)."""
     import yaml
 
-    from hydra_vertex.errors import SearchSpaceError
+    from hydra_vertex.errors import SearchSpaceError, SettingError
     from hydra_vertex.search_space import from_mapping, sweeper_settings
 
     try:
@@ -143,6 +147,10 @@ def load_space(spec: jobfile.JobSpec) -> tuple[jobfile.JobSpec, SearchSpace, lis
     space = from_mapping(data, source=str(spec.search_space))
     settings = sweeper_settings(data, source=str(spec.search_space))
     spec, used = jobfile.apply_sweeper(spec, settings)
+    try:
+        space = spec.tuning.options.apply(space)
+    except SettingError as e:
+        raise jobfile.setting_error(spec.path, "tuning", e) from None
     return spec, space, [*settings.notes, *used]
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from hydra_vertex import jobs
 from hydra_vertex.errors import TuningError
+from hydra_vertex.machine import JobSettings, Machine, custom_job_spec, with_machine_type
 from hydra_vertex.steps import common
 from hydra_vertex.steps.tune import SHIM
 
@@ -59,31 +60,22 @@ def custom_job(
     display_name: str,
     image_uri: str,
     command: Sequence[str],
-    machine_type: str,
+    machine: Machine,
     service_account: str,
     base_output_dir: str,
     env: Mapping[str, str],
+    settings: JobSettings = JobSettings(),  # noqa: B008 (frozen)
 ) -> Any:
     from google.cloud.aiplatform_v1 import types
 
-    spec: dict[str, Any] = {
-        "worker_pool_specs": [
-            {
-                "machine_spec": {"machine_type": machine_type},
-                "replica_count": 1,
-                "container_spec": {
-                    "image_uri": image_uri,
-                    "command": list(command),
-                    "args": [],
-                    "env": common.env_list(env),
-                },
-            }
-        ],
-        "base_output_directory": {"output_uri_prefix": base_output_dir},
-    }
-    if service_account:
-        spec["service_account"] = service_account
-    return types.CustomJob(display_name=display_name, job_spec=spec)
+    spec = custom_job_spec(
+        machine,
+        settings,
+        container=common.container(image_uri, command, env),
+        base_output_dir=base_output_dir,
+        service_account=service_account,
+    )
+    return types.CustomJob(display_name=display_name, job_spec=spec, **settings.job_fields())
 
 
 def retrain(
@@ -103,17 +95,30 @@ def retrain(
     launch_key: str,
     gcp_resources_path: str | None = None,
     poll_seconds: float | None = None,
+    trial_machine: Mapping[str, Any] | None = None,
+    retrain_machine: Mapping[str, Any] | None = None,
+    job_settings: Mapping[str, Any] | None = None,
 ) -> tuple[str, str]:
-    """Run the final training; returns ``(model_dir URI, custom job name)``."""
+    """Run the final training; returns ``(model_dir URI, custom job name)``.
+
+    The machine is ``retrain_machine`` (the retrain's whole machine) or, when that is empty,
+    ``trial_machine``, over ``machine_type``.
+    """
+    which = "retrain_machine" if retrain_machine else "trial_machine"
+    with common.parameter(which):
+        machine = with_machine_type(retrain_machine or trial_machine, machine_type)
+    with common.parameter("job_settings"):
+        settings = JobSettings.from_dict(job_settings, region=location)
     base = f"{common.run_dir(staging_bucket, name, launch_key)}/retrain"
     command = retrain_command(app_command, best_overrides, retrain_overrides, wandb)
     job = custom_job(
         display_name=f"{name}-retrain",
         image_uri=image_uri,
         command=command,
-        machine_type=machine_type,
+        machine=machine,
         service_account=service_account,
         base_output_dir=base,
+        settings=settings,
         env=common.wandb_env(
             wandb or {}, "retrain", group=tuning_job.rsplit("/", 1)[-1], name=name
         ),
