@@ -118,3 +118,42 @@ def test_a_job_file_without_vertex_settings_keeps_the_defaults(tmp_path: Path) -
     assert job.vertex.machine.to_dict() == {"machine_type": "n1-standard-4"}
     assert job.vertex.job.to_dict() == {} and job.retrain_vertex == {}
     assert job.tuning.options.to_dict() == {}
+
+
+def test_the_apps_environment_settings(tmp_path: Path) -> None:
+    import sys
+
+    data = base(tmp_path)
+    (tmp_path / "reqs.txt").write_text("pyyaml\n")
+    data["app"]["requirements"] = "reqs.txt"
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(data))
+    job = jobfile.load(tmp_path / "job.yaml")
+    assert job.requirements == (tmp_path / "reqs.txt").resolve() and job.python is None
+    assert job.tuning_keys == frozenset()
+
+    venv = Path(sys.prefix)  # a virtual environment directory stands for its bin/python
+    data["app"] = {"source": ".", "command": ["python", "app.py"], "python": str(venv)}
+    data["tuning"] = {"max_trials": 4}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(data))
+    job = jobfile.load(tmp_path / "job.yaml")
+    assert job.python == venv / "bin" / "python" and job.requirements is None
+    assert job.tuning_keys == frozenset({"max_trials"})
+
+
+@pytest.mark.parametrize(
+    ("app", "match"),
+    [
+        pytest.param({"python": "nowhere/bin/python"}, r"'app.python' must be an existing interpreter", id="python"),
+        pytest.param({"requirements": "missing.txt"}, r"'app.requirements' must be an existing file", id="requirements"),
+        pytest.param({"python": "python3", "requirements": "s.yaml"}, r"set 'app.python' .* or 'app.requirements'", id="both"),
+        pytest.param({"pyhton": "python3"}, r"unknown key\(s\) \['pyhton'\] in 'app'", id="typo"),
+    ],
+)
+def test_bad_environment_settings(tmp_path: Path, app: dict[str, Any], match: str) -> None:
+    data = base(tmp_path)
+    data["app"].update(app)
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(JobFileError, match=match) as e:
+        jobfile.load(path)
+    assert str(path) in str(e.value)

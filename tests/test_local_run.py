@@ -104,11 +104,14 @@ def test_demo_retrains_with_exactly_the_best_overrides(
     assert summary["model_uri"].startswith("gs://hydra-vertex-local/digits/")
     retrain_overrides = yaml.safe_load((DIGITS / "job.yaml").read_text())["retrain"]["overrides"]
 
-    # The retrain job's command, as the emulator ran it: the app, the winner's overrides, the
-    # final-run overrides. Nothing else.
+    # The retrain job's command, as the emulator ran it: the app (through the shim, which makes it
+    # one Hydra run), the winner's overrides, the final-run overrides. Nothing else.
     job = _emulator_job(tmp / "work" / ".hydra-vertex" / "emulator", summary["retrain_job"])
     command = list(job.job_spec.worker_pool_specs[0].container_spec.command)
-    assert command == ["python", "train.py", *summary["best_overrides"], *retrain_overrides]
+    assert command == [
+        "hydra-vertex-shim", "--retrain", "--", "python", "train.py", *summary["best_overrides"],
+        *retrain_overrides,
+    ]
 
     # And the config the app saved next to the model is what Hydra composes from them.
     from hydra import compose, initialize_config_dir
@@ -137,7 +140,7 @@ def test_rerun_reuses_the_image(tmp_path: Path) -> None:
     s2 = json.loads((tmp_path / "work" / "s2.json").read_text())
     assert s1["image_uri"] == s2["image_uri"]
     assert s1["tuning_job"] != s2["tuning_job"]
-    assert "cached local image" in Path(s2["log"]).read_text()
+    assert "built before the pipeline started" in Path(s2["log"]).read_text()
     assert len(list((tmp_path / "images").iterdir())) == 1
 
 

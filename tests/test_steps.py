@@ -479,9 +479,11 @@ def test_pipeline_job_carries_the_job_files_parameters(tmp_path: Path, connected
     assert values["app_name"] == "myapp"
     assert values["app_source"] == "gs://bkt/stage/src/myapp.tar.gz"
     assert values["app_command"] == ["python", "train.py"]
-    assert values["search_space"] == {
+    assert values["search_space"] == {  # the parsed space, as a search-space file
         "metric": "loss",
         "direction": "maximize",
+        "algorithm": "bayesian",
+        "measurement_selection": "last",
         "params": {"lr": "tag(log, interval(1e-4, 1e-1))"},
     }
     assert values["project"] == "proj-1"
@@ -525,10 +527,11 @@ def _plain(value: Any) -> Any:
 def test_retrain_command_adds_the_wandb_callback_only_with_wandb_settings() -> None:
     from hydra_vertex.steps.retrain import WANDB_CALLBACK, retrain_command
 
+    shim = ["hydra-vertex-shim", "--retrain", "--"]
     plain = retrain_command(["python", "train.py"], ["lr=0.1", "epochs=3"], ["epochs=10"], {})
-    assert plain == ["python", "train.py", "lr=0.1", "epochs=10"]
+    assert plain == [*shim, "python", "train.py", "lr=0.1", "epochs=10"]
     with_wandb = retrain_command(["python", "train.py"], ["lr=0.1"], [], {"project": "p"})
-    assert with_wandb == ["python", "train.py", "lr=0.1", WANDB_CALLBACK]
+    assert with_wandb == [*shim, "python", "train.py", "lr=0.1", WANDB_CALLBACK]
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     [parsed] = OverridesParser.create().parse_overrides([WANDB_CALLBACK])

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -79,12 +80,12 @@ def pipeline_job(
     ``source_uri`` is the app's source as the build step takes it (a ``gs://`` tarball on Google
     Cloud). Call after ``aiplatform.init`` (``submit`` does it).
     """
-    from hydra_vertex.local_run import load_space_data
+    from hydra_vertex.local_run import load_space
 
-    spec = jobfile.load(job_file)
+    spec, space, _ = load_space(jobfile.load(job_file))
     return _pipeline_job(
         spec,
-        load_space_data(spec)[0],
+        space.to_mapping(),
         source_uri=source_uri,
         components_image=components_image,
         template_path=template_path,
@@ -150,11 +151,14 @@ def _prepare(
     ``PipelineJob`` that runs it."""
     from hydra_vertex.cloud_build import upload_source
     from hydra_vertex.components._image import DEFAULT_COMPONENTS_IMAGE
-    from hydra_vertex.local_run import load_space_data
+    from hydra_vertex.local_run import load_space
     from hydra_vertex.vertex import init_aiplatform
 
-    spec = jobfile.load(job_file)
-    space_data = load_space_data(spec)[0]  # every value is checked before anything is uploaded
+    # every value is checked before anything is uploaded; the sweeper's budget applies
+    spec, space, notes = load_space(jobfile.load(job_file))
+    for note in notes:
+        print(f"hydra-vertex: {note}", file=sys.stderr)
+    space_data = space.to_mapping()
     init_aiplatform(
         spec.vertex.project, spec.vertex.region, staging_bucket=spec.vertex.staging_bucket
     )

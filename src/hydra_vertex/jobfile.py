@@ -6,6 +6,8 @@
     app:
       source: .                       # the app's source directory, relative to this file
       command: [python, train.py]     # how the app starts (an argv list, no shell)
+      requirements: null              # default: the source's requirements.txt (a venv per image)
+      python: null                    # or an existing interpreter / virtual environment
     search_space: search_space.yaml   # a search-space file, or a Hydra config with hydra.sweeper
     tuning:
       max_trials: 12
@@ -100,6 +102,9 @@ class JobSpec:
     wandb: dict[str, Any] = field(default_factory=dict)
     vertex: VertexSettings = field(default_factory=VertexSettings)
     retrain_vertex: dict[str, Any] = field(default_factory=dict)  # checked machine overrides
+    python: Path | None = None  # app.python: the interpreter of the local image
+    requirements: Path | None = None  # app.requirements (else the source's requirements.txt)
+    tuning_keys: frozenset[str] = frozenset()  # the tuning keys the job file sets
 
     @property
     def retrain_machine(self) -> Machine:
@@ -163,7 +168,7 @@ def parse(data: Any, path: Path) -> JobSpec:
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise _err(path, "name", f"must match {_NAME_RE.pattern}", name)
 
-    app = _section(data, "app", path, {"source", "command"})
+    app = _section(data, "app", path, {"source", "command", "python", "requirements"})
     source = base / str(app.get("source", "."))
     if not source.is_dir():
         raise _err(
@@ -232,6 +237,7 @@ def parse(data: Any, path: Path) -> JobSpec:
     except SettingError as e:
         raise setting_error(path, "retrain.vertex", e) from None
 
+    python, requirements = _environment(app, path)
     return JobSpec(
         path=path,
         name=name,
@@ -243,4 +249,82 @@ def parse(data: Any, path: Path) -> JobSpec:
         wandb=wandb,
         vertex=vertex,
         retrain_vertex=retrain_vertex,
+        python=python,
+        requirements=requirements,
+        tuning_keys=frozenset(k for k, v in t.items() if v is not None),
     )
+
+
+def _environment(app: Mapping[str, Any], path: Path) -> tuple[Path | None, Path | None]:
+    """``app.python`` (an interpreter, a virtual environment or a command on PATH) and
+    ``app.requirements`` (a file), relative to the job file; at most one of them."""
+    import shutil
+
+    python, requirements = app.get("python"), app.get("requirements")
+    if python is not None and requirements is not None:
+        raise JobFileError(
+            f"{path}: set 'app.python' (an existing environment) or 'app.requirements' (one to "
+            f"build), not both"
+        )
+    if python is not None:
+        if not isinstance(python, str) or not python:
+            raise _err(path, "app.python", "must name an interpreter or a virtual environment",
+                       python)
+        candidate = path.parent / python
+        if candidate.is_dir():
+            candidate = candidate / "bin" / "python"
+        if not candidate.is_file():
+            found = shutil.which(python) if "/" not in python else None
+            if found is None:
+                raise _err(
+                    path, "app.python", "must be an existing interpreter or virtual environment "
+                    "(relative to the job file) or a command on PATH", python
+                )
+            candidate = Path(found)
+        return candidate.absolute(), None
+    if requirements is not None:
+        file = path.parent / str(requirements)
+        if not isinstance(requirements, str) or not file.is_file():
+            raise _err(path, "app.requirements", "must be an existing file (relative to the job "
+                       "file)", requirements)
+        return None, file.resolve()
+    return None, None
+
+
+def apply_sweeper(spec: JobSpec, sweeper: Any) -> tuple[JobSpec, list[str]]:
+    """The job with a ``hydra.sweeper`` block's budget where the job file sets none: ``n_trials``
+    -> ``tuning.max_trials``, ``n_jobs`` -> ``tuning.parallel_trials``, ``max_failure_rate`` ->
+    ``tuning.max_failed_trials`` (see :func:`max_failed_for_rate`). Returns the notes to print.
+
+    ``sweeper`` is a :class:`hydra_vertex.search_space.SweeperSettings`.
+    """
+    from dataclasses import replace
+
+    changes: dict[str, int] = {}
+    if sweeper.n_trials is not None and "max_trials" not in spec.tuning_keys:
+        changes["max_trials"] = sweeper.n_trials
+    if sweeper.n_jobs is not None and "parallel_trials" not in spec.tuning_keys:
+        changes["parallel_trials"] = sweeper.n_jobs
+    max_trials = changes.get("max_trials", spec.tuning.max_trials)
+    if sweeper.max_failure_rate is not None and "max_failed_trials" not in spec.tuning_keys:
+        changes["max_failed_trials"] = max_failed_for_rate(sweeper.max_failure_rate, max_trials)
+    if not changes:
+        return spec, []
+    if changes.get("parallel_trials", spec.tuning.parallel_trials) > max_trials:
+        changes["parallel_trials"] = max_trials  # the job file set at most one of the two
+    tuning = replace(spec.tuning, **changes)
+    names = {
+        "max_trials": "n_trials", "parallel_trials": "n_jobs",
+        "max_failed_trials": "max_failure_rate",
+    }
+    note = ", ".join(f"tuning.{k}={v} (from {names[k]})" for k, v in changes.items())
+    return replace(spec, tuning=tuning), [f"{sweeper.source}: {note}"]
+
+
+def max_failed_for_rate(rate: float, max_trials: int) -> int:
+    """hydra-optuna-sweeper stops once the failed share exceeds ``max_failure_rate``; Vertex's
+    ``max_failed_trial_count`` is that count (``floor(rate * max_trials) + 1``). A rate of 1 never
+    stops, which is Vertex's 0 ("the service decides")."""
+    import math
+
+    return 0 if rate >= 1 else math.floor(rate * max_trials) + 1

@@ -1,12 +1,20 @@
 """``hydra-vertex run --local JOB.yaml``: the whole pipeline on one machine.
 
-1. Read and check the job file and its search space (errors name the field).
-2. Use the emulator named by ``HYDRA_VERTEX_EMULATOR``, or the one whose ``endpoint.json`` is in
+1. Read and check the job file and its search space (errors name the field); a ``hydra.sweeper``
+   block's ``n_trials``/``n_jobs`` fill what the job file leaves unset, and its ignored keys get a
+   warning line each.
+2. Build the local image: the source snapshot and its Python environment (progress shown while an
+   environment is built; :mod:`hydra_vertex.images`).
+3. Pre-flight: compose the app's config in the image for every branch of the space
+   (:mod:`hydra_vertex.preflight`); a key the config lacks stops the run here, in seconds.
+4. Use the emulator named by ``HYDRA_VERTEX_EMULATOR``, or the one whose ``endpoint.json`` is in
    the state directory, or start one in this process.
-3. Run the compiled template (``pipelines/tune_and_retrain.json``) with ``kfp.local`` (each
-   component in a subprocess of this Python); the pipeline's own output goes to a log file.
-4. Meanwhile, show progress read from the emulator; at the end, write ``SUMMARY.json``, also when
-   a step failed (what finished stays in it).
+5. Run the compiled template (``pipelines/tune_and_retrain.json``) with ``kfp.local`` (each
+   component in a subprocess of this Python), given the image built in 2; the pipeline's own output
+   goes to a log file.
+6. Meanwhile, show progress read from the emulator; at the end, write ``SUMMARY.json``, also when
+   a step failed (what finished stays in it), with each trial's and the retrain's Hydra output
+   directory and whether the retrain wrote a model.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from hydra_vertex import jobfile
+from hydra_vertex import images, jobfile, preflight
 from hydra_vertex.local_conventions import storage_root
 from hydra_vertex.progress import Display, Snapshot, Watcher, best_of
 from hydra_vertex.search_space import SearchSpace
@@ -118,23 +126,34 @@ def pipeline_parameters(spec: jobfile.JobSpec, space_data: Any) -> dict[str, Any
     }
 
 
-def load_space_data(spec: jobfile.JobSpec) -> tuple[Any, SearchSpace]:
-    """The search space as the pipeline takes it (the file's mapping), and parsed with the job
-    file's tuning options applied (checked here, before anything runs)."""
+def load_space(spec: jobfile.JobSpec) -> tuple[jobfile.JobSpec, SearchSpace, list[str]]:
+    """The search space, parsed with the job file's tuning options applied (checked here, before
+    anything runs); the job with a Hydra config's ``n_trials``/``n_jobs``/``max_failure_rate``
+    where it sets no budget; the notes to print (one line per sweeper key ignored or used)."""
     import yaml
 
     from hydra_vertex.errors import SearchSpaceError, SettingError
-    from hydra_vertex.search_space import from_mapping
+    from hydra_vertex.search_space import from_mapping, sweeper_settings
 
     try:
         data = yaml.safe_load(spec.search_space.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise SearchSpaceError(f"{spec.search_space}: not valid YAML: {e}") from None
     space = from_mapping(data, source=str(spec.search_space))
+    settings = sweeper_settings(data, source=str(spec.search_space))
+    spec, used = jobfile.apply_sweeper(spec, settings)
     try:
-        return data, spec.tuning.options.apply(space)
+        space = spec.tuning.options.apply(space)
     except SettingError as e:
         raise jobfile.setting_error(spec.path, "tuning", e) from None
+    return spec, space, [*settings.notes, *used]
+
+
+def load_space_data(spec: jobfile.JobSpec) -> tuple[dict[str, Any], SearchSpace]:
+    """The search space as the pipeline takes it (a search-space file's mapping, rebuilt from the
+    parsed space: no ``null`` reaches kfp), and parsed."""
+    _, space, _ = load_space(spec)
+    return space.to_mapping(), space
 
 
 class _Jobs:
@@ -197,7 +216,9 @@ def pipeline_error(log_text: str) -> str | None:
     Our own errors (``hydra_vertex.errors.*``, with their continuation lines) are preferred over
     whatever else failed.
     """
-    lines = [line.strip() for line in log_text.splitlines()]
+    from hydra_vertex.reasons import strip_ansi
+
+    lines = [line.strip() for line in strip_ansi(log_text).splitlines()]
     for pattern in (_OUR_ERROR_RE, _ANY_ERROR_RE):
         for i in range(len(lines) - 1, -1, -1):
             m = pattern.match(lines[i])
@@ -226,8 +247,16 @@ def run_local(
     The summary's ``status`` is ``failed`` (with ``error``) when a step failed.
     """
     out = stream or sys.stdout
-    spec = jobfile.load(job_file)
-    space_data, space = load_space_data(spec)
+    spec, space, notes = load_space(jobfile.load(job_file))
+    mode = progress
+    if mode == "auto":
+        mode = "live" if out.isatty() else "lines"
+    if mode != "quiet":
+        for note in notes:
+            print(f"hydra-vertex: {note}", file=sys.stderr, flush=True)
+    image = build_image(spec, mode, out)
+    if preflight.enabled():
+        run_preflight(spec, space, image, mode, out)
     summary = Summary(
         name=spec.name,
         metric=space.metric,
@@ -239,9 +268,6 @@ def run_local(
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / "pipeline.log"
     summary.log = str(log_path)
-    mode = progress
-    if mode == "auto":
-        mode = "live" if out.isatty() else "lines"
 
     started = time.monotonic()
     since = datetime.now(UTC)
@@ -257,7 +283,7 @@ def run_local(
             watcher = Watcher(lambda: _snapshot(jobs, spec, minimize, started), display)
             watcher.start()
             try:
-                outputs = _run_pipeline(spec, space_data, run_dir, log_path)
+                outputs = _run_pipeline(spec, space, image.ref, run_dir, log_path)
                 summary.status = "succeeded"
             except _PipelineFailed as e:
                 summary.status = "failed"
@@ -289,8 +315,51 @@ class _PipelineFailed(Exception):
         self.message = message
 
 
+def build_image(spec: jobfile.JobSpec, mode: str, out: TextIO) -> images.LocalImage:
+    """The job's local image (snapshot + environment), with progress while an environment is
+    built: a live status line on a terminal, plain lines otherwise, nothing when quiet."""
+    kwargs: dict[str, Any] = {"python": spec.python, "requirements": spec.requirements}
+    if mode == "live":
+        from rich.console import Console
+        from rich.text import Text
+
+        console = Console(file=out, highlight=False)
+        with console.status("building the local image ...") as status:
+
+            def update(line: str) -> None:
+                status.update(Text(f"building the image's environment: {line[:100]}"))
+
+            image = images.build_local(spec.source, spec.name, log=update, **kwargs)
+    elif mode == "lines":
+        image = images.build_local(
+            spec.source, spec.name, log=lambda line: print(f"image: {line}", file=out, flush=True),
+            **kwargs,
+        )
+    else:
+        image = images.build_local(spec.source, spec.name, **kwargs)
+    if mode != "quiet":
+        python = image.environment.python or f"hydra-vertex's own ({sys.executable})"
+        state = "cached" if image.cached else "built"
+        print(f"image {image.ref} ({state}; python: {python})", file=out, flush=True)
+    return image
+
+
+def run_preflight(
+    spec: jobfile.JobSpec, space: SearchSpace, image: images.LocalImage, mode: str, out: TextIO
+) -> None:
+    """Compose the app's config in the image for every branch of the space, before any trial."""
+    count, seconds = preflight.check(space, spec.command, images.runtime(image.workdir))
+    if mode != "quiet":
+        print(
+            f"pre-flight: the app's config composes for {count} branch(es) of the space "
+            f"({seconds:.1f}s)",
+            file=out,
+            flush=True,
+        )
+
+
 def _run_pipeline(
-    spec: jobfile.JobSpec, space_data: Any, run_dir: Path, log_path: Path
+    spec: jobfile.JobSpec, space: SearchSpace, image_ref: str, run_dir: Path, log_path: Path
 ) -> dict[str, Any]:
     from kfp import local
     from kfp.components import load_component_from_file
@@ -304,8 +373,10 @@ def _run_pipeline(
         contextlib.redirect_stdout(log),
         contextlib.redirect_stderr(log),
     ):
+        parameters = pipeline_parameters(spec, space.to_mapping())
+        parameters["app_source"] = image_ref  # built above, with the job's environment settings
         try:
-            task = pipeline(**pipeline_parameters(spec, space_data))
+            task = pipeline(**parameters)
         except Exception as e:  # kfp.local raises RuntimeError naming the failed task
             log.flush()
             detail = pipeline_error(log_path.read_text(errors="replace"))
@@ -348,15 +419,42 @@ def _collect(
         if best is not None:
             summary.best_trial_id, summary.best_value = best.id, best.value
             summary.best_parameters = dict(best.parameters)
-    if summary.tuning_job and emu.storage_root is not None:
-        logs = emu.storage_root.resolve().parent / "runs" / summary.tuning_job.rsplit("/", 1)[-1]
-        summary.trial_logs = str(logs) if logs.is_dir() else None
-    if summary.model_uri and emu.storage_root is not None:
-        from hydra_vertex.local_conventions import local_path
-
-        summary.model_dir = str(local_path(emu.storage_root.resolve(), summary.model_uri)) + os.sep
+    if emu.storage_root is not None:
+        _where_things_land(summary, jobs, emu.storage_root.resolve())
     elif summary.model_uri:
         summary.model_dir = summary.model_uri
+
+
+def _where_things_land(summary: Summary, jobs: _Jobs, storage_root: Path) -> None:
+    """The emulator's directories of this run: trial logs, each trial's and the retrain's Hydra
+    output directory (``HYDRA_VERTEX_OUTPUT_DIR`` of each process), the model and whether the
+    retrain wrote one."""
+    from dataclasses import replace
+
+    runs = storage_root.parent / "runs"
+    if summary.tuning_job:
+        logs = runs / summary.tuning_job.rsplit("/", 1)[-1]
+        summary.trial_logs = str(logs) if logs.is_dir() else None
+        summary.trials = [
+            replace(t, output_dir=str(logs / t.id / "outputs"))
+            if (logs / t.id / "outputs").is_dir()
+            else t
+            for t in summary.trials
+        ]
+    retrain = summary.retrain_job
+    if retrain is None:
+        with contextlib.suppress(Exception):
+            job = jobs.retrain()
+            retrain = job.name if job is not None else None
+    if retrain:
+        outputs = runs / retrain.rsplit("/", 1)[-1] / "outputs"
+        summary.retrain_output_dir = str(outputs) if outputs.is_dir() else None
+    if summary.model_uri:
+        from hydra_vertex.local_conventions import local_path
+
+        model_dir = local_path(storage_root, summary.model_uri)
+        summary.model_dir = str(model_dir) + os.sep
+        summary.model_dir_empty = not (model_dir.is_dir() and any(model_dir.iterdir()))
 
 
 def print_summary(summary: Summary, stream: TextIO) -> None:
@@ -379,7 +477,7 @@ def print_summary(summary: Summary, stream: TextIO) -> None:
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.parameters.items()
         )
         if t.infeasible_reason:
-            detail = short_reason(t.infeasible_reason)
+            detail = t.reason or short_reason(t.infeasible_reason)
         style = "green" if mark else ("red" if t.state == "INFEASIBLE" else None)
         table.add_row(f"{t.id}{mark}", t.state, value, detail, style=style)
     console.print(table)
@@ -390,11 +488,29 @@ def print_summary(summary: Summary, stream: TextIO) -> None:
     if summary.best_overrides:
         console.print("best overrides: " + " ".join(summary.best_overrides), soft_wrap=True)
     if summary.model_dir:
-        console.print(f"model: {summary.model_dir}", soft_wrap=True)
+        empty = " (empty)" if summary.model_dir_empty else ""
+        console.print(f"model: {summary.model_dir}{empty}", soft_wrap=True)
+    if summary.retrain_output_dir:
+        console.print(f"retrain output: {summary.retrain_output_dir}", soft_wrap=True)
+    if summary.trial_logs:
+        console.print(
+            f"trials: {summary.trial_logs}/<trial>/ (stdout.log, stderr.log; outputs/: Hydra's "
+            "output directory)",
+            soft_wrap=True,
+        )
     if summary.report:
         console.print(f"report: {summary.report}", soft_wrap=True)
     console.print(
         f"took {summary.elapsed_seconds:.1f}s; pipeline log: {summary.log}", soft_wrap=True
     )
-    if summary.trial_logs and summary.status != "succeeded":
-        console.print(f"trial logs: {summary.trial_logs}/<trial>/stderr.log", soft_wrap=True)
+    if summary.model_dir_empty:
+        console.print(model_warning(summary), style="yellow", soft_wrap=True)
+
+
+def model_warning(summary: Summary) -> str:
+    return (
+        f"hydra-vertex: warning: the retrain wrote nothing under AIP_MODEL_DIR "
+        f"({summary.model_dir}); save the model to os.environ['AIP_MODEL_DIR'] (on Vertex AI only "
+        f"that directory outlives the job)"
+    )
+

@@ -27,6 +27,7 @@ from typing import Any
 from hydra_vertex import report_charts as charts
 from hydra_vertex.errors import UsageError
 from hydra_vertex.html_style import STYLE, csp
+from hydra_vertex.reasons import strip_ansi
 from hydra_vertex.summary import Summary
 from hydra_vertex.trials import TrialResult, short_reason
 
@@ -40,7 +41,7 @@ __all__ = [
 ]
 
 def _e(value: object) -> str:
-    return escape(str(value), quote=True)
+    return escape(strip_ansi(str(value)), quote=True)
 
 
 # -- inputs -------------------------------------------------------------------------------------
@@ -54,6 +55,8 @@ def _trial_from_dict(d: Mapping[str, Any]) -> TrialResult:
         parameters=dict(d.get("parameters") or {}),
         value=None if value is None else float(value),
         infeasible_reason=str(d.get("infeasible_reason") or ""),
+        reason=str(d.get("reason") or ""),
+        output_dir=d.get("output_dir") or None,
     )
 
 
@@ -205,11 +208,14 @@ def _meta(summary: Summary) -> str:
         ("retrain job", "retrain_job"),
         ("image", "image_uri"),
         ("model", "model_dir"),
+        ("retrain output", "retrain_output_dir"),
         ("model URI", "model_uri"),
         ("pipeline log", "log"),
         ("trial logs", "trial_logs"),
     ):
         value = getattr(summary, attr)
+        if value and attr == "model_dir" and summary.model_dir_empty:
+            value = f"{value} (empty: the retrain wrote nothing under AIP_MODEL_DIR)"
         if value:
             rows.append((label, str(value)))
     body = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in rows)
@@ -249,6 +255,7 @@ def _trials_table(summary: Summary, links: Mapping[str, str]) -> str:
     head = (
         "<tr><th>trial</th><th>state</th>"
         f"<th>{_e(summary.metric)}</th><th>parameters</th><th>infeasible reason</th>"
+        "<th>output</th>"
         + ("<th>W&amp;B</th>" if links else "")
         + "</tr>"
     )
@@ -271,7 +278,8 @@ def _trials_table(summary: Summary, links: Mapping[str, str]) -> str:
             f'<td class="num" data-value="{_e(t.value)}">{_e(_value(t.value))}</td>'
             f'<td class="params">{_e(_params_text(t.parameters))}</td>'
             f'<td class="reason" title="{_e(t.infeasible_reason)}">'
-            f"{_e(short_reason(t.infeasible_reason))}</td>{wandb}</tr>"
+            f"{_e(t.reason or short_reason(t.infeasible_reason))}</td>"
+            f'<td class="path">{_e(t.output_dir or "")}</td>{wandb}</tr>'
         )
     return (
         '<section id="trials-section"><h2>Trials</h2>'

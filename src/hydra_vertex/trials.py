@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hydra_vertex.errors import TuningError
+from hydra_vertex.reasons import strip_ansi
 
 if TYPE_CHECKING:  # pragma: no cover
     from google.cloud.aiplatform_v1.types import HyperparameterTuningJob, Measurement, Trial
@@ -35,6 +36,12 @@ class TrialResult:
     parameters: dict[str, Any]
     value: float | None
     infeasible_reason: str = ""
+    reason: str = ""  # the deciding line of an infeasible trial (hydra_vertex.reasons)
+    output_dir: str | None = None  # the trial's Hydra output directory, where known
+
+    def __post_init__(self) -> None:
+        if self.infeasible_reason and not self.reason:
+            object.__setattr__(self, "reason", short_reason(self.infeasible_reason))
 
 
 @dataclass(frozen=True)
@@ -87,13 +94,14 @@ def trial_results(job: HyperparameterTuningJob) -> list[TrialResult]:
     for t in job.trials:
         state = Trial.State(t.state).name
         value = trial_value(t, metric.metric_id, minimize, best) if state == "SUCCEEDED" else None
+        reason = strip_ansi(t.infeasible_reason)
         out.append(
             TrialResult(
                 id=t.id,
                 state=state,
                 parameters={p.parameter_id: p.value for p in t.parameters},
                 value=value,
-                infeasible_reason=t.infeasible_reason,
+                infeasible_reason=reason,
             )
         )
     return sorted(out, key=lambda r: _id_key(r.id))
@@ -122,10 +130,16 @@ def _crash_line(reason: str) -> str:
 
 
 def short_reason(reason: str) -> str:
-    """One line for an infeasible reason: what happened and, for a crash, the exception line."""
-    if not reason:
+    """One line for an infeasible reason: its first line, the deciding line
+    (:mod:`hydra_vertex.reasons`). A reason stored before that rule ("exited with code 1; last
+    log lines: ...") gets its exception line after it."""
+    reason = strip_ansi(reason or "")
+    if not reason.strip():
         return ""
-    first = reason.splitlines()[0].strip().removesuffix("; last log lines:").rstrip(";:")
+    first = reason.strip().splitlines()[0].strip()
+    if not first.endswith("; last log lines:"):
+        return first
+    first = first.removesuffix("; last log lines:").rstrip(";:")
     crash = _crash_line(reason)
     return f"{first}: {crash}" if crash else first
 

@@ -23,7 +23,7 @@ def _run_failing(job: Any, **run_kwargs: Any) -> None:
 @pytest.mark.parametrize(
     ("mode", "reason"),
     [
-        pytest.param("crash", "exited with code 3", id="crash-before-report"),
+        pytest.param("crash", "branin: crashing on purpose (exit code 3)", id="crash-before-report"),
         pytest.param("nometric", "reported no metric", id="no-metric"),
         pytest.param("wrongtag", "tags seen: ['loss']", id="wrong-tag"),
         pytest.param("nan", "non-finite", id="nan"),
@@ -108,9 +108,10 @@ def test_cancel_mid_run(sdk: Any, emulator: EmulatorHandle) -> None:
     job.cancel()
     while time.monotonic() < deadline:
         job._sync_gca_resource()
-        if job.state.name == "JOB_STATE_CANCELLED":
+        state = job.gca_resource.state.name  # read once: job.state fetches the job again
+        if state == "JOB_STATE_CANCELLED":
             break
-        assert job.state.name in ("JOB_STATE_RUNNING", "JOB_STATE_CANCELLING")
+        assert state in ("JOB_STATE_RUNNING", "JOB_STATE_CANCELLING")
         time.sleep(0.2)
     assert job.state.name == "JOB_STATE_CANCELLED"
     assert job.gca_resource.error.code == 1

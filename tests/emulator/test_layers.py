@@ -17,6 +17,8 @@ SHARED = {
     "hydra_vertex.search_space",
     "hydra_vertex._study_spec",
     "hydra_vertex.images",
+    "hydra_vertex.reasons",
+    "hydra_vertex.overrides",
     "hydra_vertex.cron",
     "hydra_vertex.html_style",
     "hydra_vertex.local_conventions",

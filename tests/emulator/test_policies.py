@@ -96,8 +96,10 @@ def test_a_new_policy_is_one_entry_and_reads_elapsed_time_from_the_clock(
 
 
 # -- failures ------------------------------------------------------------------------------------
+# A stored reason as executor.describe_exit writes it (hydra_vertex.reasons.trial_reason).
 CRASH = (
-    "exited with code 1; last log lines:\nTraceback (most recent call last):\n"
+    "RuntimeError: diverged at lr=0.1 (exit code 1)\nlast log lines:\n"
+    "Traceback (most recent call last):\n"
     '  File "app.py", line 9, in main\nRuntimeError: diverged at lr=0.1\n'
     "Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace."
 )
@@ -121,7 +123,7 @@ def test_fail_fast_fails_after_the_first_trials_all_fail_with_their_reasons() ->
     message = policy.verdict([failed("2"), failed("1"), failed("3", "reported no metric 'x'")])
     assert message is not None
     assert message.startswith("the first 3 trials all failed and none succeeded")
-    assert "  trial 2: exited with code 1: RuntimeError: diverged at lr=0.1" in message
+    assert "  trial 2: RuntimeError: diverged at lr=0.1 (exit code 1)\n" in message
     assert "  trial 3: reported no metric 'x'" in message
     assert "Traceback" not in message and "HYDRA_FULL_ERROR" not in message
 
@@ -152,9 +154,9 @@ def test_finished_trials_leave_out_trials_that_did_not_fail_on_their_own() -> No
 @pytest.mark.parametrize(
     ("reason", "line"),
     [
-        (CRASH, "exited with code 1: RuntimeError: diverged at lr=0.1"),
+        (CRASH, "RuntimeError: diverged at lr=0.1 (exit code 1)"),
         ("killed by signal 9", "killed by signal 9"),
-        ("exited with code 2; last log lines:\nusage: app.py", "exited with code 2"),
+        ("exited with code 2\nlast log lines:\nusage: app.py", "exited with code 2"),
         ("", ""),
     ],
 )

@@ -30,6 +30,7 @@ from urllib.parse import quote, urlencode
 from hydra_vertex.emulator.router import Answer, Raw, Request, Route
 from hydra_vertex.html_style import STYLE as _REPORT_STYLE
 from hydra_vertex.html_style import csp as _csp
+from hydra_vertex.reasons import strip_ansi
 
 __all__ = ["CONTENT_TYPE", "CSP", "render", "routes"]
 
@@ -98,7 +99,7 @@ def routes(store: Any) -> list[Route]:
 
 
 def _e(value: object) -> str:
-    return escape(str(value), quote=True)
+    return escape(strip_ansi(str(value)), quote=True)  # app logs may be coloured
 
 
 class _Page:

@@ -16,13 +16,15 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+from hydra_vertex import images, reasons
+from hydra_vertex.overrides import OUTPUT_DIR_ENV
 
 GRACE_SECONDS = 5.0
 # Variables that must never reach a trial (the emulator's bearer token above all).
@@ -163,22 +165,14 @@ def tail(path: Path, lines: int = 10, max_bytes: int = 4096) -> str:
     return "\n".join(data.splitlines()[-lines:])
 
 
-def tail_of_logs(run_dir: Path) -> str:
-    return tail(run_dir / "stderr.log") or tail(run_dir / "stdout.log")
-
-
 def describe_exit(outcome: Outcome, run_dir: Path) -> str | None:
-    """None for a clean exit, else a reason naming the exit code or signal and the log's tail."""
-    if outcome.timed_out:
-        reason = "exceeded scheduling.timeout and was killed"
-    elif outcome.signal is not None:
-        reason = f"killed by signal {outcome.signal}"
-    elif outcome.exit_code:
-        reason = f"exited with code {outcome.exit_code}"
-    else:
+    """None for a clean exit, else the deciding line (:mod:`hydra_vertex.reasons`) with the exit
+    code or signal, then the log's tail."""
+    if not (outcome.timed_out or outcome.signal is not None or outcome.exit_code):
         return None
-    log = tail_of_logs(run_dir)
-    return f"{reason}; last log lines:\n{log}" if log else reason
+    return reasons.trial_reason(
+        run_dir, exit_code=outcome.exit_code, signal=outcome.signal, timed_out=outcome.timed_out
+    )
 
 
 def parse_duration(text: str | None) -> float | None:
@@ -227,9 +221,11 @@ class Launcher:
             base = run_dir / "output"
         out = base / trial_id if trial_id else base
         (run_dir / "metrics").mkdir(parents=True, exist_ok=True)
-        extra = {e["name"]: e.get("value", "") for e in container.get("env", [])}
+        image = images.runtime(cwd)  # the image's interpreter first on PATH, its variables
+        extra = {**image.env, **{e["name"]: e.get("value", "") for e in container.get("env", [])}}
         extra.update(
             {
+                OUTPUT_DIR_ENV: str(run_dir / "outputs"),  # Hydra's output dir: not in the image
                 "CLOUD_ML_JOB_ID": job_id,
                 "CLOUD_ML_HP_METRIC_FILE": str(metric_file(run_dir)),
                 "AIP_MODEL_DIR": str(out / "model") + "/",
@@ -240,7 +236,7 @@ class Launcher:
         )
         if trial_id:
             extra["CLOUD_ML_TRIAL_ID"] = trial_id
-        env = trial_env(dict(os.environ), extra, os.path.dirname(sys.executable))
+        env = trial_env(dict(os.environ), extra, image.path)
         timeout = parse_duration((job_spec.get("scheduling") or {}).get("timeout"))
         return TrialProcess(argv, cwd, env, run_dir, timeout=timeout, notify=notify)
 

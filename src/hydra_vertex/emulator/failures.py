@@ -13,13 +13,12 @@ emulator and those stopped because the job ended. See docs/emulator.md.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from hydra_vertex.reasons import first_line
+
 FAIL_FAST_MIN_TRIALS = 3
-_EXCEPTION_LINE = re.compile(r"^[\w.]*(?:Error|Exception|Interrupt)\b.*")
-_TAIL_MARK = "; last log lines:"
 
 
 @dataclass(frozen=True)
@@ -36,16 +35,6 @@ def fail_fast_count(parallel: int, max_trials: int) -> int:
     return min(max(parallel, FAIL_FAST_MIN_TRIALS), max_trials)
 
 
-def first_line(reason: str) -> str:
-    """The first line of a reason; for a crash, with the exception line of its log tail."""
-    lines = reason.splitlines() or [""]
-    head = lines[0].strip().removesuffix(_TAIL_MARK)
-    crash = next(
-        (ln.strip() for ln in reversed(lines[1:]) if _EXCEPTION_LINE.match(ln.strip())), ""
-    )
-    return f"{head}: {crash}" if crash else head
-
-
 class FailurePolicy:
     def __init__(self, max_failed: int, max_trials: int, parallel: int) -> None:
         self.max_failed = max_failed
@@ -60,7 +49,7 @@ class FailurePolicy:
                 return None
             return (
                 f"{len(failed)} trials failed, reaching max_failed_trial_count="
-                f"{self.max_failed}. Last reason: {failed[-1].reason}"
+                f"{self.max_failed}. Last reason: {first_line(failed[-1].reason)}"
             )
         count = fail_fast_count(self.parallel, self.max_trials)
         if any(t.succeeded for t in finished) or len(failed) < count:

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from hydra_vertex import reasons
 from hydra_vertex.emulator import executor
 from hydra_vertex.emulator.store import Record, Store, now
 
@@ -127,7 +128,11 @@ class CustomJobRunner(JobRunner):
             else:
                 self.finish(
                     "JOB_STATE_FAILED",
-                    {"code": 13, "message": f"The replica workerpool0-0 {reason}"},
+                    {
+                        "code": 13,
+                        "message": f"The replica workerpool0-0 {reasons.first_line(reason)}; "
+                        f"its log: {run_dir / 'stderr.log'}",
+                    },
                 )
         finally:
             proc.kill()

@@ -1,7 +1,8 @@
 """The ``retrain`` step: a custom job that runs the app with the winning overrides.
 
-The command is ``<app command> <best overrides> <retrain overrides>``, plus, when the job has W&B
-settings, the callback that applies hydra-vertex's W&B rules (as the shim adds it for trials). A
+The command is ``hydra-vertex-shim --retrain -- <app command> <best overrides> <retrain
+overrides>``, plus, when the job has W&B settings, the callback that applies hydra-vertex's W&B
+rules (as the shim adds it for trials). A
 retrain override for a key the tuning also set wins (the tuned one is dropped), so
 ``trainer.max_iter=100`` after tuning ``trainer.max_iter`` trains 100 iterations. The model goes
 to ``AIP_MODEL_DIR``, which Vertex sets to ``<run dir>/retrain/model/``; that URI is the step's
@@ -17,6 +18,7 @@ from hydra_vertex import jobs
 from hydra_vertex.errors import TuningError
 from hydra_vertex.machine import JobSettings, Machine, custom_job_spec, with_machine_type
 from hydra_vertex.steps import common
+from hydra_vertex.steps.tune import SHIM
 
 # The Hydra callback that applies hydra-vertex's W&B rules in the app's process (see wandb_runs).
 WANDB_CALLBACK = (
@@ -41,8 +43,13 @@ def retrain_command(
     retrain_overrides: Sequence[str],
     wandb: Mapping[str, Any] | None,
 ) -> list[str]:
-    """``<app> <best> <final>``; with W&B settings, the W&B callback too (as trials get it)."""
-    command = [*app_command, *merge_overrides(best_overrides, retrain_overrides)]
+    """``hydra-vertex-shim --retrain -- <app> <best> <final>``; with W&B settings, the W&B
+    callback too (as trials get it). The shim makes it one Hydra run (``hydra.mode=RUN``, also when
+    the app's config selects MULTIRUN) and, under the emulator, puts Hydra's output directory
+    under the job's run directory."""
+    command = [
+        SHIM, "--retrain", "--", *app_command, *merge_overrides(best_overrides, retrain_overrides)
+    ]
     if wandb:
         command.append(WANDB_CALLBACK)
     return command
