@@ -23,6 +23,7 @@ from hydra_vertex.emulator import console, pipelines, schedules
 from hydra_vertex.emulator.cloudbuild import CloudBuildService
 from hydra_vertex.emulator.executor import Launcher
 from hydra_vertex.emulator.gcs import GcsService
+from hydra_vertex.emulator.logging_api import LoggingApi
 from hydra_vertex.emulator.registry import RegistryService
 from hydra_vertex.emulator.router import ApiError, Match, Raw, Request, Router
 from hydra_vertex.emulator.runners import (
@@ -82,6 +83,7 @@ class Emulator:
                 *GcsService(self.store).routes(),
                 *CloudBuildService(self.store).routes(),
                 *RegistryService(self.store).routes(),  # the KFP template registry
+                *LoggingApi(self.store).routes(),  # Cloud Logging's entries:list
                 *console.routes(self.store),
             ]
         )
