@@ -38,6 +38,11 @@ class TrialResult:
     infeasible_reason: str = ""
     reason: str = ""  # the deciding line of an infeasible trial (hydra_vertex.reasons)
     output_dir: str | None = None  # the trial's Hydra output directory, where known
+    start_time: str | None = None  # RFC 3339, UTC
+    end_time: str | None = None
+    # the intermediate measurements of the study's metric: (step, value), in step order
+    intermediate: tuple[tuple[int, float], ...] = ()
+    stopped_early: bool = False  # stopped by the study's automated stopping rule, where known
 
     def __post_init__(self) -> None:
         if self.infeasible_reason and not self.reason:
@@ -102,9 +107,29 @@ def trial_results(job: HyperparameterTuningJob) -> list[TrialResult]:
                 parameters={p.parameter_id: p.value for p in t.parameters},
                 value=value,
                 infeasible_reason=reason,
+                start_time=_rfc3339(t.start_time),
+                end_time=_rfc3339(t.end_time),
+                intermediate=intermediate_values(t, metric.metric_id),
             )
         )
     return sorted(out, key=lambda r: _id_key(r.id))
+
+
+def _rfc3339(stamp: Any) -> str | None:
+    if not stamp:
+        return None
+    return str(stamp.isoformat().replace("+00:00", "Z"))
+
+
+def intermediate_values(trial: Trial, metric_id: str) -> tuple[tuple[int, float], ...]:
+    """The trial's intermediate measurements of ``metric_id``: ``(step, value)`` by step, finite
+    values only."""
+    points = {
+        int(m.step_count): v
+        for m in trial.measurements
+        if (v := _metric_value(m, metric_id)) is not None
+    }
+    return tuple(sorted(points.items()))
 
 
 def select_best(

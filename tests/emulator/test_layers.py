@@ -22,6 +22,7 @@ SHARED = {
     "hydra_vertex.cron",
     "hydra_vertex.html_style",
     "hydra_vertex.local_conventions",
+    "hydra_vertex.pipeline_dag",
 }
 
 

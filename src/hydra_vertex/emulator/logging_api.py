@@ -130,7 +130,7 @@ class _Parser:
             return ("not", self.unary())
         if tok[0] == "lp":
             node = self.conj()
-            if self.take()[0] != "rp":
+            if self.peek() is None or self.take()[0] != "rp":
                 raise self.error("a '(' is not closed")
             return node
         if tok[0] not in ("word", "str"):
