@@ -50,7 +50,8 @@ figure { margin: 0 0 12px; } figcaption { color: var(--muted); font-size: 12px; 
 .curve { fill: none; stroke-width: 1.5; stroke-opacity: 0.8; stroke-linecap: round; }
 .curve.best { stroke-width: 3; stroke-opacity: 1; }
 .stop-mark { stroke: var(--bad); stroke-width: 2; fill: none; }
-.tl-bar { fill: #8a93a0; } .tl-bar.SUCCEEDED { fill: #5ec962; } .tl-bar.INFEASIBLE { fill: #e57373; }
+.tl-bar { fill: #8a93a0; } .tl-bar.SUCCEEDED { fill: #5ec962; }
+.tl-bar.INFEASIBLE { fill: #e57373; }
 .tl-bar.running { fill: #f2c14e; } .tl-bar.best { stroke: var(--accent); stroke-width: 2.5; }
 .tl-label { font-size: 11px; fill: #1d2330; }
 .badge.stopped { background: #6a51a3; }
