@@ -90,10 +90,11 @@ def outputs(task: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def created_jobs(run: Mapping[str, Any]) -> list[str]:
-    """The tuning and custom jobs a run's task outputs name (once those tasks have ended)."""
+    """The tuning and custom jobs a run's task outputs name (once those tasks have ended):
+    tuning jobs first."""
     names: list[str] = []
     for _, task in ordered_tasks(run):
         for value in outputs(task).values():
             if isinstance(value, str) and JOB_NAME.match(value) and value not in names:
                 names.append(value)
-    return names
+    return sorted(names, key=lambda n: "/hyperparameterTuningJobs/" not in n)

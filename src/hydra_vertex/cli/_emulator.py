@@ -34,6 +34,12 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--quiet", "-q", action="store_true", help="no progress of running tuning jobs"
     )
+    p.add_argument(
+        "--console-actions",
+        action="store_true",
+        help="let every console visitor cancel jobs (by default only a visitor with the API "
+        "token can)",
+    )
     p.set_defaults(func=_run)
 
 
@@ -63,7 +69,10 @@ def _run(args: argparse.Namespace) -> int:
     from hydra_vertex.emulator import start
 
     images = _parse_images(args.image)
-    handle = start(args.state_dir, port=args.port, host=args.host, images=images, seed=args.seed)
+    handle = start(
+        args.state_dir, port=args.port, host=args.host, images=images, seed=args.seed,
+        console_actions=args.console_actions,
+    )
     print(
         f"hydra-vertex emulator listening on {handle.endpoint} "
         f"(state: {args.state_dir}; token in endpoint.json)\n"

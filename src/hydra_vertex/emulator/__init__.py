@@ -61,11 +61,16 @@ def start(
     images: dict[str, str] | None = None,
     token: str | None = None,
     seed: int | None = None,
+    console_actions: bool = False,
 ) -> EmulatorHandle:
-    """Start an emulator in a background thread; writes ``state_dir/endpoint.json``."""
+    """Start an emulator in a background thread; writes ``state_dir/endpoint.json``.
+    ``console_actions``: the console's cancel button works for every console visitor, not only
+    for those with the API token."""
     from hydra_vertex.emulator.server import Emulator
 
-    emulator = Emulator(state_dir, image_map=images, token=token, seed=seed)
+    emulator = Emulator(
+        state_dir, image_map=images, token=token, seed=seed, console_actions=console_actions
+    )
     try:
         httpd = emulator.serve(host, port)
     except OSError as e:

@@ -62,6 +62,7 @@ class Emulator:
         image_map: dict[str, str] | None = None,
         token: str | None = None,
         seed: int | None = None,
+        console_actions: bool = False,
     ) -> None:
         self.store = Store(state_dir)
         self.image_map = {k: Path(v).resolve() for k, v in (image_map or {}).items()}
@@ -84,9 +85,13 @@ class Emulator:
                 *CloudBuildService(self.store).routes(),
                 *RegistryService(self.store).routes(),  # the KFP template registry
                 *LoggingApi(self.store).routes(),  # Cloud Logging's entries:list
-                *console.routes(self.store),
+                *console.routes(self.store, actions=console_actions, api=self._call),
             ]
         )
+
+    def _call(self, method: str, path: str) -> Any:
+        """The emulator's own API, called in process (the console's actions go through it)."""
+        return self.router.resolve(method, path)(Request(method, path, {}, {}, b""))
 
     # -- images ----------------------------------------------------------------------------------
     def resolve_image(self, uri: str) -> Path | None:
@@ -187,6 +192,8 @@ class Emulator:
             if match is not None and match.route.browser and not auth:
                 auth = f"Bearer {query.get('token', '')}"  # a browser cannot send the header
             if not hmac.compare_digest(auth.encode(), f"Bearer {self.token}".encode()):
+                if match is not None and match.route.browser and method in ("GET", "HEAD"):
+                    return console.login(split.path, query)  # a page for a person, not JSON
                 raise ApiError(401, "missing or invalid bearer token (see endpoint.json)")
         if match is None:
             raise unrouted
