@@ -227,6 +227,7 @@ def test_curves_draw_each_trials_intermediate_values_and_mark_early_stops() -> N
     assert paths["1"]["class"] == "curve best"
     assert [a["data-trial"] for t, a in p.tags if a.get("class") == "stop-mark"] == ["2"]
     assert curves(trials[3:], "loss", True, None) is None  # nothing reported along the way
+    assert curves(trials[2:], "loss", True, None) is None  # one value each: no curve
 
 
 def test_the_timeline_puts_parallel_trials_on_their_own_slots() -> None:

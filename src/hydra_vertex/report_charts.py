@@ -538,10 +538,11 @@ class _Padded(Axis):
 def curves(
     trials: Sequence[TrialResult], metric: str, minimize: bool, best_id: str | None
 ) -> str | None:
-    """Each trial's intermediate values against the step; None when no trial reported any.
-    A trial stopped early ends with a cross."""
+    """Each trial's intermediate values against the step; None unless some trial reported two
+    or more (a trial's final report alone is a measurement too: that is no curve). A trial
+    stopped early ends with a cross."""
     shown = [t for t in trials if t.intermediate]
-    if not shown:
+    if not any(len(t.intermediate) > 1 for t in shown):
         return None
     width, height, left, top, right, bottom = 720, 300, 70, 20, 20, 50
     w, h = width - left - right, height - top - bottom
