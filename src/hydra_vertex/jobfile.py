@@ -12,7 +12,7 @@
     tuning:
       max_trials: 12
       parallel_trials: 2
-      max_failed_trials: 0            # 0: the service decides (see the README)
+      max_failed_trials: 0            # 0: the service decides (see docs/emulator.md)
       seed: 0                         # the local suggestion engine's seed (reproducible runs)
       timeout_seconds: 3600           # per trial
       algorithm: bayesian             # bayesian | grid | random (see hydra_vertex.tuning_options)
@@ -126,7 +126,7 @@ def load(path: str | os.PathLike[str]) -> JobSpec:
 
 def _err(path: Path, field_: str, rule: str, value: Any, hint: str = "") -> JobFileError:
     return JobFileError(
-        f"{path}: '{field_}' {rule}, got {value!r}{hint} (see the README, 'The job file')"
+        f"{path}: '{field_}' {rule}, got {value!r}{hint} (see docs/job-file.md)"
     )
 
 

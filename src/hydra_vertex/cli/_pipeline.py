@@ -18,7 +18,7 @@ def register(sub: Any) -> None:
         "Vertex AI project is configured (GOOGLE_CLOUD_PROJECT, ...): then say --local, or use "
         "'hydra-vertex submit JOB.yaml --wait' for Vertex AI.",
     )
-    p.add_argument("job", metavar="JOB.yaml", help="the job file (see the README, 'The job file')")
+    p.add_argument("job", metavar="JOB.yaml", help="the job file (see docs/job-file.md)")
     p.add_argument(
         "--local",
         action="store_true",
