@@ -143,13 +143,13 @@ def _quiet_sdk(quiet: bool) -> Any:
 
     @contextlib.contextmanager
     def quiet_logs() -> Any:
-        logger = logging.getLogger("google.cloud.aiplatform")
-        level = logger.level
-        logger.setLevel(logging.WARNING)
+        # The SDK's module loggers set their own level and handler (INFO, to stdout): only
+        # logging.disable reaches them all.
+        logging.disable(logging.INFO)
         try:
             yield
         finally:
-            logger.setLevel(level)
+            logging.disable(logging.NOTSET)
 
     return quiet_logs() if quiet else contextlib.nullcontext()
 
