@@ -76,7 +76,8 @@ def _run(args: argparse.Namespace) -> int:
     print(
         f"hydra-vertex emulator listening on {handle.endpoint} "
         f"(state: {args.state_dir}; token in endpoint.json)\n"
-        f"console (read-only; the link carries the token, as Jupyter's does): "
+        f"console (the link carries the token, as Jupyter's does; 'hydra-vertex open' prints "
+        f"it again): "
         f"{handle.endpoint}/?token={handle.token}",
         flush=True,
     )
