@@ -37,7 +37,7 @@ from hydra_vertex.local_conventions import storage_root
 from hydra_vertex.progress import Display, Snapshot, Watcher, best_of
 from hydra_vertex.search_space import SearchSpace
 from hydra_vertex.summary import Summary
-from hydra_vertex.trials import short_reason
+from hydra_vertex.trials import early_stopping_totals, short_reason
 from hydra_vertex.vertex import EMULATOR_ENV, EMULATOR_TOKEN_ENV
 
 DEFAULT_STATE_DIR = Path(".hydra-vertex") / "emulator"
@@ -185,6 +185,7 @@ class _Jobs:
 
 def _snapshot(jobs: _Jobs, spec: jobfile.JobSpec, minimize: bool, started: float) -> Snapshot:
     from hydra_vertex.jobs import state_name
+    from hydra_vertex.local_details import from_environment
     from hydra_vertex.trials import trial_results
 
     snap = Snapshot(max_trials=spec.tuning.max_trials, started=started)
@@ -192,17 +193,20 @@ def _snapshot(jobs: _Jobs, spec: jobfile.JobSpec, minimize: bool, started: float
     if job is None:
         snap.stage = "building image"
         return snap
-    snap.trials = trial_results(job)
+    details = from_environment(job.name)
+    snap.trials = trial_results(job, details)
+    snap.warnings = list(details.warnings)
     snap.best = best_of(snap.trials, minimize)
     state = state_name(job)
     if state in ("JOB_STATE_QUEUED", "JOB_STATE_PENDING", "JOB_STATE_RUNNING"):
         snap.stage = "tuning"
     elif state != "JOB_STATE_SUCCEEDED":
         snap.stage = f"tuning {state.removeprefix('JOB_STATE_').lower()}"
-    elif jobs.retrain() is None:
+    elif (retrain := jobs.retrain()) is None:
         snap.stage = "picking the best trial"
     else:
         snap.stage = "retraining"
+        snap.warnings += list(from_environment(retrain.name).warnings)
     return snap
 
 
@@ -392,15 +396,17 @@ def _collect(
     """Fill the summary from the pipeline's outputs and, for what they lack, from the jobs."""
     from dataclasses import replace
 
+    from hydra_vertex.local_details import job_details
     from hydra_vertex.trials import trial_results, typed_parameters
 
     with contextlib.suppress(Exception):
         job = jobs.tuning()
         if job is not None:
             summary.tuning_job = job.name
+            details = job_details(emu.endpoint, emu.token, job.name)
             summary.trials = [
                 replace(t, parameters=typed_parameters(space, t.parameters))
-                for t in trial_results(job)
+                for t in trial_results(job, details)
             ]
             summary.image_uri = job.trial_job_spec.worker_pool_specs[0].container_spec.image_uri
     if outputs:
@@ -479,8 +485,15 @@ def print_summary(summary: Summary, stream: TextIO) -> None:
         if t.infeasible_reason:
             detail = t.reason or short_reason(t.infeasible_reason)
         style = "green" if mark else ("red" if t.state == "INFEASIBLE" else None)
-        table.add_row(f"{t.id}{mark}", t.state, value, detail, style=style)
+        state = f"{t.state} (stopped early)" if t.stopped_early else t.state
+        table.add_row(f"{t.id}{mark}", state, value, detail, style=style)
     console.print(table)
+    totals = early_stopping_totals(summary.trials)
+    if totals["stopped_trials"]:
+        console.print(
+            f"stopped early: {totals['stopped_trials']} trials, saving about "
+            f"{totals['saved_steps']} steps and {totals['saved_seconds']:.1f}s of trial time"
+        )
     if summary.best_trial_id is not None and summary.best_value is not None:
         console.print(
             f"best trial {summary.best_trial_id}: {summary.metric}={summary.best_value:.6g}"

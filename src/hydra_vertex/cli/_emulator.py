@@ -32,6 +32,13 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--seed", type=int, default=None, help="seed for trial suggestions")
     p.add_argument(
+        "--gpus",
+        default=None,
+        metavar="LIST",
+        help="the GPUs trials share, comma-separated (0,1,2,3; '' for none); default "
+        "HYDRA_VERTEX_GPUS, then CUDA_VISIBLE_DEVICES, then nvidia-smi -L",
+    )
+    p.add_argument(
         "--quiet", "-q", action="store_true", help="no progress of running tuning jobs"
     )
     p.set_defaults(func=_run)
@@ -63,10 +70,22 @@ def _run(args: argparse.Namespace) -> int:
     from hydra_vertex.emulator import start
 
     images = _parse_images(args.image)
-    handle = start(args.state_dir, port=args.port, host=args.host, images=images, seed=args.seed)
+    handle = start(
+        args.state_dir,
+        port=args.port,
+        host=args.host,
+        images=images,
+        seed=args.seed,
+        gpus=args.gpus,
+    )
+    from hydra_vertex.local_details import emulator_devices
+
+    pool = emulator_devices(handle.endpoint, handle.token)
+    gpus = ",".join(pool.get("devices") or []) or "none"
     print(
         f"hydra-vertex emulator listening on {handle.endpoint} "
         f"(state: {args.state_dir}; token in endpoint.json)\n"
+        f"GPUs: {gpus} (from {pool.get('source', '?')})\n"
         f"console (read-only; the link carries the token, as Jupyter's does): "
         f"{handle.endpoint}/?token={handle.token}",
         flush=True,
@@ -78,10 +97,15 @@ def _run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    from hydra_vertex.progress import emulator_jobs, emulator_progress
+    from hydra_vertex.progress import emulator_details, emulator_jobs, emulator_progress
 
     mode = "quiet" if args.quiet else "auto"
-    with emulator_progress(emulator_jobs(handle.endpoint, handle.token), sys.stdout, mode=mode):
+    with emulator_progress(
+        emulator_jobs(handle.endpoint, handle.token),
+        sys.stdout,
+        mode=mode,
+        details=emulator_details(handle.endpoint, handle.token),
+    ):
         done.wait()
     handle.stop()
     return 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,11 +62,15 @@ def start(
     images: dict[str, str] | None = None,
     token: str | None = None,
     seed: int | None = None,
+    gpus: str | Sequence[str] | None = None,
 ) -> EmulatorHandle:
-    """Start an emulator in a background thread; writes ``state_dir/endpoint.json``."""
+    """Start an emulator in a background thread; writes ``state_dir/endpoint.json``.
+
+    ``gpus``: the machine's GPUs that trials share (``"0,1,2,3"`` or a list; ``""``: none);
+    default ``HYDRA_VERTEX_GPUS``, then ``CUDA_VISIBLE_DEVICES``, then ``nvidia-smi -L``."""
     from hydra_vertex.emulator.server import Emulator
 
-    emulator = Emulator(state_dir, image_map=images, token=token, seed=seed)
+    emulator = Emulator(state_dir, image_map=images, token=token, seed=seed, gpus=gpus)
     try:
         httpd = emulator.serve(host, port)
     except OSError as e:
