@@ -112,7 +112,6 @@ class JobRunner(StoredJobRunner):
         """One warning of the job (the same text again is dropped): kept on the stored resource
         (``_warnings``, internal: the API does not render it; the console and the emulator's
         ``/emulator/v1`` details show it) and written to the job's log (:meth:`log_path`)."""
-
         if text in self._warned:
             return
         self._warned.add(text)
@@ -191,6 +190,7 @@ class CustomJobRunner(JobRunner):
         except Exception as e:
             self.finish("JOB_STATE_FAILED", {"code": 9, "message": str(e)})
             return
+
         def started(r: Record) -> None:
             r["internal"].update(pid=proc.pid, start=executor.proc_start(proc.pid))
             if self.devices.size:

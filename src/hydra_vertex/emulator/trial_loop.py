@@ -31,7 +31,7 @@ import threading
 import time
 from typing import Any
 
-from hydra_vertex.emulator import executor, metrics, stopping
+from hydra_vertex.emulator import executor, metrics
 from hydra_vertex.emulator.devices import DeviceError, DevicePool
 from hydra_vertex.emulator.failures import FailurePolicy, Finished
 from hydra_vertex.emulator.runners import (
@@ -40,7 +40,7 @@ from hydra_vertex.emulator.runners import (
     TERMINAL_JOB_STATES,
     JobRunner,
 )
-from hydra_vertex.emulator.stopping import Clock, Curve, StoppingPolicy, policy_for
+from hydra_vertex.emulator.stopping import Clock, Curve, StoppingPolicy, policy_for, savings
 from hydra_vertex.emulator.store import Record, Store, now
 from hydra_vertex.search_space import SearchSpace
 
@@ -278,7 +278,7 @@ class TuningJobRunner(JobRunner):
             final = metrics.select_measurement(
                 points, self.space.measurement_selection, self.maximize
             )
-            saved = stopping.savings(curve, completed)
+            saved = savings(curve, completed)
             self.book.end(
                 tid,
                 metrics.TrialEnd(points, final),
