@@ -11,6 +11,7 @@ from hydra_vertex.emulator import devices
 from hydra_vertex.emulator.devices import (
     DeviceError,
     DevicePool,
+    GpuListError,
     detect,
     device_env,
     no_gpu_warning,
@@ -18,6 +19,7 @@ from hydra_vertex.emulator.devices import (
     parse_nvidia_smi,
     requested,
 )
+from hydra_vertex.errors import UsageError
 
 H100 = """\
 GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-4a3f9b0e-2c6d-1e8f-7a5b-9c0d1e2f3a4b)
@@ -91,7 +93,9 @@ def test_parse_gpu_list(text: str, expected: tuple[str, ...]) -> None:
     ],
 )
 def test_a_bad_gpu_list_names_the_setting_and_the_value(text: str, message: str) -> None:
-    with pytest.raises(DeviceError, match="^" + message):
+    """Bad usage (the CLI exits 2), and a device error."""
+    assert issubclass(GpuListError, DeviceError) and issubclass(GpuListError, UsageError)
+    with pytest.raises(GpuListError, match="^" + message):
         parse_gpu_list(text, "--gpus")
 
 

@@ -20,7 +20,7 @@ import pytest
 from _helpers import shim_command
 
 from hydra_vertex.emulator import EmulatorHandle, start
-from hydra_vertex.local_details import job_details
+from hydra_vertex.local_details import JobDetails, emulator_devices, job_details
 
 CURVE_APP = Path(__file__).parents[1] / "apps" / "curve_app"
 IMAGE = "local/curve:latest"
@@ -178,6 +178,11 @@ def test_jobs_share_the_gpus_one_process_per_device_and_cpu_jobs_see_none(
     assert job_details(four_gpus.endpoint, four_gpus.token, cpu.name).devices == ()
     rendered = client.get_hyperparameter_tuning_job(name=tuning.name)
     assert "_devices" not in json.dumps(type(rendered).to_dict(rendered))
+    assert job_details(four_gpus.endpoint, four_gpus.token, f"{PARENT}/customJobs/9") == (
+        JobDetails()  # no such job: nothing to add (the route answers 404)
+    )
+    pool = emulator_devices(four_gpus.endpoint, four_gpus.token)
+    assert pool == {"devices": ["0", "1", "2", "3"], "source": "--gpus", "held": {}, "waiting": []}
 
 
 def test_on_a_machine_without_gpus_accelerator_jobs_run_without_them_with_one_warning(

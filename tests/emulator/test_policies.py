@@ -276,6 +276,28 @@ def test_first_line(reason: str, line: str) -> None:
 
 
 # -- metrics -------------------------------------------------------------------------------------
+def test_measurements_carry_the_elapsed_duration_from_the_reports_timestamps(
+    tmp_path: Path,
+) -> None:
+    from hydra_vertex.emulator.metrics import measurement, stored_points
+
+    path = tmp_path / "output.metrics"
+    path.write_text(
+        '{"loss": "3.0", "global_step": "1", "timestamp": 1001.25}\n'
+        '{"loss": "2.0", "global_step": "2", "timestamp": 1003.5}\n'
+        '{"loss": "1.0", "global_step": "3"}\n'  # written by hand: no timestamp
+    )
+    points, _ = read_metric_file(path, "loss", started=1000.0)
+    assert points == [Point(1, 3.0, 1.25), Point(2, 2.0, 3.5), Point(3, 1.0, None)]
+    assert read_metric_file(path, "loss")[0][0] == Point(1, 3.0)  # start unknown: no elapsed
+    rendered = [measurement(p, "loss") for p in points]
+    assert rendered[1] == {
+        "stepCount": "2", "elapsedDuration": "3.500s", "metrics": [{"metricId": "loss", "value": 2.0}]
+    }
+    assert "elapsedDuration" not in rendered[2]
+    assert stored_points({"measurements": rendered}) == points
+
+
 def test_judging_a_trial_from_its_reports(tmp_path: Path) -> None:
     path = tmp_path / "output.metrics"
     path.write_text(

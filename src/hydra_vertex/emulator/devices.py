@@ -40,7 +40,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hydra_vertex.errors import EmulatorError
+from hydra_vertex.errors import EmulatorError, UsageError
 
 GPUS_ENV = "HYDRA_VERTEX_GPUS"
 NVIDIA_SMI_TIMEOUT = 10.0
@@ -51,6 +51,10 @@ _MIG_LINE = re.compile(r"^\s*MIG\s.*?Device\s+\d+\s*:.*\(UUID:\s*(MIG-[^)\s]+)\s
 
 class DeviceError(EmulatorError):
     """A job asks for more devices than the machine has, or a GPU list is malformed."""
+
+
+class GpuListError(DeviceError, UsageError):
+    """A malformed GPU list (``--gpus``, ``HYDRA_VERTEX_GPUS``): bad usage, the CLI exits 2."""
 
 
 @dataclass(frozen=True)
@@ -70,13 +74,13 @@ def parse_gpu_list(text: str, where: str) -> tuple[str, ...]:
     names = tuple(part.strip() for part in stripped.split(","))
     for name in names:
         if not _NAME.match(name):
-            raise DeviceError(
+            raise GpuListError(
                 f"{where}={text!r}: each device must be a GPU index or a GPU-/MIG- UUID, "
                 f"comma-separated (for example 0,1,2,3), got {name!r}"
             )
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise DeviceError(f"{where}={text!r} names {', '.join(dupes)} more than once")
+        raise GpuListError(f"{where}={text!r} names {', '.join(dupes)} more than once")
     return names
 
 
