@@ -35,6 +35,7 @@ from typing import Any, TextIO
 from hydra_vertex import images, jobfile, preflight
 from hydra_vertex.local_conventions import storage_root
 from hydra_vertex.progress import Display, Snapshot, Watcher, best_of
+from hydra_vertex.reasons import strip_ansi
 from hydra_vertex.search_space import SearchSpace
 from hydra_vertex.summary import Summary
 from hydra_vertex.trials import early_stopping_totals, short_reason
@@ -211,6 +212,9 @@ def _snapshot(jobs: _Jobs, spec: jobfile.JobSpec, minimize: bool, started: float
 
 
 _OUR_ERROR_RE = re.compile(r"^hydra_vertex\.errors\.\w+: (.*)$")
+# An error answer of the API (the emulator's 400 naming a field): the message after the code and
+# the request line ("400 POST http://...: <message>").
+_API_ERROR_RE = re.compile(r"^google\.api_core\.exceptions\.\w+: (?:\d{3} )?(?:[A-Z]+ \S+: )?(.*)$")
 _ANY_ERROR_RE = re.compile(r"^\w*(?:Error|Exception): (.*)$")
 
 
@@ -218,12 +222,10 @@ def pipeline_error(log_text: str) -> str | None:
     """The message of the last exception a component raised, from the pipeline's log.
 
     Our own errors (``hydra_vertex.errors.*``, with their continuation lines) are preferred over
-    whatever else failed.
+    the API's error answers, and those over whatever else failed.
     """
-    from hydra_vertex.reasons import strip_ansi
-
     lines = [line.strip() for line in strip_ansi(log_text).splitlines()]
-    for pattern in (_OUR_ERROR_RE, _ANY_ERROR_RE):
+    for pattern in (_OUR_ERROR_RE, _API_ERROR_RE, _ANY_ERROR_RE):
         for i in range(len(lines) - 1, -1, -1):
             m = pattern.match(lines[i])
             if not m:
@@ -385,7 +387,7 @@ def _run_pipeline(
             log.flush()
             detail = pipeline_error(log_path.read_text(errors="replace"))
             raise _PipelineFailed(
-                (detail or str(e)) + f"\n(the pipeline's log: {log_path})"
+                (detail or strip_ansi(str(e))) + f"\n(the pipeline's log: {log_path})"
             ) from None
     return dict(task.outputs)
 
