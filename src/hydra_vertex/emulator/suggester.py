@@ -22,9 +22,9 @@ the goals come from the StudySpec's metrics (``StudySpec.MetricSpec.GoalType``).
   liar. A constant liar for the GP (running trials told the mean, or the best, observed value) asks
   faster (35 ms against 80-220 ms at 50 trials on Branin) but searches worse: Branin within 0.5 at
   16 trials on 12 (mean) or 15 (best) of 40 seeds against 23, Hartmann-6 regret ratio at 20 trials
-  0.77 or 0.80 against 0.55. Monotone output warping (log of the distance to the best value, as Vizier does) keeps
-  heavy-tailed objectives from dominating the GP's fit; comparisons, and so the optimum, are
-  unchanged.
+  0.77 or 0.80 against 0.55. Monotone output warping (log of the distance to the best value, as
+  Vizier does) keeps heavy-tailed objectives from dominating the GP's fit; comparisons, and so the
+  optimum, are unchanged.
 - RANDOM_SEARCH: ``RandomSampler``.
 - GRID_SEARCH: the cartesian product of the (INTEGER, CATEGORICAL, DISCRETE) values, taken in order,
   skipping every point already asked; ``None`` when exhausted.
