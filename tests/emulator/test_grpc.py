@@ -147,6 +147,19 @@ def test_no_grpc_when_turned_off(tmp_path: Path) -> None:
             connect(handle.state_dir, api_transport="grpc")
 
 
+def test_a_busy_grpc_port_is_one_line_and_releases_everything(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(EmulatorError, match=f"cannot listen on 127.0.0.1:{port}: .*--grpc-port"):
+            start(tmp_path / "state", grpc_port=port)
+    with start(tmp_path / "state") as handle:  # the state directory's lock was released
+        assert handle.grpc_endpoint
+
+
 USER_SCRIPT = r"""
 import json, os, sys, time
 from google.cloud import aiplatform

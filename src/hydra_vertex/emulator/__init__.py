@@ -79,13 +79,13 @@ def start(
             port = grpc_port
             emulator.serve_grpc(host, grpc_port)
     except OSError as e:
-        emulator.shutdown()
+        _close(emulator)
         raise EmulatorError(
             f"cannot listen on {host}:{port}: {e.strerror or e} (choose another --port or "
             f"--grpc-port, or 0 for a free one)"
         ) from None
     except BaseException:
-        emulator.shutdown()
+        _close(emulator)
         raise
     tls = emulator.tls
     grpc_info = {}
@@ -108,6 +108,13 @@ def start(
         grpc_endpoint=emulator.grpc_endpoint,
         tls_ca=tls.ca if tls is not None else None,
     )
+
+
+def _close(emulator: Any) -> None:
+    """Undo a start that failed half-way: the HTTP socket (if bound), then the rest."""
+    if emulator.httpd is not None:
+        emulator.httpd.server_close()
+    emulator.shutdown()
 
 
 def write_endpoint_file(state_dir: Path, endpoint: str, token: str, **grpc: str) -> Path:

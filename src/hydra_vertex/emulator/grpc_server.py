@@ -201,8 +201,11 @@ def serve(api: VertexGrpc, host: str, port: int, tls: TlsFiles) -> tuple[Any, in
     )
     credentials = grpc.ssl_server_credentials([(tls.key.read_bytes(), tls.cert.read_bytes())])
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    bound = server.add_secure_port(address, credentials)
+    try:
+        bound = server.add_secure_port(address, credentials)
+    except RuntimeError as e:  # grpcio: "Failed to bind to address ..."
+        raise OSError(f"{e}".split(";")[0]) from None
     if bound == 0:
-        raise OSError(f"cannot listen on {address} for gRPC")
+        raise OSError(f"cannot bind {address} for gRPC")
     server.start()
     return server, bound

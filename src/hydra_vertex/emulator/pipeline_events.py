@@ -113,8 +113,22 @@ class Recorder:
 
     # -- the hooks -------------------------------------------------------------------------------
     def install(self) -> None:
+        import kfp
         from kfp.local import subprocess_task_handler
         from kfp.local.orchestrator import enhanced_dag_orchestrator, task_executor
+
+        needed = [
+            (task_executor, "execute_single_task"),
+            (enhanced_dag_orchestrator, "execute_task"),
+            (enhanced_dag_orchestrator, "_run_parallel_for_task"),
+            (subprocess_task_handler, "run_local_subprocess"),
+        ]
+        missing = [f"{m.__name__}.{name}" for m, name in needed if not hasattr(m, name)]
+        if missing:
+            raise RuntimeError(
+                f"kfp {kfp.__version__} has no {missing}: the emulator's task events hook into "
+                "kfp.local 2.17 (pyproject pins kfp>=2.17,<2.18)"
+            )
 
         task_executor.execute_single_task = self._component(task_executor.execute_single_task)
         enhanced_dag_orchestrator.execute_task = self._dag(enhanced_dag_orchestrator.execute_task)
