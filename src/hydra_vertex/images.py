@@ -47,6 +47,7 @@ __all__ = [
     "Runtime",
     "build_local",
     "images_root",
+    "link_local",
     "list_images",
     "resolve_local",
     "runtime",
@@ -312,6 +313,62 @@ def build_local(
             os.rename(tmp, target)
         except OSError:
             if not (target / "image.json").is_file():  # not a concurrent identical build
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return LocalImage(ref, name, digest, target / "workdir", False, environment)
+
+
+def link_local(
+    directory: str | os.PathLike[str],
+    name: str,
+    python: str | os.PathLike[str],
+    root: str | os.PathLike[str] | None = None,
+) -> LocalImage:
+    """An image that *is* ``directory`` (its ``workdir`` links there: no snapshot) and runs with
+    the interpreter ``python``.
+
+    The Hydra sweeper's local trials run in it: the app as it is in the current directory, with
+    the interpreter that started the sweep, as ``python APP.py`` would. Any emulator on this
+    machine (started here or in another process) resolves it, as it resolves a built image. Its
+    digest covers the directory's path and the interpreter, not the files, which are live.
+    """
+    src = Path(directory).resolve()
+    if not src.is_dir():
+        raise ImageError(f"image directory {str(directory)!r} is not a directory")
+    if not _NAME_RE.match(name):
+        raise ImageError(
+            f"image name {name!r} must match {_NAME_RE.pattern} (lowercase letters, digits, . _ -)"
+        )
+    interpreter = str(Path(python).absolute())
+    environment = Environment("python", interpreter, key=f"python:{interpreter}")
+    digest = hashlib.sha256(f"link\0{src}\0{interpreter}".encode()).hexdigest()
+    base = Path(root) if root is not None else images_root()
+    target = base / digest
+    ref = f"{IMAGE_HOST}/{name}@sha256:{digest}"
+    if (target / "image.json").is_file():
+        _touch(target)
+        return LocalImage(ref, name, digest, target / "workdir", True, environment)
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{digest[:12]}-", dir=base))
+    try:
+        (tmp / "workdir").symlink_to(src, target_is_directory=True)
+        _wrappers(tmp / BIN, interpreter)
+        venv = _venv_root(interpreter)
+        info: dict[str, Any] = {
+            "ref": ref, "name": name, "digest": digest, "source": str(src), "link": True,
+            "created": time.time(), "workdir": "workdir", "environment": environment.to_dict(),
+            "bin": BIN, "path": [os.path.dirname(interpreter)],
+            "env": {"VIRTUAL_ENV": str(venv)} if venv is not None else {},
+        }
+        (tmp / "image.json").write_text(json.dumps(info, indent=2))
+        (tmp / LAST_USED).touch()
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not (target / "image.json").is_file():
                 raise
             shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
