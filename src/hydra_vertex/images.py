@@ -19,6 +19,9 @@ hydra-vertex's core added (:mod:`hydra_vertex.envs`), cached by content; else hy
 Its reference is ``hydra-vertex.local/<name>@sha256:<digest>``: the digest covers every snapshot
 file's relative path, mode and bytes, and the environment; an unchanged app is a cache hit.
 The emulator runs a trial of such an image in its ``workdir`` (as a container starts in WORKDIR).
+
+A *linked* image (:func:`link_local`, the Hydra sweeper's local trials) is no snapshot: its
+``workdir`` links to a directory as it is, and ``bin/`` runs a given interpreter.
 """
 
 from __future__ import annotations

@@ -208,9 +208,12 @@ class Settings:
     tuning_keys: frozenset[str]  # the tuning keys that are set
 
 
-def parse_settings(data: Mapping[str, Any], origin: Origin) -> Settings:
+def parse_settings(
+    data: Mapping[str, Any], origin: Origin, vertex_extra: frozenset[str] = frozenset()
+) -> Settings:
     """The ``tuning``, ``retrain``, ``wandb`` and ``vertex`` sections of ``data`` (a job file, or
-    the Hydra sweeper's block, which has the same sections), every error naming its field."""
+    the Hydra sweeper's block, which has the same sections), every error naming its field.
+    ``vertex_extra``: keys the caller reads from ``vertex`` itself (and leaves out of ``data``)."""
     t = _section(data, "tuning", origin, _TUNING_KEYS)
     try:
         options = TuningOptions.from_dict({k: t[k] for k in TUNING_OPTION_KEYS if k in t})
@@ -242,7 +245,9 @@ def parse_settings(data: Mapping[str, Any], origin: Origin) -> Settings:
                    overrides)
 
     wandb = _section(data, "wandb", origin, _WANDB_KEYS)
-    v = _section(data, "vertex", origin, {*_VERTEX_KEYS, *MACHINE_KEYS, *JOB_SETTING_KEYS})
+    v = _section(
+        data, "vertex", origin, {*_VERTEX_KEYS, *MACHINE_KEYS, *JOB_SETTING_KEYS, *vertex_extra}
+    )
     scalars = {k: v[k] for k in _VERTEX_KEYS & set(v) if v[k] is not None or k == "service_account"}
     vertex = VertexSettings(**scalars)
     if not vertex.staging_bucket.startswith("gs://"):

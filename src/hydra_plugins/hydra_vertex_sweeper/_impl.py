@@ -69,6 +69,12 @@ class Plan:
     image_uri: str | None
     retrain: bool
     notes: list[str] = field(default_factory=list)
+    swept_on_command_line: dict[str, str] = field(default_factory=dict)  # key -> the override
+
+    def where(self, key: str) -> str:
+        """How an error names parameter ``key``: as the user wrote it."""
+        given = self.swept_on_command_line.get(key)
+        return f"{given!r} (on the command line)" if given else f"hydra.sweeper.params.{key}"
 
     @property
     def retrain_overrides(self) -> list[str]:
@@ -114,7 +120,7 @@ def make_plan(settings: Mapping[str, Any], config: DictConfig, arguments: Sequen
     from hydra_vertex import jobfile
     from hydra_vertex.search_space import SearchSpaceError, from_mapping, sweeper_settings
 
-    params, fixed = _space_and_fixed(settings.get("params"), arguments)
+    params, fixed, swept = _space_and_fixed(settings.get("params"), arguments)
     if settings.get("custom_search_space"):
         raise SweepError(
             f"hydra.sweeper.custom_search_space: {settings['custom_search_space']!r} is not "
@@ -143,7 +149,7 @@ def make_plan(settings: Mapping[str, Any], config: DictConfig, arguments: Sequen
         raise SweepError(_hydra_style(str(e))) from None
     origin = jobfile.Origin(prefix="hydra.sweeper.", readme=README, names=_RENAMED)
     vertex = dict(settings.get("vertex") or {})
-    image_uri = vertex.pop("image_uri", None)
+    image_uri = vertex.get("image_uri")
     sections = {
         "tuning": settings.get("tuning") or {},
         "wandb": settings.get("wandb") or {},
@@ -153,7 +159,7 @@ def make_plan(settings: Mapping[str, Any], config: DictConfig, arguments: Sequen
             "vertex": settings.get("retrain_vertex") or {},
         },
     }
-    parsed = jobfile.parse_settings(sections, origin)
+    parsed = jobfile.parse_settings(sections, origin, vertex_extra=frozenset({"image_uri"}))
     parsed, _ = jobfile.apply_sweeper(parsed, sweeper)  # n_trials, n_jobs: the budget, as asked
     try:
         space = parsed.tuning.options.apply(space)
@@ -173,12 +179,13 @@ def make_plan(settings: Mapping[str, Any], config: DictConfig, arguments: Sequen
         image_uri=str(image_uri) if image_uri else None,
         retrain=retrain,
         notes=[n.replace("hydra.sweeper (hydra.sweeper)", "hydra.sweeper") for n in sweeper.notes],
+        swept_on_command_line=swept,
     )
 
 
 def _space_and_fixed(
     params: Any, arguments: Sequence[str]
-) -> tuple[dict[str, Any], list[str]]:
+) -> tuple[dict[str, Any], list[str], dict[str, str]]:
     """The space's entries (``hydra.sweeper.params``, then the command line's sweep overrides)
     each checked alone, and the plain task overrides (a plain ``key=value`` of a key in the space
     fixes it, as hydra-optuna-sweeper does)."""
@@ -198,6 +205,7 @@ def _space_and_fixed(
         check_entry(str(raw), spec, where=f"hydra.sweeper.params.{raw}")
         entries[str(raw)] = spec
     fixed: list[str] = []
+    swept: dict[str, str] = {}
     parsed = OverridesParser.create().parse_overrides(list(arguments))
     for override, text in zip(parsed, arguments, strict=True):
         key, _, value = text.partition("=")
@@ -206,8 +214,10 @@ def _space_and_fixed(
             check_entry(key, value, where=f"{text!r} (on the command line)")
             _drop(entries, plain)
             entries[key] = value
+            swept[plain] = text
         else:
             _drop(entries, plain)
+            swept.pop(plain, None)
             fixed.append(text)
     if not entries:
         raise SweepError(
@@ -215,7 +225,7 @@ def _space_and_fixed(
             "sweep overrides on the command line ('lr=interval(0.001, 0.1)', 'model=choice(a, b)')"
             f" (see the README, '{README}')"
         )
-    return entries, fixed
+    return entries, fixed, swept
 
 
 def _drop(entries: dict[str, Any], key: str) -> None:
@@ -345,11 +355,8 @@ def preflight(plan: Plan, config: DictConfig, hydra_context: HydraContext) -> No
     def compose(overrides: list[str]) -> Any:
         return hydra_context.config_loader.load_sweep_config(config, [*task, *overrides])
 
-    def where(key: str) -> str:
-        return f"hydra.sweeper.params.{key}"
-
     try:
-        count = pf.check_in_process(plan.space, compose, where)
+        count = pf.check_in_process(plan.space, compose, plan.where)
     except pf.PreflightError as e:
         raise SweepError(_one_line(e)) from None
     log.info(f"pre-flight: the app's config composes for {count} branch(es) of the space")
@@ -414,28 +421,45 @@ def run_sweep(plan: Plan, sweep_dir: Path, started: float) -> None:
     stream = sys.stdout
     failure: BaseException | None = None
     try:
-        with _where(plan, run), _steps_log(Path(summary.log)):
-            _tune(plan, run, summary, sweep_dir, stream, started)
-    except KeyboardInterrupt as e:
-        summary.status = "cancelled"
-        summary.error = "interrupted (Ctrl-C): the tuning job was cancelled"
-        failure = e
-    except SystemExit as e:  # SIGTERM, after the tuning job was cancelled
-        summary.status = "cancelled"
-        summary.error = f"stopped (exit {e.code}): the tuning job was cancelled"
-        failure = e
-    except HydraVertexError as e:
-        summary.status, summary.error = "failed", str(e)
-        failure = e
-    finally:
-        summary.elapsed_seconds = round(time.monotonic() - started, 2)
-        _finish(summary, run, sweep_dir, stream)
+        with _where(plan, run):
+            try:
+                with _steps_log(Path(summary.log)):
+                    _tune(plan, run, summary, sweep_dir, stream, started)
+            except (KeyboardInterrupt, SystemExit, HydraVertexError) as e:
+                failure = e
+                summary.status, summary.error = _failed(e)
+                if not isinstance(e, HydraVertexError):
+                    _wait_until_done(run)  # the trials' final states, for the summary
+            finally:
+                _refresh(summary, run, plan)
+                summary.elapsed_seconds = round(time.monotonic() - started, 2)
+                _finish(summary, run, sweep_dir, stream)
+    except HydraVertexError as e:  # no emulator, no client: before anything ran
+        raise SweepError(_one_line(e)) from None
     if isinstance(failure, KeyboardInterrupt):
         raise SystemExit(130)
+    if isinstance(failure, SystemExit):
+        raise failure
     if failure is not None:
-        if isinstance(failure, SystemExit):
-            raise failure
         raise SweepError(f"{_one_line(failure)} (log: {summary.log})") from None
+
+
+def _failed(e: BaseException) -> tuple[str, str]:
+    if isinstance(e, KeyboardInterrupt):
+        return "cancelled", "interrupted (Ctrl-C): the tuning job was cancelled"
+    if isinstance(e, SystemExit):  # SIGTERM, after the tuning job was cancelled
+        return "cancelled", f"stopped (exit {e.code}): the tuning job was cancelled"
+    return "failed", str(e)
+
+
+def _refresh(summary: Any, run: _Run, plan: Plan) -> None:
+    """The tuning job's trials as they are now (also after a failure or a cancel)."""
+    from hydra_vertex.results import trials_of
+    from hydra_vertex.steps.best import read_job
+
+    if run.tuning_job:
+        with contextlib.suppress(Exception):
+            trials_of(summary, read_job(run.region, run.tuning_job), plan.space)
 
 
 @contextlib.contextmanager
@@ -456,12 +480,7 @@ def _where(plan: Plan, run: _Run) -> Iterator[None]:
         run.started_here = emu.started_here
         log.info(f"local emulator at {emu.endpoint}" + (" (started for this sweep)"
                                                       if emu.started_here else ""))
-        try:
-            yield
-        except KeyboardInterrupt:
-            if emu.started_here and run.tuning_job:  # its trials stop before it does
-                _wait_until_done(run)
-            raise
+        yield
 
 
 def _check_local_extras() -> None:
@@ -500,8 +519,7 @@ def _tune(
     plan: Plan, run: _Run, summary: Any, sweep_dir: Path, stream: Any, started: float
 ) -> None:
     from hydra_vertex.progress import Display, Watcher
-    from hydra_vertex.results import trials_of
-    from hydra_vertex.steps.best import pick, read_job
+    from hydra_vertex.steps.best import pick
     from hydra_vertex.steps.tune import launch_tuning
 
     settings = plan.settings
@@ -522,33 +540,28 @@ def _tune(
                 run.tuning_job = str(job.name)
                 progress.job(job)
 
-            try:
-                run.tuning_job = launch_tuning(
-                    project=run.project,
-                    location=run.region,
-                    name=plan.name,
-                    image_uri=image_uri,
-                    app_command=_command(plan, image_uri),
-                    search_space=plan.space,
-                    max_trial_count=tuning.max_trials,
-                    parallel_trial_count=tuning.parallel_trials,
-                    max_failed_trial_count=tuning.max_failed_trials,
-                    machine_type=vertex.machine_type,
-                    service_account=vertex.service_account or "",
-                    staging_bucket=vertex.staging_bucket,
-                    wandb=settings.wandb,
-                    seed=-1 if tuning.seed is None else tuning.seed,
-                    trial_timeout_seconds=tuning.timeout_seconds or 0,
-                    launch_key=launch_key,
-                    trial_machine=vertex.machine.to_dict(),
-                    job_settings=vertex.job.to_dict(),
-                    tuning_options=tuning.options.to_dict(),
-                    on_poll=seen,
-                )
-            finally:
-                if run.tuning_job:
-                    with contextlib.suppress(Exception):
-                        trials_of(summary, read_job(run.region, run.tuning_job), plan.space)
+            run.tuning_job = launch_tuning(
+                project=run.project,
+                location=run.region,
+                name=plan.name,
+                image_uri=image_uri,
+                app_command=_command(plan, image_uri),
+                search_space=plan.space,
+                max_trial_count=tuning.max_trials,
+                parallel_trial_count=tuning.parallel_trials,
+                max_failed_trial_count=tuning.max_failed_trials,
+                machine_type=vertex.machine_type,
+                service_account=vertex.service_account or "",
+                staging_bucket=vertex.staging_bucket,
+                wandb=settings.wandb,
+                seed=-1 if tuning.seed is None else tuning.seed,
+                trial_timeout_seconds=tuning.timeout_seconds or 0,
+                launch_key=launch_key,
+                trial_machine=vertex.machine.to_dict(),
+                job_settings=vertex.job.to_dict(),
+                tuning_options=tuning.options.to_dict(),
+                on_poll=seen,
+            )
             progress.stage("picking the best trial")
             best = pick(location=run.region, tuning_job=run.tuning_job, search_space=plan.space)
             summary.best_trial_id, summary.best_value = best.trial_id, best.value
@@ -633,14 +646,18 @@ def _retrain(plan: Plan, run: _Run, summary: Any, image_uri: str, launch_key: st
 
 
 def _wait_until_done(run: _Run, timeout: float = 60.0) -> None:
-    """After a cancel, until the emulator started here has stopped the trials (or ``timeout``)."""
+    """After a cancel, until the emulator has stopped the trials (at most ``timeout``); Vertex AI
+    itself takes its time and is not waited for."""
     from hydra_vertex.jobs import TERMINAL, state_name
     from hydra_vertex.steps.best import read_job
+    from hydra_vertex.vertex import resolve_endpoint
 
+    if not run.tuning_job or not resolve_endpoint().is_emulator:
+        return
     deadline = time.monotonic() + timeout
     with contextlib.suppress(Exception):
         while time.monotonic() < deadline:
-            if state_name(read_job(run.region, str(run.tuning_job))) in TERMINAL:
+            if state_name(read_job(run.region, run.tuning_job)) in TERMINAL:
                 return
             time.sleep(0.2)
 
