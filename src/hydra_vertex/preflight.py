@@ -232,13 +232,7 @@ def _explain(
     from hydra_vertex.reasons import deciding_line, strip_ansi
 
     line = deciding_line(result.stderr, result.stdout) or f"exit code {result.returncode}"
-    err = strip_ansi(result.stderr)
-    key = None
-    for pattern in _MISSING_RES:
-        m = pattern.search(err)
-        if m:
-            key = m.group(1)
-            break
+    key = _missing_key(strip_ansi(result.stderr))
     composed = _overrides_text(space, result.values)
     param = next((p for p in space.params if p.key == key), None)
     if key is None or param is None or param.new_key:
@@ -255,6 +249,15 @@ def _explain(
         f"({where}, composed with {composed}); {hint}; a key the config lacks needs '+' "
         f"('+{key}')"
     )
+
+
+def _missing_key(error: str) -> str | None:
+    """The key Hydra says is not in the config, from its error text."""
+    for pattern in _MISSING_RES:
+        m = pattern.search(error)
+        if m:
+            return m.group(1)
+    return None
 
 
 def _closest(key: str, keys: Sequence[str]) -> str | None:
@@ -400,12 +403,7 @@ def _explain_in_process(
     values: Mapping[str, Any],
     error: str,
 ) -> str:
-    key = None
-    for pattern in _MISSING_RES:
-        m = pattern.search(error)
-        if m:
-            key = m.group(1)
-            break
+    key = _missing_key(error)
     composed = " ".join(_overrides_list(space, values))
     param = next((p for p in space.params if p.key == key), None)
     if key is None or param is None or param.new_key:

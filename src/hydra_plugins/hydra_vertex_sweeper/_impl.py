@@ -83,7 +83,10 @@ class Plan:
 
 class VertexSweeperImpl:
     def __init__(self, settings: Mapping[str, Any]) -> None:
-        self.settings = dict(settings)
+        self.settings = {
+            k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+            for k, v in settings.items()
+        }
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
 
@@ -466,6 +469,7 @@ def _refresh(summary: Any, run: _Run, plan: Plan) -> None:
 def _where(plan: Plan, run: _Run) -> Iterator[None]:
     """Vertex AI (or the emulator ``HYDRA_VERTEX_EMULATOR`` names, with a project and region set)
     or the local emulator: the named one, a running one, else one started for the sweep."""
+    _check_client()
     if plan.on_vertex:
         from hydra_vertex.vertex import init_aiplatform
 
@@ -483,18 +487,28 @@ def _where(plan: Plan, run: _Run) -> Iterator[None]:
         yield
 
 
-def _check_local_extras() -> None:
+def _installed(module: str) -> bool:
     import importlib.util
 
-    from hydra_vertex.vertex import EMULATOR_ENV
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # a parent package is missing
+        return False
 
-    if importlib.util.find_spec("google.cloud.aiplatform") is None:
+
+def _check_client() -> None:
+    if not _installed("google.cloud.aiplatform"):
         raise SweepError(
             "hydra/sweeper=vertex talks to Vertex AI (or its local emulator) with "
             "google-cloud-aiplatform, which this environment lacks: pip install "
             "'hydra-vertex[local]' (or 'hydra-vertex[cloud]' with an emulator already running)"
         )
-    if os.environ.get(EMULATOR_ENV) or importlib.util.find_spec("optuna") is not None:
+
+
+def _check_local_extras() -> None:
+    from hydra_vertex.vertex import EMULATOR_ENV
+
+    if os.environ.get(EMULATOR_ENV) or _installed("optuna"):
         return
     from hydra_vertex.local_emulator import DEFAULT_STATE_DIR
 

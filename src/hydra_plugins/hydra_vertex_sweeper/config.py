@@ -37,6 +37,9 @@ SAMPLERS = {
 @dataclass
 class VertexSweeperConf:
     _target_: str = "hydra_plugins.hydra_vertex_sweeper.vertex_sweeper.VertexSweeper"
+    # Hydra instantiates a sweeper's config recursively: the sampler (an Optuna ``_target_``) is
+    # read as a setting, never instantiated (Optuna need not be installed).
+    _recursive_: bool = False
     # No sampler unless a config selects one (``override hydra/sweeper/sampler: tpe``); _self_
     # first, so that a selected option replaces ``sampler: null`` below.
     defaults: List[Any] = field(default_factory=lambda: ["_self_", {"sampler": None}])
