@@ -175,8 +175,12 @@ def cancel_on_sigterm(client: Any, kind: Kind) -> Iterator[Launched]:
         else:
             print(f"hydra-vertex: {why} before a job was created", file=sys.stderr, flush=True)
 
+    terminated: list[int] = []
+
     def handler(signum: int, frame: Any) -> None:
-        cancel("SIGTERM")
+        # Unwind first, cancel after: the handler may interrupt the client in the middle of a
+        # call, and the cancel goes through the same client.
+        terminated.append(signum)
         raise SystemExit(128 + signum)
 
     try:
@@ -187,6 +191,10 @@ def cancel_on_sigterm(client: Any, kind: Kind) -> Iterator[Launched]:
         yield launched
     except KeyboardInterrupt:
         cancel("interrupted")
+        raise
+    except SystemExit:
+        if terminated:
+            cancel("SIGTERM")
         raise
     finally:
         if previous is not None:
