@@ -118,6 +118,26 @@ def test_an_app_that_does_not_select_it_is_unchanged(tmp_path: Path) -> None:
     assert not (app / ".hydra-vertex").exists()
 
 
+@pytest.mark.slow
+def test_the_wheel_ships_the_plugin_in_hydras_namespace_package(tmp_path: Path) -> None:
+    """A regular install puts ``hydra_plugins/hydra_vertex_sweeper/`` beside other plugins: no
+    ``hydra_plugins/__init__.py`` (a namespace package, as Hydra's plugins are)."""
+    import zipfile
+
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+         str(tmp_path), str(TESTS.parent)],
+        check=True, capture_output=True, timeout=600,
+    )
+    (wheel,) = tmp_path.glob("hydra_vertex-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    plugin = {n for n in names if n.startswith("hydra_plugins/")}
+    assert plugin == {
+        f"hydra_plugins/hydra_vertex_sweeper/{f}"
+        for f in ("__init__.py", "_impl.py", "config.py", "py.typed", "vertex_sweeper.py")
+    }
+
+
 @pytest.mark.parametrize("sampler", ["tpe", "random", "grid", "gp", "cmaes", "nsgaii", "motpe", "qmc"])
 def test_the_optuna_sampler_options_compose(sampler: str, tmp_path: Path) -> None:
     done = _hydra(

@@ -64,7 +64,8 @@ class Plan:
     space: Any  # SearchSpace
     settings: Any  # hydra_vertex.jobfile.Settings, with the sweeper's budget applied
     app: list[str]  # how the app starts: [APP.py] or [-m, module], with Hydra's config flags
-    overrides: list[str]  # fixed for every trial and the retrain: Hydra's, then the task's
+    hydra_overrides: list[str]  # the command line's that a trial needs (hydra/sweeper=vertex ...)
+    fixed: list[str]  # the plain task overrides: fixed for every trial and the retrain
     on_vertex: bool
     image_uri: str | None
     retrain: bool
@@ -75,6 +76,11 @@ class Plan:
         """How an error names parameter ``key``: as the user wrote it."""
         given = self.swept_on_command_line.get(key)
         return f"{given!r} (on the command line)" if given else f"hydra.sweeper.params.{key}"
+
+    @property
+    def overrides(self) -> list[str]:
+        """What every trial's command line carries before its own values."""
+        return [*self.hydra_overrides, *self.fixed]
 
     @property
     def retrain_overrides(self) -> list[str]:
@@ -177,7 +183,8 @@ def make_plan(settings: Mapping[str, Any], config: DictConfig, arguments: Sequen
         space=space,
         settings=parsed,
         app=app_command(),
-        overrides=[*_hydra_overrides(config), *fixed],
+        hydra_overrides=_hydra_overrides(config),
+        fixed=fixed,
         on_vertex=on_vertex,
         image_uri=str(image_uri) if image_uri else None,
         retrain=retrain,
@@ -338,11 +345,8 @@ def _hydra_overrides(config: DictConfig) -> list[str]:
     out = []
     for text, override in zip(raw, OverridesParser.create().parse_overrides(raw), strict=True):
         key = override.key_or_group
-        if _NOT_FOR_TRIALS.match(key) and not (key == "hydra/sweeper" or key.startswith(
-            "hydra/sweeper/"
-        )):
-            continue
-        out.append(text)
+        if not _NOT_FOR_TRIALS.match(key):
+            out.append(text)
     return out
 
 
@@ -353,10 +357,8 @@ def preflight(plan: Plan, config: DictConfig, hydra_context: HydraContext) -> No
 
     if not pf.enabled():
         return
-    task = [o for o in plan.overrides if not o.startswith("hydra")]
-
-    def compose(overrides: list[str]) -> Any:
-        return hydra_context.config_loader.load_sweep_config(config, [*task, *overrides])
+    def compose(overrides: list[str]) -> Any:  # the command line's Hydra overrides come first
+        return hydra_context.config_loader.load_sweep_config(config, [*plan.fixed, *overrides])
 
     try:
         count = pf.check_in_process(plan.space, compose, plan.where)
