@@ -198,7 +198,8 @@ def test_tuning_and_retrain_jobs_carry_the_job_files_vertex_settings(
     assert job.encryption_spec.kms_key_name == KEY
     assert dict(job.labels)["team"] == "vision"
     command = list(job.job_spec.worker_pool_specs[0].container_spec.command)
-    assert command[:2] == ["python", "app.py"] and command[-1] == "mode=ok"
+    assert command[:5] == ["hydra-vertex-shim", "--retrain", "--", "python", "app.py"]
+    assert command[-1] == "mode=ok"
 
 
 def test_a_bad_parameter_value_names_the_parameter(

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from hydra_vertex.local_conventions import storage_root
 from hydra_vertex.vertex import EMULATOR_ENV, EMULATOR_TOKEN_ENV
 
 __all__ = ["DEFAULT_STATE_DIR", "EmulatorInfo", "alive", "emulator", "environ", "pointed_at"]
@@ -56,14 +57,14 @@ def emulator(state_dir: Path, seed: int | None) -> Iterator[EmulatorInfo]:
             info = json.loads(endpoint_file.read_text())
             if alive(info["endpoint"], info.get("token", "")):
                 yield EmulatorInfo(
-                    info["endpoint"], info.get("token", ""), state_dir / "storage", False
+                    info["endpoint"], info.get("token", ""), storage_root(state_dir), False
                 )
                 return
     from hydra_vertex.emulator import start
 
     handle = start(state_dir, seed=seed)
     try:
-        yield EmulatorInfo(handle.endpoint, handle.token, state_dir / "storage", True)
+        yield EmulatorInfo(handle.endpoint, handle.token, handle.storage_root, True)
     finally:
         handle.stop()
 

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from hydra_vertex import images, jobfile, preflight
-from hydra_vertex.errors import HydraVertexError
 from hydra_vertex.local_emulator import DEFAULT_STATE_DIR, EmulatorInfo, emulator, pointed_at
 from hydra_vertex.progress import Display, Snapshot, Watcher, best_of
 from hydra_vertex.results import (  # noqa: F401 (the CLI imports the table from here)
@@ -348,7 +347,3 @@ def _collect(
         where_things_land(summary, emu.storage_root.resolve(), retrain)
     elif summary.model_uri:
         summary.model_dir = summary.model_uri
-
-
-def run_error(summary: Summary) -> HydraVertexError:
-    return HydraVertexError(f"the run failed: {summary.error}")

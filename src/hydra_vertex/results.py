@@ -68,7 +68,7 @@ def where_things_land(summary: Summary, storage_root: Path, retrain_job: str | N
         outputs = runs / retrain_job.rsplit("/", 1)[-1] / "outputs"
         summary.retrain_output_dir = str(outputs) if outputs.is_dir() else None
     if summary.model_uri:
-        from hydra_vertex.emulator.store import local_path
+        from hydra_vertex.local_conventions import local_path
 
         model_dir = local_path(storage_root, summary.model_uri)
         summary.model_dir = str(model_dir) + os.sep

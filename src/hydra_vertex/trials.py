@@ -29,12 +29,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from hydra_vertex.search_space import SearchSpace
 
-_STATE_NAMES = {
-    0: "STATE_UNSPECIFIED", 1: "REQUESTED", 2: "ACTIVE", 3: "STOPPING", 4: "SUCCEEDED",
-    5: "INFEASIBLE",
-}
-
-
 @dataclass(frozen=True)
 class TrialResult:
     id: str
@@ -88,17 +82,17 @@ def _id_key(trial_id: str) -> tuple[int, str]:
 
 def trial_results(job: HyperparameterTuningJob) -> list[TrialResult]:
     """Every trial of the job as plain data (ids ascending)."""
-    from google.cloud.aiplatform_v1.types import StudySpec
+    from google.cloud.aiplatform_v1.types import Trial
+
+    from hydra_vertex._study_spec import goal_direction, measurement_selection
 
     spec = job.study_spec
     metric = spec.metrics[0]
-    minimize = int(metric.goal) == int(StudySpec.MetricSpec.GoalType.MINIMIZE)
-    best = int(spec.measurement_selection_type) == int(
-        StudySpec.MeasurementSelectionType.BEST_MEASUREMENT
-    )
+    minimize = goal_direction(metric) == "minimize"
+    best = measurement_selection(spec) == "best"
     out = []
     for t in job.trials:
-        state = _STATE_NAMES.get(int(t.state), str(t.state))
+        state = Trial.State(t.state).name
         value = trial_value(t, metric.metric_id, minimize, best) if state == "SUCCEEDED" else None
         reason = strip_ansi(t.infeasible_reason)
         out.append(
@@ -166,16 +160,13 @@ def no_success_message(trials: list[TrialResult], job_name: str) -> str:
 
 def best_trial(job: HyperparameterTuningJob, space: SearchSpace | None = None) -> BestTrial:
     """The winner of a finished job, with its Hydra overrides typed by the search space."""
-    from google.cloud.aiplatform_v1.types import StudySpec
-
+    from hydra_vertex._study_spec import goal_direction
     from hydra_vertex.overrides import trial_overrides
     from hydra_vertex.search_space import SearchSpace
 
     if space is None:
         space = SearchSpace.from_study_spec(job.study_spec, source=f"{job.name} study_spec")
-    minimize = int(job.study_spec.metrics[0].goal) == int(
-        StudySpec.MetricSpec.GoalType.MINIMIZE
-    )
+    minimize = goal_direction(job.study_spec.metrics[0]) == "minimize"
     results = trial_results(job)
     winner = select_best(results, minimize=minimize, job_name=job.display_name or job.name)
     assert winner.value is not None  # select_best only returns trials with a value

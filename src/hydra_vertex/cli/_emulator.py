@@ -78,10 +78,10 @@ def _run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    from hydra_vertex.progress import emulator_progress
+    from hydra_vertex.progress import emulator_jobs, emulator_progress
 
     mode = "quiet" if args.quiet else "auto"
-    with emulator_progress(handle._emulator.store, sys.stdout, mode=mode):
+    with emulator_progress(emulator_jobs(handle.endpoint, handle.token), sys.stdout, mode=mode):
         done.wait()
     handle.stop()
     return 0

@@ -1,7 +1,11 @@
-"""A local emulator of the Vertex AI API subset hydra-vertex uses (custom and tuning jobs).
+"""A local emulator of the Vertex AI API subset hydra-vertex uses (jobs, pipeline jobs,
+schedules), with the Cloud Storage, Cloud Build and template-registry subsets beside it.
 
-``start(state_dir)`` runs one in this process (tests, ``hydra-vertex run --local``);
-``connect(state_dir)`` points the aiplatform SDK at a running one through its ``endpoint.json``.
+The public face of the package, and all a client needs: ``start(state_dir)`` runs one in this
+process (tests, ``hydra-vertex run --local``) and returns an :class:`EmulatorHandle` (endpoint,
+token, state and storage directories, ``stop()``); ``connect(state_dir)`` points the aiplatform
+SDK at a running one through its ``endpoint.json``. Everything else goes over HTTP; clients never
+reach into the server's objects, and the server never imports client modules.
 """
 
 from __future__ import annotations
@@ -20,11 +24,20 @@ __all__ = ["EmulatorHandle", "connect", "start", "write_endpoint_file"]
 
 @dataclass
 class EmulatorHandle:
+    """A running emulator: where it listens, its API token, its state directory."""
+
     endpoint: str
     token: str
     state_dir: Path
     _emulator: Any = field(repr=False)
     _thread: threading.Thread = field(repr=False)
+
+    @property
+    def storage_root(self) -> Path:
+        """Where its Cloud Storage keeps objects: ``gs://b/x`` is ``storage_root / "b/x"``."""
+        from hydra_vertex.local_conventions import storage_root
+
+        return storage_root(self.state_dir)
 
     def stop(self) -> None:
         httpd = self._emulator.httpd
@@ -65,7 +78,7 @@ def start(
         emulator.shutdown()
         raise
     write_endpoint_file(Path(state_dir), emulator.endpoint, emulator.token)
-    emulator.resume()
+    emulator.start_runners()
     thread = threading.Thread(target=httpd.serve_forever, name="emulator-http", daemon=True)
     thread.start()
     return EmulatorHandle(emulator.endpoint, emulator.token, Path(state_dir), emulator, thread)

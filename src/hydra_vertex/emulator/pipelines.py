@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from hydra_vertex.emulator import executor
-from hydra_vertex.emulator.routes import ApiError
-from hydra_vertex.emulator.store import Record, Store, local_path
-from hydra_vertex.emulator.tuning import StoredJobRunner, _kill_leftover, _proc_start, now
+from hydra_vertex.emulator.router import ApiError
+from hydra_vertex.emulator.runners import CANCELLED, StoredJobRunner
+from hydra_vertex.emulator.store import Record, Store, now
+from hydra_vertex.local_conventions import local_path
 
 COLLECTION = "pipelineJobs"
 TERMINAL = ("PIPELINE_STATE_SUCCEEDED", "PIPELINE_STATE_FAILED", "PIPELINE_STATE_CANCELLED")
@@ -165,19 +166,10 @@ class PipelineRunner(StoredJobRunner):
         rec = self.store.get(COLLECTION, self.job_id)
         if rec is None or rec["resource"].get("state") in TERMINAL:
             return
-        if rec["internal"].get("pid"):
-            _kill_leftover(rec["internal"])
-            self.finish(
-                "PIPELINE_STATE_FAILED",
-                {
-                    "code": 10,
-                    "message": "interrupted: the "
-                    "emulator stopped while the pipeline ran (pipeline jobs are not resumed)",
-                },
-            )
+        if self.interrupted(rec, "PIPELINE_STATE_FAILED", "pipeline"):
             return
         if self._state() == "PIPELINE_STATE_CANCELLING":
-            self.finish("PIPELINE_STATE_CANCELLED", {"code": 1, "message": "CANCELED"})
+            self.finish("PIPELINE_STATE_CANCELLED", CANCELLED)
             return
         res = rec["resource"]
         run_dir = self.store.run_dir(self.job_id)
@@ -216,7 +208,8 @@ class PipelineRunner(StoredJobRunner):
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        self.update(lambda r: r["internal"].update(pid=proc.pid, start=_proc_start(proc.pid)))
+        start = executor.proc_start(proc.pid)
+        self.update(lambda r: r["internal"].update(pid=proc.pid, start=start))
 
         def running(r: Record) -> None:
             if r["resource"].get("state") == "PIPELINE_STATE_PENDING":
@@ -238,7 +231,7 @@ class PipelineRunner(StoredJobRunner):
                             d["state"] = "CANCELLED"
                     self.finish(
                         "PIPELINE_STATE_CANCELLED",
-                        {"code": 1, "message": "CANCELED"},
+                        CANCELLED,
                         jobDetail={"taskDetails": details},
                     )
                     return

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -95,10 +94,6 @@ def job_client(location: str) -> Any:
     from hydra_vertex.vertex import job_client as make
 
     return make(location)
-
-
-def fail(message: str) -> None:
-    print(f"[hydra-vertex] error: {message}", file=sys.stderr, flush=True)
 
 
 def run_job(
