@@ -23,6 +23,9 @@ def launch_tuning(
     seed: int,
     trial_timeout_seconds: int,
     launch_key: str,
+    trial_machine: dict,
+    job_settings: dict,
+    tuning_options: dict,
     gcp_resources: dsl.OutputPath(str),  # type: ignore[valid-type]
 ) -> str:
     """Create a Vertex AI HyperparameterTuningJob whose trials start through hydra-vertex-shim.
@@ -49,6 +52,21 @@ def launch_tuning(
         seed: Seed of the local emulator's suggestions (-1: random; Vertex ignores it).
         trial_timeout_seconds: Timeout of one trial (0: none).
         launch_key: Identifies this pipeline run (its job id), for create-once.
+        trial_machine: Each trial's machine, with Vertex's names (all optional; a
+            ``machine_type`` here wins over the parameter): ``accelerator_type``
+            (an AcceleratorType name, ``NVIDIA_TESLA_T4``), ``accelerator_count``,
+            ``boot_disk_type`` (``pd-ssd``, ``pd-standard``, ``hyperdisk-balanced``),
+            ``boot_disk_size_gb``, ``replica_count`` (above 1: a chief pool of one replica and a
+            worker pool of the rest), ``scheduling_strategy`` (``STANDARD``, ``SPOT``,
+            ``FLEX_START``), ``max_wait_duration`` (seconds, FLEX_START),
+            ``restart_job_on_worker_restart``. Empty: ``machine_type`` alone.
+        job_settings: Settings of the job: ``network`` (``projects/NUMBER/global/networks/NAME``),
+            ``reserved_ip_ranges``, ``encryption_key`` (a Cloud KMS key name, set as the job's
+            ``encryption_spec``), ``labels``. Empty: none.
+        tuning_options: ``algorithm`` (bayesian, grid, random), ``measurement_selection``
+            (last, best), ``early_stopping`` (``{"rule": "median" or "decay_curve",
+            "use_elapsed_duration": bool}``), applied to the StudySpec; empty: the search
+            space's algorithm and selection, no early stopping.
         gcp_resources: The created job, in google-cloud-pipeline-components' format.
 
     Returns:
@@ -74,4 +92,7 @@ def launch_tuning(
         trial_timeout_seconds=trial_timeout_seconds,
         launch_key=launch_key,
         gcp_resources_path=gcp_resources,
+        trial_machine=trial_machine,
+        job_settings=job_settings,
+        tuning_options=tuning_options,
     )

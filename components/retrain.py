@@ -22,6 +22,9 @@ def retrain(
     wandb: dict,
     tuning_job: str,
     launch_key: str,
+    trial_machine: dict,
+    retrain_machine: dict,
+    job_settings: dict,
     gcp_resources: dsl.OutputPath(str),  # type: ignore[valid-type]
 ) -> NamedTuple("Outputs", model_dir=str, retrain_job=str):  # type: ignore[valid-type]
     """Run the app once more as a Vertex AI CustomJob with the winning overrides.
@@ -43,6 +46,13 @@ def retrain(
         wandb: W&B settings; the run is ``<name>-retrain`` in the tuning job's group.
         tuning_job: The tuning job's resource name (the W&B group).
         launch_key: Identifies this pipeline run (its job id), for create-once.
+        trial_machine: The trials' machine settings (see ``launch_tuning``): the retrain's
+            when ``retrain_machine`` is empty.
+        retrain_machine: The retrain's own machine, with the same names
+            (``{"accelerator_type": "NVIDIA_L4", "accelerator_count": 1}``); whole, not merged
+            with ``trial_machine`` (what it leaves out is Vertex's default). Empty: the trials'.
+        job_settings: ``network``, ``reserved_ip_ranges``, ``encryption_key``, ``labels`` (see
+            ``launch_tuning``).
         gcp_resources: The created job, in google-cloud-pipeline-components' format.
 
     Returns:
@@ -68,6 +78,9 @@ def retrain(
         tuning_job=tuning_job,
         launch_key=launch_key,
         gcp_resources_path=gcp_resources,
+        trial_machine=trial_machine,
+        retrain_machine=retrain_machine,
+        job_settings=job_settings,
     )
     Outputs = namedtuple("Outputs", ["model_dir", "retrain_job"])
     return Outputs(model_dir, job)

@@ -54,6 +54,10 @@ def tune_and_retrain(
     wandb: dict = {},  # noqa: B006 (kfp default)
     seed: int = -1,
     trial_timeout_seconds: int = 0,
+    trial_machine: dict = {},  # noqa: B006 (kfp default)
+    retrain_machine: dict = {},  # noqa: B006 (kfp default)
+    job_settings: dict = {},  # noqa: B006 (kfp default)
+    tuning_options: dict = {},  # noqa: B006 (kfp default)
 ) -> Outputs:
     """Args:
     app_name: The app's name (job and image names; lowercase, digits, - _ .).
@@ -66,12 +70,22 @@ def tune_and_retrain(
     max_trial_count: Trials in total.
     parallel_trial_count: Trials at once.
     max_failed_trial_count: Failed trials that fail the tuning job (0: the service decides).
-    machine_type: Machine type of the trials and the retrain.
+    machine_type: Machine type of the trials and the retrain (unless trial_machine or
+        retrain_machine names one).
     service_account: Service account of the jobs (empty: the default).
     retrain_overrides: Hydra overrides added for the final run.
     wandb: W&B settings (project, entity, tags, mode, watch, log_model).
     seed: Seed of the local emulator's suggestions (-1: random).
     trial_timeout_seconds: Timeout of one trial (0: none).
+    trial_machine: Each trial's machine with Vertex's names: accelerator_type (NVIDIA_TESLA_T4,
+        ...), accelerator_count, boot_disk_type, boot_disk_size_gb, replica_count,
+        scheduling_strategy (STANDARD, SPOT, FLEX_START), max_wait_duration (seconds),
+        restart_job_on_worker_restart, machine_type (see the launch_tuning component).
+    retrain_machine: The retrain's whole machine, same names (empty: trial_machine's).
+    job_settings: network, reserved_ip_ranges, encryption_key (KMS key name), labels: set on the
+        tuning job and the retrain job.
+    tuning_options: algorithm (bayesian, grid, random), measurement_selection (last, best),
+        early_stopping ({"rule": "median" or "decay_curve", "use_elapsed_duration": bool}).
     """
     image = build_image(project=project, location=location, source=app_source, name=app_name)
     image.set_display_name("build-image")
@@ -92,6 +106,9 @@ def tune_and_retrain(
         seed=seed,
         trial_timeout_seconds=trial_timeout_seconds,
         launch_key=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        trial_machine=trial_machine,
+        job_settings=job_settings,
+        tuning_options=tuning_options,
     )
     tune.set_display_name("launch-tuning")
     best = best_trial(
@@ -112,6 +129,9 @@ def tune_and_retrain(
         wandb=wandb,
         tuning_job=tune.outputs["Output"],
         launch_key=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        trial_machine=trial_machine,
+        retrain_machine=retrain_machine,
+        job_settings=job_settings,
     )
     final.set_display_name("retrain")
     return Outputs(

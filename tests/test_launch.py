@@ -254,7 +254,7 @@ def test_all_trials_fail(
         )
     message = str(e2.value)
     assert "no trial succeeded (2 trials: 2 INFEASIBLE)" in message
-    assert "2 x exited with code 3" in message  # the common reason, counted
+    assert "2 x branin: crashing on purpose (exit code 3)" in message  # the deciding line, counted
     data = json.loads(trials_path.read_text())
     assert data["tuning_job"] == job_name
     assert [t["state"] for t in data["trials"]] == ["INFEASIBLE", "INFEASIBLE"]

@@ -104,11 +104,14 @@ def test_demo_retrains_with_exactly_the_best_overrides(
     assert summary["model_uri"].startswith("gs://hydra-vertex-local/digits/")
     retrain_overrides = yaml.safe_load((DIGITS / "job.yaml").read_text())["retrain"]["overrides"]
 
-    # The retrain job's command, as the emulator ran it: the app, the winner's overrides, the
-    # final-run overrides. Nothing else.
+    # The retrain job's command, as the emulator ran it: the app (through the shim, which makes it
+    # one Hydra run), the winner's overrides, the final-run overrides. Nothing else.
     job = _emulator_job(tmp / "work" / ".hydra-vertex" / "emulator", summary["retrain_job"])
     command = list(job.job_spec.worker_pool_specs[0].container_spec.command)
-    assert command == ["python", "train.py", *summary["best_overrides"], *retrain_overrides]
+    assert command == [
+        "hydra-vertex-shim", "--retrain", "--", "python", "train.py", *summary["best_overrides"],
+        *retrain_overrides,
+    ]
 
     # And the config the app saved next to the model is what Hydra composes from them.
     from hydra import compose, initialize_config_dir
@@ -137,7 +140,7 @@ def test_rerun_reuses_the_image(tmp_path: Path) -> None:
     s2 = json.loads((tmp_path / "work" / "s2.json").read_text())
     assert s1["image_uri"] == s2["image_uri"]
     assert s1["tuning_job"] != s2["tuning_job"]
-    assert "cached local image" in Path(s2["log"]).read_text()
+    assert "built before the pipeline started" in Path(s2["log"]).read_text()
     assert len(list((tmp_path / "images").iterdir())) == 1
 
 
@@ -240,8 +243,26 @@ def test_the_compiled_template_runs_under_kfp_local(
             max_trial_count=3,
             parallel_trial_count=2,
             retrain_overrides=["val_fraction=0.1"],
+            trial_machine={"accelerator_type": "NVIDIA_L4", "scheduling_strategy": "SPOT"},
+            retrain_machine={"boot_disk_size_gb": 200},  # whole: no GPU, no SPOT
+            tuning_options={"measurement_selection": "best"},
         )
+        from hydra_vertex.steps.common import job_client
+
+        client = job_client("us-central1")
+        tuning = client.get_hyperparameter_tuning_job(name=task.outputs["tuning_job"])
+        retrain = client.get_custom_job(name=task.outputs["retrain_job"])
     out = task.outputs
+    # The dict parameters went through the compiled template into the jobs.
+    trial_pool = tuning.trial_job_spec.worker_pool_specs[0]
+    assert trial_pool.machine_spec.accelerator_type.name == "NVIDIA_L4"
+    assert tuning.trial_job_spec.scheduling.strategy.name == "SPOT"
+    assert tuning.study_spec.measurement_selection_type.name == "BEST_MEASUREMENT"
+    retrain_pool = retrain.job_spec.worker_pool_specs[0]
+    assert retrain_pool.machine_spec.accelerator_type.name == "ACCELERATOR_TYPE_UNSPECIFIED"
+    assert retrain_pool.disk_spec.boot_disk_size_gb == 200
+    assert retrain_pool.machine_spec.machine_type == "n1-standard-4"
+    assert retrain.job_spec.scheduling.strategy.name == "STRATEGY_UNSPECIFIED"
     assert isinstance(out["best_overrides"], list) and out["best_overrides"]
     assert all(isinstance(o, str) and "=" in o for o in out["best_overrides"])
     assert isinstance(out["best_value"], float) and 0.0 <= out["best_value"] <= 1.0

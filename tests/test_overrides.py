@@ -328,6 +328,7 @@ def test_shim_overrides_parse() -> None:
     parsed = {PARSER.parse_override(o).key_or_group: composed_value(o)[1] for o in out}
     assert parsed == {
         "hydra.run.dir": "outputs/hpt/job 1, x=y/trial-4",
+        "hydra.mode": "RUN",
         "hydra.callbacks.hydra_vertex_report._target_": REPORT_CALLBACK,
         "hydra.callbacks.hydra_vertex_report.metric": "val_loss",
     }

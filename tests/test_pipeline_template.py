@@ -46,9 +46,13 @@ def test_template_parameters_cover_any_app() -> None:
         "app_name", "app_source", "app_command", "search_space", "project", "location",
         "staging_bucket", "max_trial_count", "parallel_trial_count", "max_failed_trial_count",
         "machine_type", "service_account", "retrain_overrides", "wandb", "seed",
-        "trial_timeout_seconds",
+        "trial_timeout_seconds", "trial_machine", "retrain_machine", "job_settings",
+        "tuning_options",
     } == set(params)
     assert params["search_space"]["parameterType"] == "STRUCT"
+    # The Vertex settings: one dict per job, empty by default (a template for any app).
+    for name in ("trial_machine", "retrain_machine", "job_settings", "tuning_options"):
+        assert params[name] == {"defaultValue": {}, "isOptional": True, "parameterType": "STRUCT"}
     assert params["app_command"]["parameterType"] == "LIST"
     # Nothing app-specific is baked in: the digits example is not mentioned anywhere.
     assert "examples/digits" not in TEMPLATE.read_text()

@@ -4,6 +4,7 @@ plain lines in a pipe, nothing with --quiet; and the Display itself on hand-made
 from __future__ import annotations
 
 import io
+import json
 import os
 import pty
 import re
@@ -15,6 +16,7 @@ import sys
 import termios
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -236,17 +238,19 @@ def test_in_a_pipe_there_is_no_panel_only_lines_and_with_quiet_nothing(
     assert (tmp_path / "SUMMARY2.json").exists()
 
 
-# -- the emulator's own progress, from its store -------------------------------------------------
+# -- the emulator's own progress, from its API ---------------------------------------------------
 
 
-def _tuning_record(name: str, state: str, created: str, trials: list[dict[str, object]]) -> dict[str, object]:
-    return {"internal": {}, "resource": {
+def _tuning_job(name: str, state: str, created: str, trials: list[dict[str, object]]) -> Any:
+    from google.cloud.aiplatform_v1.types import HyperparameterTuningJob
+
+    return HyperparameterTuningJob.from_json(json.dumps({
         "name": f"projects/p/locations/l/hyperparameterTuningJobs/{name}",
         "displayName": f"job-{name}", "state": state, "createTime": created, "startTime": created,
         "maxTrialCount": 3,
         "studySpec": {"metrics": [{"metricId": "acc", "goal": "MAXIMIZE"}]},
         "trials": trials,
-    }}
+    }))
 
 
 def _trial(tid: str, state: str, acc: float | None = None, **params: object) -> dict[str, object]:
@@ -259,40 +263,36 @@ def _trial(tid: str, state: str, acc: float | None = None, **params: object) -> 
     return t
 
 
-def test_emulator_progress_follows_the_running_job_in_its_store(tmp_path: Path) -> None:
-    from hydra_vertex.emulator.store import Store
-    from hydra_vertex.progress import emulator_progress, store_snapshot
+def test_emulator_progress_follows_the_running_job(tmp_path: Path) -> None:
+    from hydra_vertex.progress import emulator_progress, tuning_snapshot
 
-    store = Store(tmp_path / "state")
-    try:
-        assert store_snapshot(store) is None
-        store.put("hyperparameterTuningJobs", "1", _tuning_record(
-            "1", "JOB_STATE_SUCCEEDED", "2026-01-01T00:00:00Z", [_trial("1", "SUCCEEDED", 0.5, lr=0.1)]))
-        store.put("hyperparameterTuningJobs", "2", _tuning_record(
-            "2", "JOB_STATE_RUNNING", "2025-01-01T00:00:00Z",
-            [_trial("1", "SUCCEEDED", 0.7, lr=0.01), _trial("2", "ACTIVE", lr=0.5)]))
-        found = store_snapshot(store)
-        assert found is not None
-        job, metric, snap = found
-        assert job.endswith("/2") and metric == "acc"  # the running one, though older
-        assert snap.stage == "job-2: tuning" and snap.max_trials == 3
-        assert snap.best is not None and snap.best.id == "1" and snap.best.value == 0.7
-        assert snap.count("ACTIVE") == 1
+    assert tuning_snapshot([]) is None
+    jobs = [
+        _tuning_job("1", "JOB_STATE_SUCCEEDED", "2026-01-01T00:00:00Z",
+                    [_trial("1", "SUCCEEDED", 0.5, lr=0.1)]),
+        _tuning_job("2", "JOB_STATE_RUNNING", "2025-01-01T00:00:00Z",
+                    [_trial("1", "SUCCEEDED", 0.7, lr=0.01), _trial("2", "ACTIVE", lr=0.5)]),
+    ]
+    found = tuning_snapshot(jobs)
+    assert found is not None
+    job, metric, snap = found
+    assert job.endswith("/2") and metric == "acc"  # the running one, though older
+    assert snap.stage == "job-2: tuning" and snap.max_trials == 3
+    assert snap.best is not None and snap.best.id == "1" and snap.best.value == 0.7
+    assert snap.count("ACTIVE") == 1
 
-        out = io.StringIO()
-        with emulator_progress(store, out, mode="auto", interval=0.05):  # StringIO: lines mode
-            time.sleep(0.3)
-            store.update("hyperparameterTuningJobs", "2", lambda r: r["resource"].update(
-                state="JOB_STATE_SUCCEEDED",
-                trials=[_trial("1", "SUCCEEDED", 0.7, lr=0.01), _trial("2", "SUCCEEDED", 0.9, lr=0.5)]))
-            time.sleep(0.3)
-        text = out.getvalue()
-        assert "trial   1 SUCCEEDED  acc=0.7 (best 0.7, trial 1) [1/3]" in text
-        assert "trial   2 SUCCEEDED  acc=0.9 (best 0.9, trial 2) [2/3]" in text
-        assert "[job-2: tuning]" in text and not ANSI.search(text)
-        quiet = io.StringIO()
-        with emulator_progress(store, quiet, mode="quiet"):
-            time.sleep(0.1)
-        assert quiet.getvalue() == ""
-    finally:
-        store.close()
+    out = io.StringIO()
+    with emulator_progress(lambda: list(jobs), out, mode="auto", interval=0.05):  # lines mode
+        time.sleep(0.3)
+        jobs[1] = _tuning_job("2", "JOB_STATE_SUCCEEDED", "2025-01-01T00:00:00Z",
+                              [_trial("1", "SUCCEEDED", 0.7, lr=0.01),
+                               _trial("2", "SUCCEEDED", 0.9, lr=0.5)])
+        time.sleep(0.3)
+    text = out.getvalue()
+    assert "trial   1 SUCCEEDED  acc=0.7 (best 0.7, trial 1) [1/3]" in text
+    assert "trial   2 SUCCEEDED  acc=0.9 (best 0.9, trial 2) [2/3]" in text
+    assert "[job-2: tuning]" in text and not ANSI.search(text)
+    quiet = io.StringIO()
+    with emulator_progress(lambda: jobs, quiet, mode="quiet"):
+        time.sleep(0.1)
+    assert quiet.getvalue() == ""

@@ -154,7 +154,22 @@ def test_the_csp_header_allows_only_the_page_style() -> None:
     digest = base64.b64encode(hashlib.sha256(console.STYLE.encode()).digest()).decode()
     assert f"style-src 'sha256-{digest}'" in console.CSP
     assert "default-src 'none'" in console.CSP and "frame-ancestors 'none'" in console.CSP
-    assert console.is_console_path("/") and console.is_console_path("/console/x/1")
-    assert not console.is_console_path("/v1/projects/p") and not console.is_console_path("/consoles")
+
+
+
+def test_console_routes_are_browser_pages_and_nothing_else(store: Store) -> None:
+    from hydra_vertex.emulator.router import ApiError, Router
+
+    router = Router(console.routes(store))
+    for path in ("/", "/console", "/console/x/1", "/console/customJobs/1/log"):
+        assert router.resolve("GET", path).route.browser
+    assert router.resolve("HEAD", "/console/x/1").route.method == "GET"
+    for path in ("/v1/projects/p", "/consoles", "/console/a/b/c/d"):
+        with pytest.raises(ApiError) as e:
+            router.resolve("GET", path)
+        assert e.value.code == 404
+    with pytest.raises(ApiError) as e:
+        router.resolve("POST", "/console")
+    assert e.value.code == 405
 
 

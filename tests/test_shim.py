@@ -160,7 +160,7 @@ def test_trial_errors_are_one_line_exit_2(work: Path, args: list[str], needles: 
     ("args", "code", "needle"),
     [
         pytest.param(
-            ["--", "python", "app.py"], 2, "--search-space FILE (or --search-space-json JSON) is required", id="no-space"
+            ["--", "python", "app.py"], 2, "--search-space FILE (or --search-space-json JSON, or --retrain) is required", id="no-space"
         ),
         pytest.param(["--search-space", "s.yaml"], 2, "missing '--'", id="no-dashdash"),
         pytest.param(["--search-space", "s.yaml", "--"], 2, "no app command", id="no-command"),
@@ -243,3 +243,68 @@ def test_inline_json_space_as_the_pipeline_passes_it(work: Path) -> None:
     assert bad.returncode == 2
     assert "--search-space-json: not a compiled search space" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def _metric_entries(work: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (work / "metrics").read_text().splitlines() if line.strip()]
+
+
+def test_a_config_that_selects_multirun_still_runs_once(work: Path) -> None:
+    """lightning-hydra-template's hparams_search configs set hydra.mode: MULTIRUN; a trial is one
+    run (one value reported), and the trial log says why in one line."""
+    config = (work / "conf" / "config.yaml").read_text()
+    (work / "conf" / "sweeping.yaml").write_text(
+        config + "hydra:\n  mode: MULTIRUN\n  sweeper:\n    params:\n      batch_size: 32,64\n"
+    )
+    multi = ["--search-space", "s.yaml", "--", "python", "app.py", "--config-name", "sweeping"]
+    proc = run(work, [*multi, "--lr=0.01"], env={"CLOUD_ML_TRIAL_ID": "3"})
+    assert proc.returncode == 0, proc.stderr
+    assert len(_metric_entries(work)) == 1
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("hydra-vertex: warning:")]
+    assert warnings == [
+        "hydra-vertex: warning: the app's config selects hydra.mode=MULTIRUN (as an hparams_search "
+        "config does); a trial is one run, so it runs with hydra.mode=RUN and the tuning job does the sweeping"
+    ]
+    assert composed(work)["_run_dir"] == "outputs/hpt/local/trial-3"
+    # A config in RUN mode gets no warning.
+    proc = run(work, [*SHIM, "--lr=0.01"], env={"CLOUD_ML_TRIAL_ID": "4"})
+    assert proc.returncode == 0 and "warning" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "app",
+    [
+        pytest.param(["python", "app.py", "-m"], id="dash-m"),
+        pytest.param(["python", "-u", "app.py", "--multirun"], id="multirun-after-python-flags"),
+        pytest.param(["python", "app.py", "hydra.mode=MULTIRUN"], id="mode-override"),
+    ],
+)
+def test_an_app_command_that_asks_for_a_sweep_is_refused(work: Path, app: list[str]) -> None:
+    proc = run(work, ["--search-space", "s.yaml", "--", *app, "--lr=0.01"])
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("hydra-vertex-shim: error: the app command has ")
+    assert "remove it from app.command" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_python_dash_m_is_not_hydras(work: Path) -> None:
+    (work / "pkg").mkdir()
+    (work / "pkg" / "__init__.py").write_text("")
+    (work / "pkg" / "train.py").write_text((work / "app.py").read_text().replace('config_path="conf"', 'config_path="../conf"'))
+    proc = run(work, ["--search-space", "s.yaml", "--", "python", "-m", "pkg.train", "--lr=0.01"])
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_the_emulators_output_dir_and_the_retrain(work: Path) -> None:
+    out = work / "run" / "outputs"
+    proc = run(work, [*SHIM, "--lr=0.01"], env={"CLOUD_ML_TRIAL_ID": "1", "HYDRA_VERTEX_OUTPUT_DIR": str(out)})
+    assert proc.returncode == 0, proc.stderr
+    assert composed(work)["_run_dir"] == str(out) and (out / ".hydra" / "config.yaml").is_file()
+    # The retrain: no trial arguments to convert, one run, the output directory when given.
+    retrain = out.parent / "retrain"
+    proc = run(work, ["--retrain", "--", "python", "app.py", "lr=0.5"], env={"HYDRA_VERTEX_OUTPUT_DIR": str(retrain)})
+    assert proc.returncode == 0, proc.stderr
+    cfg = composed(work)
+    assert cfg["lr"] == 0.5 and cfg["_run_dir"] == str(retrain)
+    assert len(_metric_entries(work)) == 1  # the trial's: the retrain reports nothing
+    proc = run(work, ["--retrain", "--", "python", "app.py", "-m", "lr=0.5"])
+    assert proc.returncode == 2 and "the app command has '-m'" in proc.stderr

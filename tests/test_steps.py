@@ -17,6 +17,7 @@ from hydra_vertex import gcp_resources, retries
 from hydra_vertex.api import check_cron, pipeline_job
 from hydra_vertex.errors import TuningError, UsageError
 from hydra_vertex.jobs import idempotency_value
+from hydra_vertex.machine import Machine
 from hydra_vertex.search_space import SearchSpace, load, load_json
 from hydra_vertex.steps import common
 from hydra_vertex.steps.retrain import merge_overrides, override_key
@@ -161,7 +162,7 @@ def _request(space: SearchSpace, **overrides: Any) -> Any:
         max_trial_count=12,
         parallel_trial_count=3,
         max_failed_trial_count=2,
-        machine_type="n1-standard-8",
+        machine=Machine(machine_type="n1-standard-8"),
         service_account="",
         base_output_dir="gs://bucket/digits/abc/tuning",
         env={"WANDB_PROJECT": "proj", "WANDB_LOG_MODEL": "false"},
@@ -427,6 +428,9 @@ def connected(tmp_path: Path) -> Iterator[None]:
         yield
 
 
+KMS_KEY = "projects/proj-1/locations/europe-west4/keyRings/r/cryptoKeys/k"
+
+
 def test_pipeline_job_carries_the_job_files_parameters(tmp_path: Path, connected: None) -> None:
     from google.cloud import aiplatform
 
@@ -448,11 +452,15 @@ def test_pipeline_job_carries_the_job_files_parameters(tmp_path: Path, connected
                     "seed": 3,
                     "timeout_seconds": 120,
                 },
-                "retrain": {"overrides": ["epochs=20"]},
+                "retrain": {"overrides": ["epochs=20"], "vertex": {"accelerator_type": None}},
                 "vertex": {
                     "project": "proj-1",
                     "region": "europe-west4",
                     "staging_bucket": "gs://bkt/stage",
+                    "accelerator_type": "NVIDIA_L4",
+                    "scheduling_strategy": "SPOT",
+                    "encryption_key": KMS_KEY,
+                    "labels": {"team": "nlp"},
                 },
                 "wandb": {"project": "wb", "mode": "offline"},
             }
@@ -464,15 +472,18 @@ def test_pipeline_job_carries_the_job_files_parameters(tmp_path: Path, connected
     assert gca.pipeline_spec["pipelineInfo"]["name"] == "hydra-vertex-tune-and-retrain"
     assert gca.display_name == "myapp-tune-and-retrain"
     assert gca.runtime_config.gcs_output_directory == "gs://bkt/stage/pipeline-root"
-    assert dict(gca.labels) == {"hydra-vertex-app": "myapp"}
+    assert dict(gca.labels) == {"hydra-vertex-app": "myapp", "team": "nlp"}
+    assert gca.encryption_spec.kms_key_name == KMS_KEY
     assert job.project == "proj-1" and job.location == "europe-west4"
     values = {k: _plain(v) for k, v in gca.runtime_config.parameter_values.items()}
     assert values["app_name"] == "myapp"
     assert values["app_source"] == "gs://bkt/stage/src/myapp.tar.gz"
     assert values["app_command"] == ["python", "train.py"]
-    assert values["search_space"] == {
+    assert values["search_space"] == {  # the parsed space, as a search-space file
         "metric": "loss",
         "direction": "maximize",
+        "algorithm": "bayesian",
+        "measurement_selection": "last",
         "params": {"lr": "tag(log, interval(1e-4, 1e-1))"},
     }
     assert values["project"] == "proj-1"
@@ -484,6 +495,16 @@ def test_pipeline_job_carries_the_job_files_parameters(tmp_path: Path, connected
     assert values["wandb"] == {"project": "wb", "mode": "offline"}
     assert values["seed"] == 3
     assert values["trial_timeout_seconds"] == 120
+    assert values["trial_machine"] == {
+        "machine_type": "n1-standard-4",
+        "accelerator_type": "NVIDIA_L4",
+        "accelerator_count": 1,
+        "scheduling_strategy": "SPOT",
+    }
+    # The retrain's whole machine: the trials' one without the GPU.
+    assert values["retrain_machine"] == {"machine_type": "n1-standard-4", "scheduling_strategy": "SPOT"}
+    assert values["job_settings"] == {"encryption_key": KMS_KEY, "labels": {"team": "nlp"}}
+    assert values["tuning_options"] == {}
     template_inputs = gca.pipeline_spec["root"]["inputDefinitions"]["parameters"]
     assert set(values) <= set(template_inputs)
 
@@ -506,10 +527,11 @@ def _plain(value: Any) -> Any:
 def test_retrain_command_adds_the_wandb_callback_only_with_wandb_settings() -> None:
     from hydra_vertex.steps.retrain import WANDB_CALLBACK, retrain_command
 
+    shim = ["hydra-vertex-shim", "--retrain", "--"]
     plain = retrain_command(["python", "train.py"], ["lr=0.1", "epochs=3"], ["epochs=10"], {})
-    assert plain == ["python", "train.py", "lr=0.1", "epochs=10"]
+    assert plain == [*shim, "python", "train.py", "lr=0.1", "epochs=10"]
     with_wandb = retrain_command(["python", "train.py"], ["lr=0.1"], [], {"project": "p"})
-    assert with_wandb == ["python", "train.py", "lr=0.1", WANDB_CALLBACK]
+    assert with_wandb == [*shim, "python", "train.py", "lr=0.1", WANDB_CALLBACK]
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     [parsed] = OverridesParser.create().parse_overrides([WANDB_CALLBACK])

@@ -28,7 +28,6 @@ def test_resolution_order(
         monkeypatch.setenv(k, v)
     got = vertex.resolve_endpoint(explicit)
     assert (got.api_endpoint, got.is_emulator) == (expected, is_emulator)
-    assert got.transport == ("rest" if is_emulator else None)
 
 
 def test_init_aiplatform_points_the_real_sdk_at_the_emulator(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -97,34 +97,37 @@ def _to_proto(space: SearchSpace, p: Param) -> Any:
     return spec
 
 
+def goal_direction(metric: StudySpec.MetricSpec, where: str = "metric") -> Direction:
+    """The one place a metric's goal becomes a direction: ``MAXIMIZE`` is ``maximize``,
+    ``MINIMIZE`` is ``minimize``; anything else is an error naming ``where``."""
+    goal = StudySpec.MetricSpec.GoalType(metric.goal)
+    if goal == StudySpec.MetricSpec.GoalType.MAXIMIZE:
+        return "maximize"
+    if goal == StudySpec.MetricSpec.GoalType.MINIMIZE:
+        return "minimize"
+    raise SearchSpaceError(f"{where}.goal must be MINIMIZE or MAXIMIZE, got {goal.name}")
+
+
+def measurement_selection(spec: StudySpec) -> MeasurementSelection:
+    """``best`` for BEST_MEASUREMENT, else ``last`` (LAST_MEASUREMENT is the API default)."""
+    best = StudySpec.MeasurementSelectionType.BEST_MEASUREMENT
+    return "best" if spec.measurement_selection_type == best else "last"
+
+
 def study_spec_to_space(spec: StudySpec, source: str = "StudySpec") -> SearchSpace:
     if len(spec.metrics) != 1:
         raise SearchSpaceError(
             f"{source}: study_spec.metrics must hold exactly one metric, got {len(spec.metrics)}"
         )
     metric = spec.metrics[0]
-    goal = int(metric.goal)
-    if goal == int(StudySpec.MetricSpec.GoalType.MINIMIZE):
-        direction: Direction = "minimize"
-    elif goal == int(StudySpec.MetricSpec.GoalType.MAXIMIZE):
-        direction = "maximize"
-    else:
-        raise SearchSpaceError(
-            f"{source}: study_spec.metrics[0].goal must be MINIMIZE or MAXIMIZE, got "
-            f"{metric.goal!r}"
-        )
+    direction = goal_direction(metric, f"{source}: study_spec.metrics[0]")
     algorithm = _ALGORITHM_NAMES.get(int(spec.algorithm))
     if algorithm is None:
         raise SearchSpaceError(
             f"{source}: study_spec.algorithm {spec.algorithm!r} is not supported; use "
             f"ALGORITHM_UNSPECIFIED, GRID_SEARCH or RANDOM_SEARCH"
         )
-    selection: MeasurementSelection = (
-        "best"
-        if int(spec.measurement_selection_type)
-        == int(StudySpec.MeasurementSelectionType.BEST_MEASUREMENT)
-        else "last"
-    )
+    selection = measurement_selection(spec)
     params: list[Param] = []
     for i, ps in enumerate(spec.parameters):
         _from_proto(ps, None, (), params, f"{source}: study_spec.parameters[{i}]")

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -79,13 +80,32 @@ def pipeline_job(
     ``source_uri`` is the app's source as the build step takes it (a ``gs://`` tarball on Google
     Cloud). Call after ``aiplatform.init`` (``submit`` does it).
     """
+    from hydra_vertex.local_run import load_space
+
+    spec, space, _ = load_space(jobfile.load(job_file))
+    return _pipeline_job(
+        spec,
+        space.to_mapping(),
+        source_uri=source_uri,
+        components_image=components_image,
+        template_path=template_path,
+    )
+
+
+def _pipeline_job(
+    spec: jobfile.JobSpec,
+    space_data: Any,
+    *,
+    source_uri: str,
+    components_image: str | None,
+    template_path: str | None,
+) -> PipelineJob:
     from google.cloud import aiplatform
 
-    from hydra_vertex.local_run import load_space_data, pipeline_parameters
+    from hydra_vertex.local_run import pipeline_parameters
     from hydra_vertex.pipelines.tune_and_retrain import PIPELINE_NAME, TEMPLATE
 
-    spec = jobfile.load(job_file)
-    parameters = pipeline_parameters(spec, load_space_data(spec)[0])
+    parameters = pipeline_parameters(spec, space_data)
     parameters["app_source"] = source_uri
     if template_path is None:
         template_path = str(TEMPLATE)
@@ -108,7 +128,8 @@ def pipeline_job(
         project=spec.vertex.project,
         location=spec.vertex.region,
         enable_caching=False,
-        labels={"hydra-vertex-app": spec.name},
+        labels={"hydra-vertex-app": spec.name, **spec.vertex.job.labels},
+        encryption_spec_key_name=spec.vertex.job.encryption_key,
     )
 
 
@@ -123,12 +144,21 @@ def ensure_bucket(staging_bucket: str, project: str, region: str) -> None:
         client.create_bucket(name, location=region)
 
 
-def _prepare(job_file: str | os.PathLike[str], components_image: str | None) -> tuple[Any, str]:
+def _prepare(
+    job_file: str | os.PathLike[str], components_image: str | None, template: str | None
+) -> tuple[jobfile.JobSpec, PipelineJob]:
+    """The job file and its search space, checked; then the source, uploaded; then the
+    ``PipelineJob`` that runs it."""
     from hydra_vertex.cloud_build import upload_source
     from hydra_vertex.components._image import DEFAULT_COMPONENTS_IMAGE
+    from hydra_vertex.local_run import load_space
     from hydra_vertex.vertex import init_aiplatform
 
-    spec = jobfile.load(job_file)
+    # every value is checked before anything is uploaded; the sweeper's budget applies
+    spec, space, notes = load_space(jobfile.load(job_file))
+    for note in notes:
+        print(f"hydra-vertex: {note}", file=sys.stderr)
+    space_data = space.to_mapping()
     init_aiplatform(
         spec.vertex.project, spec.vertex.region, staging_bucket=spec.vertex.staging_bucket
     )
@@ -140,7 +170,14 @@ def _prepare(job_file: str | os.PathLike[str], components_image: str | None) -> 
         spec.vertex.project,
         base_image=components_image or DEFAULT_COMPONENTS_IMAGE,
     )
-    return spec, source_uri
+    job = _pipeline_job(
+        spec,
+        space_data,
+        source_uri=source_uri,
+        components_image=components_image,
+        template_path=template,
+    )
+    return spec, job
 
 
 def submit(
@@ -151,10 +188,7 @@ def submit(
     wait: bool = False,
 ) -> PipelineJob:
     """Upload the app's source and start a Vertex AI Pipelines run of the template."""
-    spec, source_uri = _prepare(job_file, components_image)
-    job = pipeline_job(
-        job_file, source_uri=source_uri, components_image=components_image, template_path=template
-    )
+    spec, job = _prepare(job_file, components_image, template)
     job.submit(service_account=spec.vertex.service_account)
     if wait:
         job.wait()
@@ -174,10 +208,7 @@ def schedule(
     cron = check_cron(cron)
     if max_run_count is not None and max_run_count < 1:
         raise UsageError(f"--max-runs must be >= 1, got {max_run_count}")
-    spec, source_uri = _prepare(job_file, components_image)
-    job = pipeline_job(
-        job_file, source_uri=source_uri, components_image=components_image, template_path=template
-    )
+    spec, job = _prepare(job_file, components_image, template)
     return job.create_schedule(
         cron=cron,
         display_name=f"{spec.name}-schedule",

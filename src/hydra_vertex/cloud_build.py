@@ -1,8 +1,9 @@
 """The Google Cloud path of the build step: a source tarball in Cloud Storage, built by Cloud Build.
 
-The tarball holds the same files the local builder snapshots (``images._files``: the same ignore
-rules), written reproducibly (sorted, mtime 0, uid/gid 0, GNU format, gzip mtime 0), so an unchanged
-source uploads to the same object. Its digest names the object
+The tarball holds the same files the local builder snapshots (``images.snapshot_files``:
+``.gcloudignore``, else ``.dockerignore``, else ``.gitignore``, never ``.git/``, ``outputs/`` ...),
+written reproducibly (sorted, mtime 0, uid/gid 0, GNU format, gzip mtime 0), so an unchanged source
+uploads to the same object. Its digest names the object
 (``{staging_bucket}/sources/{name}-{digest}.tar.gz``) and tags the build (``src-{digest}``): a
 successful build with that tag and the same image is a cache hit. The image returned is pinned by
 digest (``{region}-docker.pkg.dev/{project}/{repository}/{name}@sha256:...``).

@@ -36,3 +36,20 @@ class EmulatorError(HydraVertexError):
 
 class TuningError(HydraVertexError):
     """A tuning job ended without a usable result."""
+
+
+class SettingError(HydraVertexError):
+    """A Vertex job setting (machine, scheduling, network, tuning option) breaks a rule.
+
+    Carries the ``field`` (relative to its section), the ``rule``, the ``value`` and a ``hint``
+    (the nearest valid name, say), so that a job file can name its own file and section.
+    """
+
+    def __init__(self, field: str, rule: str, value: object, hint: str = "", where: str = ""):
+        self.field, self.rule, self.value, self.hint, self.where = field, rule, value, hint, where
+        prefix = f"{where}: " if where else ""
+        super().__init__(f"{prefix}'{field}' {rule}, got {value!r}{hint}")
+
+    def located(self, where: str) -> SettingError:
+        """The same error, saying where the setting came from (a file, a parameter)."""
+        return SettingError(self.field, self.rule, self.value, self.hint, where)

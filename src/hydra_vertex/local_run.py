@@ -1,100 +1,46 @@
 """``hydra-vertex run --local JOB.yaml``: the whole pipeline on one machine.
 
-1. Read and check the job file and its search space (errors name the field).
-2. Use the emulator named by ``HYDRA_VERTEX_EMULATOR``, or the one whose ``endpoint.json`` is in
+1. Read and check the job file and its search space (errors name the field); a ``hydra.sweeper``
+   block's ``n_trials``/``n_jobs`` fill what the job file leaves unset, and its ignored keys get a
+   warning line each.
+2. Build the local image: the source snapshot and its Python environment (progress shown while an
+   environment is built; :mod:`hydra_vertex.images`).
+3. Pre-flight: compose the app's config in the image for every branch of the space
+   (:mod:`hydra_vertex.preflight`); a key the config lacks stops the run here, in seconds.
+4. Use the emulator named by ``HYDRA_VERTEX_EMULATOR``, or the one whose ``endpoint.json`` is in
    the state directory, or start one in this process.
-3. Run the compiled template (``pipelines/tune_and_retrain.json``) with ``kfp.local`` (each
-   component in a subprocess of this Python); the pipeline's own output goes to a log file.
-4. Meanwhile, show progress read from the emulator; at the end, write ``SUMMARY.json``, also when
-   a step failed (what finished stays in it).
+5. Run the compiled template (``pipelines/tune_and_retrain.json``) with ``kfp.local`` (each
+   component in a subprocess of this Python), given the image built in 2; the pipeline's own output
+   goes to a log file.
+6. Meanwhile, show progress read from the emulator; at the end, write ``SUMMARY.json``, also when
+   a step failed (what finished stays in it), with each trial's and the retrain's Hydra output
+   directory and whether the retrain wrote a model.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import sys
 import time
-import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from hydra_vertex import jobfile
-from hydra_vertex.errors import HydraVertexError
+from hydra_vertex import images, jobfile, preflight
+from hydra_vertex.local_emulator import DEFAULT_STATE_DIR, EmulatorInfo, emulator, pointed_at
 from hydra_vertex.progress import Display, Snapshot, Watcher, best_of
+from hydra_vertex.results import (  # noqa: F401 (the CLI imports the table from here)
+    model_warning,
+    print_summary,
+    where_things_land,
+    write_report,
+)
 from hydra_vertex.search_space import SearchSpace
 from hydra_vertex.summary import Summary
-from hydra_vertex.trials import short_reason
-from hydra_vertex.vertex import EMULATOR_ENV, EMULATOR_TOKEN_ENV
 
-DEFAULT_STATE_DIR = Path(".hydra-vertex") / "emulator"
 RUNS_DIR = Path(".hydra-vertex") / "runs"
-
-
-@dataclass(frozen=True)
-class EmulatorInfo:
-    endpoint: str
-    token: str
-    storage_root: Path | None  # None when only the endpoint is known
-    started_here: bool
-
-
-def _alive(endpoint: str, token: str) -> bool:
-    request = urllib.request.Request(
-        f"{endpoint}/v1/projects/ping/locations/us-central1/customJobs?pageSize=1",
-        headers={"Authorization": f"Bearer {token}"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
-@contextlib.contextmanager
-def emulator(state_dir: Path, seed: int | None) -> Iterator[EmulatorInfo]:
-    """The emulator to use, started here only when none is running."""
-    explicit = os.environ.get(EMULATOR_ENV)
-    if explicit:
-        yield EmulatorInfo(
-            explicit.rstrip("/"), os.environ.get(EMULATOR_TOKEN_ENV, ""), None, False
-        )
-        return
-    endpoint_file = state_dir / "endpoint.json"
-    if endpoint_file.is_file():
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            info = json.loads(endpoint_file.read_text())
-            if _alive(info["endpoint"], info.get("token", "")):
-                yield EmulatorInfo(
-                    info["endpoint"], info.get("token", ""), state_dir / "storage", False
-                )
-                return
-    from hydra_vertex.emulator import start
-
-    handle = start(state_dir, seed=seed)
-    try:
-        yield EmulatorInfo(handle.endpoint, handle.token, state_dir / "storage", True)
-    finally:
-        handle.stop()
-
-
-@contextlib.contextmanager
-def _environ(values: dict[str, str]) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def pipeline_parameters(spec: jobfile.JobSpec, space_data: Any) -> dict[str, Any]:
@@ -116,22 +62,41 @@ def pipeline_parameters(spec: jobfile.JobSpec, space_data: Any) -> dict[str, Any
         "wandb": dict(spec.wandb),
         "seed": -1 if spec.tuning.seed is None else spec.tuning.seed,
         "trial_timeout_seconds": spec.tuning.timeout_seconds or 0,
+        "trial_machine": spec.vertex.machine.to_dict(),
+        "retrain_machine": spec.retrain_machine.to_dict() if spec.retrain_vertex else {},
+        "job_settings": spec.vertex.job.to_dict(),
+        "tuning_options": spec.tuning.options.to_dict(),
     }
 
 
-def load_space_data(spec: jobfile.JobSpec) -> tuple[Any, SearchSpace]:
-    """The search space as the pipeline takes it (the file's mapping), and parsed (checked here,
-    before anything runs)."""
+def load_space(spec: jobfile.JobSpec) -> tuple[jobfile.JobSpec, SearchSpace, list[str]]:
+    """The search space, parsed with the job file's tuning options applied (checked here, before
+    anything runs); the job with a Hydra config's ``n_trials``/``n_jobs``/``max_failure_rate``
+    where it sets no budget; the notes to print (one line per sweeper key ignored or used)."""
     import yaml
 
-    from hydra_vertex.errors import SearchSpaceError
-    from hydra_vertex.search_space import from_mapping
+    from hydra_vertex.errors import SearchSpaceError, SettingError
+    from hydra_vertex.search_space import from_mapping, sweeper_settings
 
     try:
         data = yaml.safe_load(spec.search_space.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise SearchSpaceError(f"{spec.search_space}: not valid YAML: {e}") from None
-    return data, from_mapping(data, source=str(spec.search_space))
+    space = from_mapping(data, source=str(spec.search_space))
+    settings = sweeper_settings(data, source=str(spec.search_space))
+    spec, used = jobfile.apply_sweeper(spec, settings)
+    try:
+        space = spec.tuning.options.apply(space)
+    except SettingError as e:
+        raise jobfile.setting_error(spec.path, "tuning", e) from None
+    return spec, space, [*settings.notes, *used]
+
+
+def load_space_data(spec: jobfile.JobSpec) -> tuple[dict[str, Any], SearchSpace]:
+    """The search space as the pipeline takes it (a search-space file's mapping, rebuilt from the
+    parsed space: no ``null`` reaches kfp), and parsed."""
+    _, space, _ = load_space(spec)
+    return space.to_mapping(), space
 
 
 class _Jobs:
@@ -194,7 +159,9 @@ def pipeline_error(log_text: str) -> str | None:
     Our own errors (``hydra_vertex.errors.*``, with their continuation lines) are preferred over
     whatever else failed.
     """
-    lines = [line.strip() for line in log_text.splitlines()]
+    from hydra_vertex.reasons import strip_ansi
+
+    lines = [line.strip() for line in strip_ansi(log_text).splitlines()]
     for pattern in (_OUR_ERROR_RE, _ANY_ERROR_RE):
         for i in range(len(lines) - 1, -1, -1):
             m = pattern.match(lines[i])
@@ -223,8 +190,16 @@ def run_local(
     The summary's ``status`` is ``failed`` (with ``error``) when a step failed.
     """
     out = stream or sys.stdout
-    spec = jobfile.load(job_file)
-    space_data, space = load_space_data(spec)
+    spec, space, notes = load_space(jobfile.load(job_file))
+    mode = progress
+    if mode == "auto":
+        mode = "live" if out.isatty() else "lines"
+    if mode != "quiet":
+        for note in notes:
+            print(f"hydra-vertex: {note}", file=sys.stderr, flush=True)
+    image = build_image(spec, mode, out)
+    if preflight.enabled():
+        run_preflight(spec, space, image, mode, out)
     summary = Summary(
         name=spec.name,
         metric=space.metric,
@@ -236,25 +211,19 @@ def run_local(
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / "pipeline.log"
     summary.log = str(log_path)
-    mode = progress
-    if mode == "auto":
-        mode = "live" if out.isatty() else "lines"
 
     started = time.monotonic()
     since = datetime.now(UTC)
     outputs: dict[str, Any] = {}
     state = Path(state_dir) if state_dir is not None else DEFAULT_STATE_DIR
-    with (
-        emulator(state, spec.tuning.seed) as emu,
-        _environ({EMULATOR_ENV: emu.endpoint, EMULATOR_TOKEN_ENV: emu.token}),
-    ):
+    with emulator(state, spec.tuning.seed) as emu, pointed_at(emu):
         jobs = _Jobs(spec, since)
         minimize = space.direction == "minimize"
         with Display(mode, space.metric, out) as display:
             watcher = Watcher(lambda: _snapshot(jobs, spec, minimize, started), display)
             watcher.start()
             try:
-                outputs = _run_pipeline(spec, space_data, run_dir, log_path)
+                outputs = _run_pipeline(spec, space, image.ref, run_dir, log_path)
                 summary.status = "succeeded"
             except _PipelineFailed as e:
                 summary.status = "failed"
@@ -263,21 +232,10 @@ def run_local(
                 watcher.stop()
         _collect(summary, jobs, outputs, emu, space)
     summary.elapsed_seconds = round(time.monotonic() - started, 2)
-    summary.report = _write_report(summary, Path(output).parent if output else run_dir)
+    summary.report = write_report(summary, Path(output).parent if output else run_dir)
     if output is not None:
         summary.write(output)
     return summary
-
-
-def _write_report(summary: Summary, directory: Path) -> str | None:
-    """``report.html`` next to the summary; a report that cannot be written never fails a run."""
-    from hydra_vertex.report import write_report
-
-    try:
-        return str(write_report(summary, directory / "report.html").resolve())
-    except Exception as e:  # the run's results matter more than their picture
-        print(f"hydra-vertex: could not write the report: {e}", file=sys.stderr)
-        return None
 
 
 class _PipelineFailed(Exception):
@@ -286,8 +244,51 @@ class _PipelineFailed(Exception):
         self.message = message
 
 
+def build_image(spec: jobfile.JobSpec, mode: str, out: TextIO) -> images.LocalImage:
+    """The job's local image (snapshot + environment), with progress while an environment is
+    built: a live status line on a terminal, plain lines otherwise, nothing when quiet."""
+    kwargs: dict[str, Any] = {"python": spec.python, "requirements": spec.requirements}
+    if mode == "live":
+        from rich.console import Console
+        from rich.text import Text
+
+        console = Console(file=out, highlight=False)
+        with console.status("building the local image ...") as status:
+
+            def update(line: str) -> None:
+                status.update(Text(f"building the image's environment: {line[:100]}"))
+
+            image = images.build_local(spec.source, spec.name, log=update, **kwargs)
+    elif mode == "lines":
+        image = images.build_local(
+            spec.source, spec.name, log=lambda line: print(f"image: {line}", file=out, flush=True),
+            **kwargs,
+        )
+    else:
+        image = images.build_local(spec.source, spec.name, **kwargs)
+    if mode != "quiet":
+        python = image.environment.python or f"hydra-vertex's own ({sys.executable})"
+        state = "cached" if image.cached else "built"
+        print(f"image {image.ref} ({state}; python: {python})", file=out, flush=True)
+    return image
+
+
+def run_preflight(
+    spec: jobfile.JobSpec, space: SearchSpace, image: images.LocalImage, mode: str, out: TextIO
+) -> None:
+    """Compose the app's config in the image for every branch of the space, before any trial."""
+    count, seconds = preflight.check(space, spec.command, images.runtime(image.workdir))
+    if mode != "quiet":
+        print(
+            f"pre-flight: the app's config composes for {count} branch(es) of the space "
+            f"({seconds:.1f}s)",
+            file=out,
+            flush=True,
+        )
+
+
 def _run_pipeline(
-    spec: jobfile.JobSpec, space_data: Any, run_dir: Path, log_path: Path
+    spec: jobfile.JobSpec, space: SearchSpace, image_ref: str, run_dir: Path, log_path: Path
 ) -> dict[str, Any]:
     from kfp import local
     from kfp.components import load_component_from_file
@@ -301,8 +302,10 @@ def _run_pipeline(
         contextlib.redirect_stdout(log),
         contextlib.redirect_stderr(log),
     ):
+        parameters = pipeline_parameters(spec, space.to_mapping())
+        parameters["app_source"] = image_ref  # built above, with the job's environment settings
         try:
-            task = pipeline(**pipeline_parameters(spec, space_data))
+            task = pipeline(**parameters)
         except Exception as e:  # kfp.local raises RuntimeError naming the failed task
             log.flush()
             detail = pipeline_error(log_path.read_text(errors="replace"))
@@ -316,19 +319,12 @@ def _collect(
     summary: Summary, jobs: _Jobs, outputs: dict[str, Any], emu: EmulatorInfo, space: SearchSpace
 ) -> None:
     """Fill the summary from the pipeline's outputs and, for what they lack, from the jobs."""
-    from dataclasses import replace
-
-    from hydra_vertex.trials import trial_results, typed_parameters
+    from hydra_vertex.results import best_so_far, trials_of
 
     with contextlib.suppress(Exception):
         job = jobs.tuning()
         if job is not None:
-            summary.tuning_job = job.name
-            summary.trials = [
-                replace(t, parameters=typed_parameters(space, t.parameters))
-                for t in trial_results(job)
-            ]
-            summary.image_uri = job.trial_job_spec.worker_pool_specs[0].container_spec.image_uri
+            trials_of(summary, job, space)
     if outputs:
         summary.best_trial_id = str(outputs["best_trial_id"])
         summary.best_value = float(outputs["best_value"])
@@ -341,61 +337,13 @@ def _collect(
             if t.id == summary.best_trial_id:
                 summary.best_parameters = dict(t.parameters)
     elif summary.trials:  # a failed run: still say what the best finished trial was
-        best = best_of(summary.trials, summary.direction == "minimize")
-        if best is not None:
-            summary.best_trial_id, summary.best_value = best.id, best.value
-            summary.best_parameters = dict(best.parameters)
-    if summary.tuning_job and emu.storage_root is not None:
-        logs = emu.storage_root.resolve().parent / "runs" / summary.tuning_job.rsplit("/", 1)[-1]
-        summary.trial_logs = str(logs) if logs.is_dir() else None
-    if summary.model_uri and emu.storage_root is not None:
-        from hydra_vertex.emulator.store import local_path
-
-        summary.model_dir = str(local_path(emu.storage_root.resolve(), summary.model_uri)) + os.sep
+        best_so_far(summary)
+    if emu.storage_root is not None:
+        retrain = summary.retrain_job
+        if retrain is None:
+            with contextlib.suppress(Exception):
+                job = jobs.retrain()
+                retrain = job.name if job is not None else None
+        where_things_land(summary, emu.storage_root.resolve(), retrain)
     elif summary.model_uri:
         summary.model_dir = summary.model_uri
-
-
-def print_summary(summary: Summary, stream: TextIO) -> None:
-    """The end-of-run table: every trial, the winner, where the model went."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(file=stream, highlight=False)
-    table = Table(
-        title=f"{summary.name}: {len(summary.trials)} trials ({summary.direction} {summary.metric})"
-    )
-    table.add_column("trial", justify="right")
-    table.add_column("state")
-    table.add_column(summary.metric, justify="right")
-    table.add_column("parameters / reason", overflow="fold")
-    for t in summary.trials:
-        mark = " *" if t.id == summary.best_trial_id else ""
-        value = "" if t.value is None else f"{t.value:.6g}"
-        detail = " ".join(
-            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.parameters.items()
-        )
-        if t.infeasible_reason:
-            detail = short_reason(t.infeasible_reason)
-        style = "green" if mark else ("red" if t.state == "INFEASIBLE" else None)
-        table.add_row(f"{t.id}{mark}", t.state, value, detail, style=style)
-    console.print(table)
-    if summary.best_trial_id is not None and summary.best_value is not None:
-        console.print(
-            f"best trial {summary.best_trial_id}: {summary.metric}={summary.best_value:.6g}"
-        )
-    if summary.best_overrides:
-        console.print("best overrides: " + " ".join(summary.best_overrides), soft_wrap=True)
-    if summary.model_dir:
-        console.print(f"model: {summary.model_dir}", soft_wrap=True)
-    if summary.report:
-        console.print(f"report: {summary.report}", soft_wrap=True)
-    console.print(
-        f"took {summary.elapsed_seconds:.1f}s; pipeline log: {summary.log}", soft_wrap=True
-    )
-    if summary.trial_logs and summary.status != "succeeded":
-        console.print(f"trial logs: {summary.trial_logs}/<trial>/stderr.log", soft_wrap=True)
-
-
-def run_error(summary: Summary) -> HydraVertexError:
-    return HydraVertexError(f"the run failed: {summary.error}")

@@ -269,13 +269,77 @@ def _user_sets(app_args: Sequence[str], key: str) -> bool:
     return any(a.lstrip("+~").split("=", 1)[0] == key for a in app_args)
 
 
+#: Where the emulator wants a process's Hydra output directory (an absolute path under the
+#: run's directory, so that outputs never land inside the cached image). Unset on Vertex AI.
+OUTPUT_DIR_ENV = "HYDRA_VERTEX_OUTPUT_DIR"
+_PYTHON_ARG_OPTIONS = frozenset({"-W", "-X", "--check-hash-based-pycs"})
+
+
 def run_dir(environ: Mapping[str, str]) -> str | None:
-    """The per-trial Hydra output directory, or None outside a tuning trial."""
+    """The per-trial Hydra output directory, or None outside a tuning trial.
+
+    ``$HYDRA_VERTEX_OUTPUT_DIR`` when the emulator sets it, else
+    ``outputs/hpt/<CLOUD_ML_JOB_ID>/trial-<CLOUD_ML_TRIAL_ID>`` (relative to the working directory).
+    """
     trial_id = environ.get("CLOUD_ML_TRIAL_ID")
     if not trial_id:
         return None
+    if environ.get(OUTPUT_DIR_ENV):
+        return environ[OUTPUT_DIR_ENV]
     job_id = environ.get("CLOUD_ML_JOB_ID") or "local"
     return f"outputs/hpt/{job_id}/trial-{trial_id}"
+
+
+def app_args_start(app_args: Sequence[str]) -> int:
+    """Where the app's own arguments start: after the program, and after ``python``'s options and
+    script (``python -u train.py -m``: at ``-m``; ``python -m pkg.train -m``: the second ``-m``)."""
+    if not app_args:
+        return 0
+    name = app_args[0].rsplit("/", 1)[-1]
+    if not name.startswith("python"):
+        return 1
+    i = 1
+    while i < len(app_args):
+        arg = app_args[i]
+        if arg in ("-m", "-c"):
+            return min(i + 2, len(app_args))
+        if arg in _PYTHON_ARG_OPTIONS:
+            i += 2
+            continue
+        if arg.startswith("-") and arg != "-":
+            i += 1
+            continue
+        return i + 1  # after the script
+    return len(app_args)
+
+
+def _hydra_args(app_args: Sequence[str]) -> list[str]:
+    return list(app_args[app_args_start(app_args) :])
+
+
+def check_run_mode(app_args: Sequence[str]) -> None:
+    """A trial (and the retrain) is one Hydra run: ``-m``/``--multirun`` in the app command, or
+    ``hydra.mode=MULTIRUN``, would make it a sweep of its own. Raises :class:`ShimError`."""
+    for arg in _hydra_args(app_args):
+        key, _, value = arg.partition("=")
+        if arg in ("-m", "--multirun") or (
+            key.lstrip("+") == "hydra.mode" and value.strip().upper() == "MULTIRUN"
+        ):
+            raise ShimError(
+                f"the app command has {arg!r}: a trial is one Hydra run and the sweep is the "
+                f"tuning job's; remove it from app.command"
+            )
+
+
+def run_overrides(app_args: Sequence[str], directory: str | None) -> list[str]:
+    """``hydra.mode=RUN`` (an app config that selects MULTIRUN still runs once) and, with a
+    ``directory``, ``hydra.run.dir``; each unless the app command sets it itself."""
+    out: list[str] = []
+    if directory is not None and not _user_sets(app_args, "hydra.run.dir"):
+        out.append(f"hydra.run.dir={quote_string(directory)}")
+    if not _user_sets(app_args, "hydra.mode"):
+        out.append("hydra.mode=RUN")
+    return out
 
 
 def shim_overrides(
@@ -283,16 +347,14 @@ def shim_overrides(
 ) -> list[str]:
     """The overrides the shim adds to every trial.
 
-    - ``hydra.run.dir`` = ``outputs/hpt/<CLOUD_ML_JOB_ID>/trial-<CLOUD_ML_TRIAL_ID>`` (relative to
-      the working directory), when ``CLOUD_ML_TRIAL_ID`` is set and the app command does not set
-      ``hydra.run.dir`` itself; parallel trials never share an output directory.
+    - ``hydra.run.dir`` = :func:`run_dir` when ``CLOUD_ML_TRIAL_ID`` is set and the app command
+      does not set ``hydra.run.dir`` itself; parallel trials never share an output directory.
+    - ``hydra.mode=RUN``: one run per trial, also when the app's config selects MULTIRUN (as
+      lightning-hydra-template's ``hparams_search`` configs do).
     - the reporting callback (``hydra_vertex.reporting.ReportCallback``) with the space's metric.
       ``++`` so that an app config that already lists the callback is overridden, not an error.
     """
-    out: list[str] = []
-    directory = run_dir(environ)
-    if directory is not None and not _user_sets(app_args, "hydra.run.dir"):
-        out.append(f"hydra.run.dir={quote_string(directory)}")
+    out = run_overrides(app_args, run_dir(environ))
     out.append(f"++{_CALLBACK_KEY}._target_={REPORT_CALLBACK}")
     out.append(f"++{_CALLBACK_KEY}.metric={quote_string(space.metric)}")
     return out

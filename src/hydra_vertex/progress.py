@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -197,83 +197,63 @@ class Watcher(threading.Thread):
 
 # -- the emulator's own progress (``hydra-vertex emulator`` in the foreground) -------------------
 
-_TRIAL_STATES = {
-    "1": "REQUESTED", "2": "ACTIVE", "3": "STOPPING", "4": "SUCCEEDED", "5": "INFEASIBLE",
-}
 _JOB_RUNNING = (
     "JOB_STATE_QUEUED", "JOB_STATE_PENDING", "JOB_STATE_RUNNING", "JOB_STATE_CANCELLING",
 )
 
 
-def _seconds_since(stamp: str) -> float | None:
+def _seconds_since(stamp: Any) -> float | None:
     from datetime import UTC, datetime
 
-    try:
-        then = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    except (TypeError, ValueError):
+    if not isinstance(stamp, datetime):
         return None
-    return max(0.0, (datetime.now(UTC) - then).total_seconds())
+    return max(0.0, (datetime.now(UTC) - stamp).total_seconds())
 
 
-def _record_trials(resource: dict[str, Any], metric: str) -> list[TrialResult]:
-    out = []
-    for t in resource.get("trials") or []:
-        state = str(t.get("state", ""))
-        state = _TRIAL_STATES.get(state, state)
-        value = None
-        for m in (t.get("finalMeasurement") or {}).get("metrics") or []:
-            if m.get("metricId") == metric and isinstance(m.get("value"), int | float):
-                value = float(m["value"])
-        params = {str(p.get("parameterId")): p.get("value") for p in t.get("parameters") or []}
-        out.append(TrialResult(str(t.get("id", "")), state, params, value,
-                               str(t.get("infeasibleReason", ""))))
-    return out
+def tuning_snapshot(
+    jobs: Sequence[Any], prefer: str | None = None
+) -> tuple[str, str, Snapshot] | None:
+    """``(job name, metric, snapshot)`` of the tuning job to show among ``jobs``
+    (``aiplatform_v1`` ``HyperparameterTuningJob``s, as the API lists them): the newest running
+    one, else ``prefer`` (the job shown so far, to show how it ended), else the newest; None when
+    there is none."""
+    from hydra_vertex._study_spec import goal_direction
+    from hydra_vertex.jobs import state_name
+    from hydra_vertex.trials import trial_results
 
-
-def store_snapshot(store: Any, prefer: str | None = None) -> tuple[str, str, Snapshot] | None:
-    """``(job name, metric, snapshot)`` of the tuning job to show from an emulator's store: the
-    newest running one, else ``prefer`` (the job shown so far, to show how it ended), else the
-    newest; None when there is none. Read straight from the store (the emulator's own process),
-    not through the API."""
-    jobs = [rec.get("resource", {}) for _, rec in store.items("hyperparameterTuningJobs")]
     if not jobs:
         return None
-    jobs.sort(
-        key=lambda r: (
-            r.get("state") in _JOB_RUNNING,
-            r.get("name") == prefer,
-            str(r.get("createTime", "")),
-        )
+    job = max(
+        jobs,
+        key=lambda j: (state_name(j) in _JOB_RUNNING, j.name == prefer, j.create_time),
     )
-    res = jobs[-1]
-    spec_metric = ((res.get("studySpec") or {}).get("metrics") or [{}])[0]
-    metric = str(spec_metric.get("metricId", "objective"))
-    minimize = str(spec_metric.get("goal", "")) in ("MINIMIZE", "2")
-    state = str(res.get("state", ""))
-    name = str(res.get("displayName") or res.get("name", ""))
-    ago = _seconds_since(str(res.get("startTime") or res.get("createTime") or ""))
+    metric = job.study_spec.metrics[0]
+    state = state_name(job)
+    name = job.display_name or job.name
+    ago = _seconds_since(job.start_time or job.create_time)
     snap = Snapshot(
         stage=f"{name}: " + ("tuning" if state in _JOB_RUNNING else
                              state.removeprefix("JOB_STATE_").lower()),
-        trials=_record_trials(res, metric),
-        max_trials=int(res.get("maxTrialCount") or 0),
+        trials=trial_results(job),
+        max_trials=job.max_trial_count,
         started=time.monotonic() - (ago or 0.0),
     )
-    snap.best = best_of(snap.trials, minimize)
-    return str(res.get("name", name)), metric, snap
+    snap.best = best_of(snap.trials, goal_direction(metric) == "minimize")
+    return job.name, metric.metric_id, snap
 
 
-class StoreWatch:
-    """The fetch of a :class:`Watcher` over an emulator's store: follows the newest tuning job and
-    sets the display's metric to that job's (a new job starts its trial lines afresh)."""
+class JobsWatch:
+    """The fetch of a :class:`Watcher` over the tuning jobs an emulator serves (``list_jobs()``
+    lists them through the API): follows the newest tuning job and sets the display's metric to
+    that job's (a new job starts its trial lines afresh)."""
 
-    def __init__(self, store: Any, display: Display) -> None:
-        self.store = store
+    def __init__(self, list_jobs: Callable[[], Sequence[Any]], display: Display) -> None:
+        self.list_jobs = list_jobs
         self.display = display
         self.job = ""
 
     def __call__(self) -> Snapshot | None:
-        found = store_snapshot(self.store, prefer=self.job or None)
+        found = tuning_snapshot(self.list_jobs(), prefer=self.job or None)
         if found is None:
             return None
         job, metric, snap = found
@@ -284,20 +264,39 @@ class StoreWatch:
         return snap
 
 
+def emulator_jobs(endpoint: str, token: str) -> Callable[[], list[Any]]:
+    """Lists every tuning job of the emulator at ``endpoint`` (all projects and locations), over
+    its REST API."""
+    from hydra_vertex.vertex import emulator_job_client
+
+    client = emulator_job_client(endpoint, token)
+
+    def list_jobs() -> list[Any]:
+        return list(client.list_hyperparameter_tuning_jobs(parent="projects/-/locations/-"))
+
+    return list_jobs
+
+
 class emulator_progress:
     """Progress of the tuning jobs an emulator runs, for ``hydra-vertex emulator``::
 
-        with emulator_progress(handle.emulator.store, sys.stdout, mode="auto"):
+        with emulator_progress(emulator_jobs(handle.endpoint, handle.token), sys.stdout):
             done.wait()
 
     ``mode``: ``auto`` (a live panel on a terminal, lines otherwise), ``live``, ``lines``,
     ``quiet``."""
 
-    def __init__(self, store: Any, stream: TextIO, mode: str = "auto", interval: float = 0.5):
+    def __init__(
+        self,
+        list_jobs: Callable[[], Sequence[Any]],
+        stream: TextIO,
+        mode: str = "auto",
+        interval: float = 0.5,
+    ):
         if mode == "auto":
             mode = "live" if stream.isatty() else "lines"
         self.display = Display(mode, "objective", stream)
-        self.watcher = Watcher(StoreWatch(store, self.display), self.display, interval)
+        self.watcher = Watcher(JobsWatch(list_jobs, self.display), self.display, interval)
 
     def __enter__(self) -> emulator_progress:
         self.display.__enter__()

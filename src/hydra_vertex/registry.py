@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hydra_vertex.errors import HydraVertexError
+from hydra_vertex.local_conventions import EMULATOR_REGISTRY_HOST_RE as _EMULATOR_HOST_RE
+from hydra_vertex.local_conventions import REGISTRY_CONTEXT as CONTEXT
 
 if TYPE_CHECKING:  # pragma: no cover
     from kfp.registry import RegistryClient
@@ -34,42 +36,6 @@ __all__ = [
     "split_template_url",
 ]
 
-# An emulator repository host: ``<endpoint>/kfp/<location>/<project>/<repo>``. The regex and the
-# URL templates below form a kfp registry context (``RegistryClient(config_file=...)``); it names
-# no port, so one file serves any emulator (the emulator writes it to
-# STATE_DIR/registry_context.json).
-_EMULATOR_HOST_RE = (
-    r"^(?P<endpoint>https?://[^/]+)/kfp/(?P<location>[a-z0-9-]+)/(?P<project_id>[a-z0-9-]+)"
-    r"/(?P<repo_id>[a-z0-9-]+)$"
-)
-_AR = (
-    "{endpoint}/artifactregistry/v1/projects/{project_id}/locations/{location}"
-    "/repositories/{repo_id}"
-)
-_PKG = _AR + "/packages/{package_name}"
-CONTEXT: dict[str, str] = {
-    "regex": _EMULATOR_HOST_RE,
-    "upload_url": "{host}",
-    "download_version_url": "{host}/{package_name}/{version}",
-    "download_tag_url": "{host}/{package_name}/{tag}",
-    "get_package_url": _PKG,
-    "list_packages_url": _AR + "/packages",
-    "delete_package_url": _PKG,
-    "get_tag_url": _PKG + "/tags/{tag}",
-    "list_tags_url": _PKG + "/tags",
-    "delete_tag_url": _PKG + "/tags/{tag}",
-    "create_tag_url": _PKG + "/tags?tagId={tag}",
-    "update_tag_url": _PKG + "/tags/{tag}?updateMask=version",
-    "get_version_url": _PKG + "/versions/{version}?view=FULL",
-    "list_versions_url": _PKG + "/versions?view=FULL",
-    "delete_version_url": _PKG + "/versions/{version}",
-    "package_format": "projects/{project_id}/locations/{location}/repositories/{repo_id}"
-    "/packages/{package_name}",
-    "tag_format": "projects/{project_id}/locations/{location}/repositories/{repo_id}"
-    "/packages/{package_name}/tags/{tag}",
-    "version_format": "projects/{project_id}/locations/{location}/repositories/{repo_id}"
-    "/packages/{package_name}/versions/{version}",
-}
 _TEMPLATE_URL_RE = re.compile(r"^(?P<host>https?://.+)/(?P<package>[^/]+)/(?P<ref>[^/]+)$")
 _VERSION_PREFIX = "sha256:"
 

@@ -14,9 +14,7 @@ Content-Security-Policy that allows nothing but the page's own style block.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import hashlib
 import json
 import os
 import shlex
@@ -28,6 +26,8 @@ from typing import Any
 
 from hydra_vertex import report_charts as charts
 from hydra_vertex.errors import UsageError
+from hydra_vertex.html_style import STYLE, csp
+from hydra_vertex.reasons import strip_ansi
 from hydra_vertex.summary import Summary
 from hydra_vertex.trials import TrialResult, short_reason
 
@@ -40,64 +40,8 @@ __all__ = [
     "write_report",
 ]
 
-STYLE = """
-:root { --fg: #1d2330; --muted: #5b6472; --line: #d8dde5; --bg: #ffffff; --panel: #f6f8fb;
-  --ok: #1a7f37; --bad: #c62828; --run: #9a6700; --accent: #d62728; }
-* { box-sizing: border-box; }
-body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--fg);
-  background: var(--bg); margin: 0; padding: 24px 32px; max-width: 1280px; }
-h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 17px; margin: 28px 0 8px; }
-.muted, .meta { color: var(--muted); }
-.meta { display: grid; grid-template-columns: max-content 1fr; gap: 2px 14px; margin: 12px 0; }
-.meta dt { font-weight: 600; color: var(--fg); } .meta dd { margin: 0; overflow-wrap: anywhere; }
-.badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 12px;
-  font-weight: 600; color: #fff; background: var(--muted); vertical-align: middle; }
-.badge.succeeded, .badge.SUCCEEDED { background: var(--ok); }
-.badge.failed, .badge.INFEASIBLE, .badge.FAILED, .badge.CANCELLED { background: var(--bad); }
-.badge.running, .badge.ACTIVE, .badge.RUNNING, .badge.REQUESTED, .badge.PENDING,
-.badge.QUEUED, .badge.STOPPING { background: var(--run); }
-.error { border-left: 4px solid var(--bad); background: #fdecea; padding: 8px 12px;
-  white-space: pre-wrap; font-family: ui-monospace, monospace; font-size: 13px; }
-.best { border: 1px solid var(--line); background: var(--panel); padding: 12px 16px;
-  border-radius: 6px; }
-pre.paste { background: #0f1720; color: #e6edf3; padding: 10px 14px; border-radius: 6px;
-  overflow-x: auto; white-space: pre-wrap; overflow-wrap: anywhere; user-select: all; }
-figure { margin: 0 0 12px; } figcaption { color: var(--muted); font-size: 12px; }
-.slices { display: flex; flex-wrap: wrap; gap: 12px; }
-.chart-svg { max-width: 100%; height: auto; background: var(--bg); }
-.plot-bg { fill: var(--panel); } .grid { stroke: var(--line); stroke-width: 1; }
-.tick { font-size: 11px; fill: var(--muted); } .axis-label { font-size: 12px; fill: var(--fg); }
-.pt { stroke: #fff; stroke-width: 1; } .pt[data-best] { stroke: var(--accent); stroke-width: 2.5; }
-.pt-failed { stroke: var(--bad); stroke-width: 2; fill: none; }
-.best-line { stroke: var(--accent); stroke-width: 2; fill: none; }
-.pc-line { fill: none; stroke-width: 1.5; stroke-opacity: 0.75; }
-.pc-line.best { stroke-width: 3.5; stroke-opacity: 1; }
-.pc-axis { stroke: var(--fg); stroke-width: 1; }
-.pc-tick { font-size: 10px; paint-order: stroke; stroke: #fff; stroke-width: 3px; fill: var(--fg); }
-.bar { fill: #3b528b; }
-table { border-collapse: collapse; width: 100%; font-size: 13px; }
-th, td { border-bottom: 1px solid var(--line); padding: 4px 8px; text-align: left;
-  vertical-align: top; }
-th { background: var(--panel); position: sticky; top: 0; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-tr.best-row td { background: #fff4e5; font-weight: 600; }
-td.params { font-family: ui-monospace, monospace; font-size: 12px; overflow-wrap: anywhere; }
-td.reason { color: var(--bad); white-space: pre-wrap; font-size: 12px; }
-footer { margin-top: 32px; color: var(--muted); font-size: 12px; }
-"""
-
-
-def csp(style: str = STYLE) -> str:
-    """A Content-Security-Policy that allows only ``style`` (by hash) and nothing else."""
-    digest = base64.b64encode(hashlib.sha256(style.encode()).digest()).decode()
-    return (
-        f"default-src 'none'; style-src 'sha256-{digest}'; img-src data:; "
-        "base-uri 'none'; form-action 'none'"
-    )
-
-
 def _e(value: object) -> str:
-    return escape(str(value), quote=True)
+    return escape(strip_ansi(str(value)), quote=True)
 
 
 # -- inputs -------------------------------------------------------------------------------------
@@ -111,6 +55,8 @@ def _trial_from_dict(d: Mapping[str, Any]) -> TrialResult:
         parameters=dict(d.get("parameters") or {}),
         value=None if value is None else float(value),
         infeasible_reason=str(d.get("infeasible_reason") or ""),
+        reason=str(d.get("reason") or ""),
+        output_dir=d.get("output_dir") or None,
     )
 
 
@@ -165,20 +111,18 @@ def summary_from_tuning_job(job: Any) -> Summary:
     typed by the job's study spec, the best trial (if any succeeded) and its overrides."""
     from dataclasses import replace
 
-    from google.cloud.aiplatform_v1.types import StudySpec
-
+    from hydra_vertex._study_spec import goal_direction
     from hydra_vertex.errors import TuningError
     from hydra_vertex.jobs import state_name
     from hydra_vertex.search_space import SearchSpace
     from hydra_vertex.trials import best_trial, trial_results, typed_parameters
 
     metric = job.study_spec.metrics[0]
-    minimize = int(metric.goal) == int(StudySpec.MetricSpec.GoalType.MINIMIZE)
     state = state_name(job)
     summary = Summary(
         name=(job.display_name or job.name.rsplit("/", 1)[-1]).removesuffix("-tuning"),
         metric=metric.metric_id,
-        direction="minimize" if minimize else "maximize",
+        direction=goal_direction(metric, f"{job.name} study_spec.metrics[0]"),
         status=_JOB_STATES.get(state, "running"),
         tuning_job=job.name,
     )
@@ -264,11 +208,14 @@ def _meta(summary: Summary) -> str:
         ("retrain job", "retrain_job"),
         ("image", "image_uri"),
         ("model", "model_dir"),
+        ("retrain output", "retrain_output_dir"),
         ("model URI", "model_uri"),
         ("pipeline log", "log"),
         ("trial logs", "trial_logs"),
     ):
         value = getattr(summary, attr)
+        if value and attr == "model_dir" and summary.model_dir_empty:
+            value = f"{value} (empty: the retrain wrote nothing under AIP_MODEL_DIR)"
         if value:
             rows.append((label, str(value)))
     body = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in rows)
@@ -308,6 +255,7 @@ def _trials_table(summary: Summary, links: Mapping[str, str]) -> str:
     head = (
         "<tr><th>trial</th><th>state</th>"
         f"<th>{_e(summary.metric)}</th><th>parameters</th><th>infeasible reason</th>"
+        "<th>output</th>"
         + ("<th>W&amp;B</th>" if links else "")
         + "</tr>"
     )
@@ -330,7 +278,8 @@ def _trials_table(summary: Summary, links: Mapping[str, str]) -> str:
             f'<td class="num" data-value="{_e(t.value)}">{_e(_value(t.value))}</td>'
             f'<td class="params">{_e(_params_text(t.parameters))}</td>'
             f'<td class="reason" title="{_e(t.infeasible_reason)}">'
-            f"{_e(short_reason(t.infeasible_reason))}</td>{wandb}</tr>"
+            f"{_e(t.reason or short_reason(t.infeasible_reason))}</td>"
+            f'<td class="path">{_e(t.output_dir or "")}</td>{wandb}</tr>'
         )
     return (
         '<section id="trials-section"><h2>Trials</h2>'

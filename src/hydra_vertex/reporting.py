@@ -235,6 +235,18 @@ class ReportCallback(Callback):
         self.key = None if key is None else str(key)
         self.params = None if params is None else [str(p) for p in params]
 
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from hydra_vertex.shim import FORCED_RUN_ENV
+
+        if os.environ.pop(FORCED_RUN_ENV, None) and _config_selects_multirun(config):
+            print(
+                "hydra-vertex: warning: the app's config selects hydra.mode=MULTIRUN (as an "
+                "hparams_search config does); a trial is one run, so it runs with hydra.mode=RUN "
+                "and the tuning job does the sweeping",
+                file=sys.stderr,
+                flush=True,
+            )
+
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         _state["last_step"] = None  # steps count per job (a local multirun runs several)
         os.environ.setdefault(METRIC_ENV, self.metric)
@@ -279,6 +291,32 @@ def _wandb_trial_setup(config: DictConfig, parameters: Mapping[str, object]) -> 
         os.environ.update(wandb_runs.trial_config_file(directory, parameters, os.environ))
     except OSError as err:  # the run still logs; only the parameters are missing from its config
         print(f"hydra-vertex: cannot write the W&B trial config: {err}", file=sys.stderr)
+
+
+def _config_selects_multirun(config: DictConfig) -> bool:
+    """Whether the app's config, without the shim's ``hydra.mode=RUN``, would run a sweep.
+
+    Composes the config once more (the shim cannot know without Hydra); any failure says no.
+    """
+    try:
+        from hydra.core.global_hydra import GlobalHydra
+        from hydra.types import RunMode
+
+        hydra_cfg = config.hydra
+        overrides = [
+            str(o)
+            for o in [*hydra_cfg.overrides.hydra, *hydra_cfg.overrides.task]
+            if str(o).split("=", 1)[0].lstrip("+~") != "hydra.mode"
+        ]
+        composed = GlobalHydra.instance().config_loader().load_configuration(
+            config_name=hydra_cfg.job.config_name,
+            overrides=overrides,
+            run_mode=RunMode.MULTIRUN,
+            validate_sweep_overrides=False,
+        )
+        return bool(composed.hydra.mode == RunMode.MULTIRUN)
+    except Exception:
+        return False
 
 
 def _is_multirun(config: DictConfig) -> bool:

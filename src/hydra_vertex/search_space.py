@@ -198,6 +198,27 @@ class SearchSpace:
             source=data.get("source", ""),
         )
 
+    def to_mapping(self) -> dict[str, Any]:
+        """The space as a search-space file's mapping (no ``None`` anywhere), which
+        :func:`from_mapping` reads back to an equal space: the pipeline's ``search_space``."""
+        params: dict[str, Any] = {}
+        for p in self.params:
+            expression = p.expression or _expression(p)
+            if p.parent is None:
+                params[p.override_key] = expression
+            else:
+                params[p.override_key] = {
+                    "when": {p.parent: list(p.parent_values)},
+                    "values": expression,
+                }
+        return {
+            "metric": self.metric,
+            "direction": self.direction,
+            "algorithm": self.algorithm,
+            "measurement_selection": self.measurement_selection,
+            "params": params,
+        }
+
     # -- Vertex StudySpec ------------------------------------------------------------------------
     def to_study_spec(self) -> StudySpec:
         from hydra_vertex._study_spec import space_to_study_spec
@@ -250,8 +271,8 @@ def from_mapping(data: Any, source: str = "<search space>") -> SearchSpace:
             params=data["params"],
             metric=data.get("metric"),
             direction=data.get("direction"),
-            algorithm=data.get("algorithm", "bayesian"),
-            selection=data.get("measurement_selection", "last"),
+            algorithm=data.get("algorithm") or "bayesian",
+            selection=data.get("measurement_selection") or "last",
             source=source,
         )
     sweeper = _sweeper_block(data)
@@ -260,15 +281,151 @@ def from_mapping(data: Any, source: str = "<search space>") -> SearchSpace:
             f"{source}: no search space found: expected top-level 'params' (search-space file) or "
             f"'hydra.sweeper.params' (Hydra config), see the README section 'Search space'"
         )
-    metric = sweeper.get("metric", data.get("optimized_metric"))
+    if sweeper.get("custom_search_space") is not None:
+        raise SearchSpaceError(
+            f"{source}: hydra.sweeper.custom_search_space "
+            f"({sweeper['custom_search_space']!r}) is not supported: Vertex AI needs the whole "
+            f"space up front, not a function that calls trial.suggest_*; write each parameter "
+            f"under hydra.sweeper.params in Hydra's sweep grammar (interval, int(interval), "
+            f"tag(log, ...), range, choice), and a conditional one in a search-space file as "
+            f"{{values: ..., when: {{parent: [values]}}}} (see the README, 'The search space')"
+        )
+    metric = sweeper.get("metric")
+    if metric is None:
+        metric = data.get("optimized_metric")
     return _build(
         params=sweeper.get("params"),
         metric=metric,
         direction=sweeper.get("direction"),
-        algorithm=sweeper.get("algorithm", "bayesian"),
-        selection=sweeper.get("measurement_selection", "last"),
+        algorithm=sweeper.get("algorithm") or sampler_algorithm(sweeper.get("sampler"))[1],
+        selection=sweeper.get("measurement_selection") or "last",
         source=f"{source} (hydra.sweeper)",
     )
+
+
+def _expression(p: Param) -> str:
+    """Sweep grammar for a parameter that has no source text (one read from a StudySpec)."""
+    tag = (lambda inner: f"tag({p.scale}, {inner})") if p.scale != "linear" else (lambda i: i)
+    if p.kind == "DOUBLE":
+        return tag(f"interval({float(cast(float, p.low))!r}, {float(cast(float, p.high))!r})")
+    if p.kind == "INTEGER":
+        return tag(f"int(interval({p.low}, {p.high}))")
+    values = ", ".join(repr(v) if not isinstance(v, str) else _quoted(v) for v in p.values)
+    return tag(f"choice({values})")
+
+
+def _quoted(text: str) -> str:
+    from hydra_vertex.overrides import quote_string
+
+    return quote_string(text)
+
+
+#: hydra-optuna-sweeper keys read as the Vertex equivalents (``SweeperSettings``) or noted.
+_SWEEPER_KEYS = {
+    "_target_", "params", "direction", "metric", "algorithm", "measurement_selection",
+    "n_trials", "n_jobs", "max_failure_rate", "sampler", "storage", "study_name",
+    "custom_search_space",
+}
+
+
+@dataclass(frozen=True)
+class SweeperSettings:
+    """What a ``hydra.sweeper`` block asks for besides the space (hydra-optuna-sweeper's keys).
+
+    ``n_trials``/``n_jobs``/``max_failure_rate`` become the job's budget when the job file does not
+    set it (:func:`hydra_vertex.jobfile.apply_sweeper`); ``notes`` holds one warning line per key
+    that is ignored, saying what is used instead.
+    """
+
+    n_trials: int | None = None
+    n_jobs: int | None = None
+    max_failure_rate: float | None = None
+    seed: int | None = None  # the sampler's: the local suggestion engine's seed
+    source: str = ""
+    notes: tuple[str, ...] = ()
+
+
+def sweeper_settings(data: Any, source: str = "<search space>") -> SweeperSettings:
+    """The budget and the ignored keys of a Hydra config's ``hydra.sweeper`` block (nothing for a
+    search-space file). ``null`` means "not set" everywhere."""
+    sweeper = _sweeper_block(data) if isinstance(data, Mapping) and "params" not in data else None
+    if sweeper is None:
+        return SweeperSettings(source=source)
+    where = f"{source} (hydra.sweeper)"
+
+    def count(key: str) -> int | None:
+        value = sweeper.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise SearchSpaceError(f"{where}: '{key}' must be an integer >= 1, got {value!r}")
+        return value
+
+    rate = sweeper.get("max_failure_rate")
+    if rate is not None and (
+        isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1
+    ):
+        raise SearchSpaceError(
+            f"{where}: 'max_failure_rate' must be a number from 0 to 1, got {rate!r}"
+        )
+    notes = []
+    sampler = sweeper.get("sampler")
+    if sampler is not None and sweeper.get("algorithm"):
+        notes.append(
+            f"{where}: 'sampler' is ignored: 'algorithm: {sweeper['algorithm']}' chooses how "
+            f"Vertex AI picks the trials"
+        )
+    elif sampler is not None:
+        name, algorithm = sampler_algorithm(sampler)
+        if algorithm == "bayesian":
+            notes.append(
+                f"{where}: 'sampler' is ignored ({name or 'set'}): Vertex AI chooses the "
+                f"trials by Bayesian optimization (Vizier; locally, Optuna's GPSampler); the "
+                f"random and grid samplers map to Vertex's random and grid search"
+            )
+    for key in ("storage", "study_name"):
+        if sweeper.get(key) is not None:
+            notes.append(
+                f"{where}: '{key}' is ignored: the trials are kept in the Vertex AI tuning job "
+                f"(locally, in the emulator's state directory), and SUMMARY.json lists them"
+            )
+    for key in sorted(set(sweeper) - _SWEEPER_KEYS):
+        if sweeper.get(key) is not None:
+            notes.append(f"{where}: '{key}' is not read by hydra-vertex and is ignored")
+    seed = sampler.get("seed") if isinstance(sampler, Mapping) else None
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise SearchSpaceError(f"{where}: 'sampler.seed' must be an integer >= 0, got {seed!r}")
+    return SweeperSettings(
+        n_trials=count("n_trials"),
+        n_jobs=count("n_jobs"),
+        max_failure_rate=None if rate is None else float(rate),
+        seed=seed,
+        source=where,
+        notes=tuple(notes),
+    )
+
+
+#: hydra-optuna-sweeper's sampler options (``hydra/sweeper/sampler``) and Optuna's sampler
+#: classes, by the Vertex algorithm that stands in for them: random and grid search are Vertex's
+#: own; every other sampler becomes Vertex's default, Bayesian optimization.
+_SAMPLER_NAMES = {
+    "TPESampler": "tpe", "RandomSampler": "random", "GridSampler": "grid", "GPSampler": "gp",
+    "CmaEsSampler": "cmaes", "NSGAIISampler": "nsgaii", "NSGAIIISampler": "nsgaiii",
+    "MOTPESampler": "motpe", "raise_motpe_removed": "motpe", "QMCSampler": "qmc",
+    "BruteForceSampler": "bruteforce",
+}
+_SAMPLER_ALGORITHMS: dict[str, Algorithm] = {"random": "random", "grid": "grid"}
+
+
+def sampler_algorithm(sampler: Any) -> tuple[str, Algorithm]:
+    """``(option name, Vertex algorithm)`` for a hydra-optuna-sweeper ``sampler`` setting: an
+    option name (``tpe``) or a config with Optuna's ``_target_``; ``("", "bayesian")`` for none."""
+    if sampler is None:
+        return "", "bayesian"
+    target = sampler.get("_target_") if isinstance(sampler, Mapping) else sampler
+    text = str(target or "")
+    name = _SAMPLER_NAMES.get(text.rsplit(".", 1)[-1], text.rsplit(".", 1)[-1].lower())
+    return name, _SAMPLER_ALGORITHMS.get(name, "bayesian")
 
 
 def _sweeper_block(data: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -290,7 +447,13 @@ def _build(
     source: str,
 ) -> SearchSpace:
     if metric is None or metric == "":
-        metric = "training/hptuning/metric"  # cloudml-hypertune's default tag
+        raise SearchSpaceError(
+            f"{source}: 'metric' is missing: name the metric the app reports (the tag its value "
+            f"is reported under; for a task function that returns a mapping, its key), e.g. "
+            f"'metric: val_loss'"
+            + (" (in a Hydra config: hydra.sweeper.metric, or a top-level optimized_metric)"
+               if source.endswith("(hydra.sweeper)") else "")
+        )
     if not isinstance(metric, str) or any(c.isspace() for c in metric):
         raise SearchSpaceError(
             f"{source}: 'metric' must be a metric tag without whitespace, got {metric!r}"
@@ -336,10 +499,26 @@ def _build(
     )
 
 
-def _parse_entry(raw_key: str, spec: Any, source: str) -> Param:
+def check_entry(raw_key: str, spec: Any, where: str) -> Param:
+    """One entry of ``params`` parsed and checked on its own, every error starting with ``where``
+    (the sweeper names it ``hydra.sweeper.params.<key>``). Rules between entries (conditions,
+    duplicates, grid search over intervals) are checked when the whole space is built."""
+    param = _parse_entry(raw_key, spec, where=where)
+    _validate_param(param, "", where=where)
+    return param
+
+
+def _parse_entry(raw_key: str, spec: Any, source: str = "", where: str = "") -> Param:
+    where = where or f"{source}: parameter {raw_key!r}"
+    if raw_key.startswith("++"):
+        raise SearchSpaceError(
+            f"{where}: '++' (add or override) cannot be tuned: a trial sets a key the config has "
+            f"('key') or adds one it lacks ('+key'); write one of those"
+        )
+    if raw_key.startswith("~"):
+        raise SearchSpaceError(f"{where}: '~' deletes a key, which is not a value to tune")
     new_key = raw_key.startswith("+")
     key = raw_key[1:] if new_key else raw_key
-    where = f"{source}: parameter {raw_key!r}"
     _check_key(key, where)  # before Hydra's parser, whose message for "a b=..." is obscure
     parent: str | None = None
     parent_values: tuple[Primitive, ...] = ()
@@ -516,6 +695,7 @@ def _order_parents_first(params: list[Param], source: str) -> list[Param]:
 # ------------------------------------------------------------------------------------------------
 
 _ID_RE = re.compile(r"\s")
+_KEY_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*")
 
 
 def _validate_space(space: SearchSpace) -> None:
@@ -553,16 +733,40 @@ def _validate_space(space: SearchSpace) -> None:
 
 
 def _check_key(key: str, where: str) -> None:
+    """The keys the shim can honour: a config key, or a config group at the top of the tree."""
     if not key or _ID_RE.search(key):
         raise SearchSpaceError(f"{where}: parameter ids must be non-empty with no whitespace")
-    if key == "hydra" or key.startswith("hydra."):
+    if "/" in key:
+        raise SearchSpaceError(
+            f"{where}: a nested config-group path ('/') cannot be a trial parameter (Vertex "
+            f"parameter ids and the shim take config keys and top-level groups); tune the values "
+            f"inside the group ('{key.replace('/', '.')}.x') or select the option with a "
+            f"top-level group"
+        )
+    if "@" in key:
+        raise SearchSpaceError(
+            f"{where}: a package override ('@') cannot be a trial parameter; tune the key it "
+            f"reaches, written as a dotted config key"
+        )
+    first = key.split(".", 1)[0]
+    if first == "hydra":
         raise SearchSpaceError(
             f"{where}: 'hydra.*' keys configure Hydra itself and cannot be tuned"
         )
+    if first == "_global_":
+        raise SearchSpaceError(
+            f"{where}: '_global_' is a package name, not a key; write the key it reaches "
+            f"(and 'hydra.*' keys cannot be tuned)"
+        )
+    if not _KEY_RE.fullmatch(key):
+        raise SearchSpaceError(
+            f"{where}: a parameter is a dotted config key (letters, digits, '_' and '-' between "
+            f"dots, as 'optimizer.lr' or 'layers.0.size'); {key!r} is not one"
+        )
 
 
-def _validate_param(p: Param, src: str) -> None:
-    where = f"{src}: parameter {p.key!r}"
+def _validate_param(p: Param, src: str, where: str = "") -> None:
+    where = where or f"{src}: parameter {p.key!r}"
     _check_key(p.key, where)
     if p.kind in ("DOUBLE", "INTEGER"):
         if p.low is None or p.high is None:

@@ -4,16 +4,20 @@ Usage::
 
     hydra-vertex-shim --search-space FILE -- APP_COMMAND... [TRIAL_ARGS...]
     hydra-vertex-shim --search-space-json JSON -- APP_COMMAND... [TRIAL_ARGS...]
+    hydra-vertex-shim --retrain -- APP_COMMAND...
 
 ``--search-space-json`` carries the parsed space (``SearchSpace.to_dict()``) inline: the
 pipeline's trials use it, so the space need not be a file inside the image.
 
 The shim loads the search space (from the content-hash cache, so Hydra is not imported), turns the
 trailing trial arguments Vertex appended (``--lr=0.01``, ``--lr 0.01``) into Hydra overrides
-(:mod:`hydra_vertex.overrides`), adds the per-trial output directory and the reporting callback, and
-replaces itself with the app (``os.execvp``, no shell): the app's exit code and signals are the
-shim's own. Errors print one line (``hydra-vertex-shim: error: ...``) and exit 2; an app command
-that cannot be started exits 127 (not found) or 126 (not executable), as a shell would.
+(:mod:`hydra_vertex.overrides`), adds the per-trial output directory, ``hydra.mode=RUN`` and the
+reporting callback, and replaces itself with the app (``os.execvp``, no shell): the app's exit code
+and signals are the shim's own. ``--retrain`` (the final training) converts nothing: it adds
+``hydra.mode=RUN`` and, under the emulator, the output directory. An app command with ``-m`` is
+refused: a trial is one run. Errors print one line (``hydra-vertex-shim: error: ...``) and exit 2;
+an app command that cannot be started exits 127 (not found) or 126 (not executable), as a shell
+would.
 """
 
 from __future__ import annotations
@@ -25,9 +29,12 @@ from collections.abc import Sequence
 PROG = "hydra-vertex-shim"
 USAGE = (
     f"usage: {PROG} (--search-space FILE | --search-space-json JSON) -- APP_COMMAND... "
-    "[TRIAL_ARGS...]"
+    f"[TRIAL_ARGS...]\n       {PROG} --retrain -- APP_COMMAND..."
 )
 _JSON_PREFIX = "json:"
+_RETRAIN = "retrain:"
+#: Set for the app: the reporting callback then says so when the app's config selects MULTIRUN.
+FORCED_RUN_ENV = "HYDRA_VERTEX_FORCED_RUN"
 
 
 class _Usage(Exception):
@@ -41,7 +48,9 @@ def _parse(argv: Sequence[str]) -> tuple[str, list[str]]:
         arg = argv[i]
         if arg == "--":
             if space is None:
-                raise _Usage("--search-space FILE (or --search-space-json JSON) is required")
+                raise _Usage(
+                    "--search-space FILE (or --search-space-json JSON, or --retrain) is required"
+                )
             command = list(argv[i + 1 :])
             if not command:
                 raise _Usage("no app command after '--'")
@@ -54,6 +63,10 @@ def _parse(argv: Sequence[str]) -> tuple[str, list[str]]:
             continue
         if arg.startswith("--search-space="):
             space = arg.split("=", 1)[1]
+            i += 1
+            continue
+        if arg == "--retrain":
+            space = _RETRAIN
             i += 1
             continue
         if arg == "--search-space-json":
@@ -74,14 +87,24 @@ def _error(message: str, code: int = 2) -> int:
 
 def build_command(space_file: str, command: Sequence[str]) -> list[str]:
     """The app command line the shim executes (app args + trial overrides + shim overrides)."""
-    from hydra_vertex.overrides import convert_argv, shim_overrides
+    from hydra_vertex.overrides import (
+        OUTPUT_DIR_ENV,
+        check_run_mode,
+        convert_argv,
+        run_overrides,
+        shim_overrides,
+    )
     from hydra_vertex.search_space import load_cached, load_json
 
+    if space_file == _RETRAIN:
+        check_run_mode(command)
+        return [*command, *run_overrides(command, os.environ.get(OUTPUT_DIR_ENV) or None)]
     if space_file.startswith(_JSON_PREFIX):
         space = load_json(space_file[len(_JSON_PREFIX) :], source="--search-space-json")
     else:
         space = load_cached(space_file)
     app, overrides = convert_argv(space, command)
+    check_run_mode(app)
     return [*app, *overrides, *shim_overrides(space, app, os.environ)]
 
 
@@ -102,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _error(" ".join(str(e).split("\n")))
     sys.stdout.flush()
     sys.stderr.flush()
+    os.environ[FORCED_RUN_ENV] = "1"
     try:
         os.execvp(final[0], final)
     except FileNotFoundError:

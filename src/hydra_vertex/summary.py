@@ -1,11 +1,15 @@
 """``SUMMARY.json``: what a run found, written even when it failed part-way.
 
 Fields (design.md fixes the first five): ``best_trial_id``, ``best_value``, ``best_overrides``,
-``trials`` (each ``id``, ``state``, ``parameters``, ``value``, ``infeasible_reason``),
-``model_dir``; and ``status`` (``succeeded``/``failed``), ``error``, ``name``, ``metric``,
-``direction``, ``best_parameters``, ``retrain_overrides``, ``model_uri``, ``image_uri``,
-``tuning_job``, ``retrain_job``, ``elapsed_seconds``, ``log`` (the pipeline's), ``trial_logs``
-(the emulator's directory of per-trial logs), ``report`` (the HTML report).
+``trials`` (each ``id``, ``state``, ``parameters``, ``value``, ``infeasible_reason`` (the whole
+record: the deciding line, then the log's last lines), ``reason`` (the deciding line alone) and
+``output_dir`` (the trial's Hydra output directory)), ``model_dir``; and ``status``
+(``succeeded``/``failed``), ``error``, ``name``, ``metric``, ``direction``, ``best_parameters``,
+``retrain_overrides``, ``model_uri``, ``model_dir_empty`` (true when the retrain wrote nothing
+under ``AIP_MODEL_DIR``; null when there was no retrain), ``retrain_output_dir`` (the retrain's
+Hydra output directory), ``image_uri``, ``tuning_job``, ``retrain_job``, ``elapsed_seconds``,
+``log`` (the pipeline's), ``trial_logs`` (the emulator's directory of per-trial logs), ``report``
+(the HTML report). ``model_dir`` stays a string. No string holds an ANSI escape sequence.
 """
 
 from __future__ import annotations
@@ -14,10 +18,22 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from hydra_vertex.files import atomic_write_text
+from hydra_vertex.reasons import strip_ansi
 from hydra_vertex.trials import TrialResult
+
+
+def _clean(value: Any) -> Any:
+    """``value`` with ANSI escape sequences removed from every string in it."""
+    if isinstance(value, str):
+        return strip_ansi(value)
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
 
 
 @dataclass
@@ -34,6 +50,8 @@ class Summary:
     retrain_overrides: list[str] = field(default_factory=list)
     trials: list[TrialResult] = field(default_factory=list)
     model_dir: str | None = None
+    model_dir_empty: bool | None = None
+    retrain_output_dir: str | None = None
     model_uri: str | None = None
     image_uri: str | None = None
     tuning_job: str | None = None
@@ -44,7 +62,7 @@ class Summary:
     report: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return cast(dict[str, Any], _clean(asdict(self)))
 
     def write(self, path: str | os.PathLike[str]) -> Path:
         return atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")

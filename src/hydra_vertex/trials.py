@@ -22,17 +22,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hydra_vertex.errors import TuningError
+from hydra_vertex.reasons import strip_ansi
 
 if TYPE_CHECKING:  # pragma: no cover
     from google.cloud.aiplatform_v1.types import HyperparameterTuningJob, Measurement, Trial
 
     from hydra_vertex.search_space import SearchSpace
-
-_STATE_NAMES = {
-    0: "STATE_UNSPECIFIED", 1: "REQUESTED", 2: "ACTIVE", 3: "STOPPING", 4: "SUCCEEDED",
-    5: "INFEASIBLE",
-}
-
 
 @dataclass(frozen=True)
 class TrialResult:
@@ -41,6 +36,12 @@ class TrialResult:
     parameters: dict[str, Any]
     value: float | None
     infeasible_reason: str = ""
+    reason: str = ""  # the deciding line of an infeasible trial (hydra_vertex.reasons)
+    output_dir: str | None = None  # the trial's Hydra output directory, where known
+
+    def __post_init__(self) -> None:
+        if self.infeasible_reason and not self.reason:
+            object.__setattr__(self, "reason", short_reason(self.infeasible_reason))
 
 
 @dataclass(frozen=True)
@@ -81,25 +82,26 @@ def _id_key(trial_id: str) -> tuple[int, str]:
 
 def trial_results(job: HyperparameterTuningJob) -> list[TrialResult]:
     """Every trial of the job as plain data (ids ascending)."""
-    from google.cloud.aiplatform_v1.types import StudySpec
+    from google.cloud.aiplatform_v1.types import Trial
+
+    from hydra_vertex._study_spec import goal_direction, measurement_selection
 
     spec = job.study_spec
     metric = spec.metrics[0]
-    minimize = int(metric.goal) == int(StudySpec.MetricSpec.GoalType.MINIMIZE)
-    best = int(spec.measurement_selection_type) == int(
-        StudySpec.MeasurementSelectionType.BEST_MEASUREMENT
-    )
+    minimize = goal_direction(metric) == "minimize"
+    best = measurement_selection(spec) == "best"
     out = []
     for t in job.trials:
-        state = _STATE_NAMES.get(int(t.state), str(t.state))
+        state = Trial.State(t.state).name
         value = trial_value(t, metric.metric_id, minimize, best) if state == "SUCCEEDED" else None
+        reason = strip_ansi(t.infeasible_reason)
         out.append(
             TrialResult(
                 id=t.id,
                 state=state,
                 parameters={p.parameter_id: p.value for p in t.parameters},
                 value=value,
-                infeasible_reason=t.infeasible_reason,
+                infeasible_reason=reason,
             )
         )
     return sorted(out, key=lambda r: _id_key(r.id))
@@ -128,10 +130,16 @@ def _crash_line(reason: str) -> str:
 
 
 def short_reason(reason: str) -> str:
-    """One line for an infeasible reason: what happened and, for a crash, the exception line."""
-    if not reason:
+    """One line for an infeasible reason: its first line, the deciding line
+    (:mod:`hydra_vertex.reasons`). A reason stored before that rule ("exited with code 1; last
+    log lines: ...") gets its exception line after it."""
+    reason = strip_ansi(reason or "")
+    if not reason.strip():
         return ""
-    first = reason.splitlines()[0].strip().removesuffix("; last log lines:").rstrip(";:")
+    first = reason.strip().splitlines()[0].strip()
+    if not first.endswith("; last log lines:"):
+        return first
+    first = first.removesuffix("; last log lines:").rstrip(";:")
     crash = _crash_line(reason)
     return f"{first}: {crash}" if crash else first
 
@@ -152,16 +160,13 @@ def no_success_message(trials: list[TrialResult], job_name: str) -> str:
 
 def best_trial(job: HyperparameterTuningJob, space: SearchSpace | None = None) -> BestTrial:
     """The winner of a finished job, with its Hydra overrides typed by the search space."""
-    from google.cloud.aiplatform_v1.types import StudySpec
-
+    from hydra_vertex._study_spec import goal_direction
     from hydra_vertex.overrides import trial_overrides
     from hydra_vertex.search_space import SearchSpace
 
     if space is None:
         space = SearchSpace.from_study_spec(job.study_spec, source=f"{job.name} study_spec")
-    minimize = int(job.study_spec.metrics[0].goal) == int(
-        StudySpec.MetricSpec.GoalType.MINIMIZE
-    )
+    minimize = goal_direction(job.study_spec.metrics[0]) == "minimize"
     results = trial_results(job)
     winner = select_best(results, minimize=minimize, job_name=job.display_name or job.name)
     assert winner.value is not None  # select_best only returns trials with a value

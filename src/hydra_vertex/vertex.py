@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from hydra_vertex.local_conventions import project_number
+
 if TYPE_CHECKING:  # pragma: no cover
     from google.auth.credentials import Credentials
 
@@ -26,10 +28,6 @@ class Endpoint:
     api_endpoint: str | None
     token: str | None = None
     is_emulator: bool = False
-
-    @property
-    def transport(self) -> str | None:
-        return "rest" if self.is_emulator else None
 
 
 def resolve_endpoint(explicit: str | None = None) -> Endpoint:
@@ -99,11 +97,7 @@ def job_client(location: str, endpoint: str | None = None) -> Any:
 
     resolved = resolve_endpoint(endpoint)
     if resolved.is_emulator:
-        return aiplatform_v1.JobServiceClient(
-            transport="rest",
-            client_options={"api_endpoint": resolved.api_endpoint},
-            credentials=bearer_credentials(resolved.token),
-        )
+        return emulator_job_client(str(resolved.api_endpoint), resolved.token)
     if resolved.api_endpoint:
         return aiplatform_v1.JobServiceClient(
             client_options={"api_endpoint": resolved.api_endpoint}
@@ -112,6 +106,17 @@ def job_client(location: str, endpoint: str | None = None) -> Any:
 
     options = initializer.global_config.get_client_options(location_override=location)
     return aiplatform_v1.JobServiceClient(client_options=options)
+
+
+def emulator_job_client(endpoint: str, token: str | None) -> Any:
+    """A v1 ``JobServiceClient`` for the emulator at ``endpoint`` (REST, bearer token)."""
+    from google.cloud import aiplatform_v1
+
+    return aiplatform_v1.JobServiceClient(
+        transport="rest",
+        client_options={"api_endpoint": endpoint},
+        credentials=bearer_credentials(token),
+    )
 
 
 def api_base(location: str, endpoint: str | None = None) -> str:
@@ -128,14 +133,6 @@ def api_base(location: str, endpoint: str | None = None) -> str:
     if "://" not in base:
         base = f"https://{base}"
     return f"{base.rstrip('/')}/v1/"
-
-
-def project_number(project_id: str) -> str:
-    """The emulator's number for a project id (stable: derived from the id)."""
-    import hashlib
-
-    digest = int(hashlib.sha256(project_id.encode()).hexdigest()[:12], 16)
-    return str(10**11 + digest % (9 * 10**11))
 
 
 def use_emulator_project_numbers() -> None:

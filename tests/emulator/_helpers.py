@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 IMAGE = "local/branin:latest"
+FAILING_IMAGE = "local/failing:latest"
 
 
 def shim_command(*app_args: str) -> list[str]:
@@ -16,12 +17,12 @@ def shim_command(*app_args: str) -> list[str]:
     return [str(shim), "--search-space", "space.yaml", "--", sys.executable, "app.py", *app_args]
 
 
-def worker_pool(command: list[str]) -> list[dict[str, object]]:
+def worker_pool(command: list[str], image: str = IMAGE) -> list[dict[str, object]]:
     return [
         {
             "machine_spec": {"machine_type": "n1-standard-4"},
             "replica_count": 1,
-            "container_spec": {"image_uri": IMAGE, "command": command, "args": []},
+            "container_spec": {"image_uri": image, "command": command, "args": []},
         }
     ]
 

@@ -6,17 +6,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _helpers import IMAGE
+from _helpers import FAILING_IMAGE, IMAGE
 
 from hydra_vertex.emulator import EmulatorHandle, start
 
 APPS = Path(__file__).parent / "apps"
 BRANIN = APPS / "branin"
+FAILING = Path(__file__).parents[1] / "apps" / "failing_app"  # a Hydra app whose runs all fail
 
 
 @pytest.fixture
 def emulator(tmp_path: Path) -> Iterator[EmulatorHandle]:
-    handle = start(tmp_path / "state", images={IMAGE: str(BRANIN)}, seed=7)
+    images = {IMAGE: str(BRANIN), FAILING_IMAGE: str(FAILING)}
+    handle = start(tmp_path / "state", images=images, seed=7)
     try:
         yield handle
     finally:

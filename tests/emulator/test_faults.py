@@ -3,11 +3,13 @@ that no process is left behind."""
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
-from _helpers import no_trial_processes, tuning_job
+from _helpers import FAILING_IMAGE, no_trial_processes, tuning_job, worker_pool
 
 from hydra_vertex.emulator import EmulatorHandle
 
@@ -21,7 +23,7 @@ def _run_failing(job: Any, **run_kwargs: Any) -> None:
 @pytest.mark.parametrize(
     ("mode", "reason"),
     [
-        pytest.param("crash", "exited with code 3", id="crash-before-report"),
+        pytest.param("crash", "branin: crashing on purpose (exit code 3)", id="crash-before-report"),
         pytest.param("nometric", "reported no metric", id="no-metric"),
         pytest.param("wrongtag", "tags seen: ['loss']", id="wrong-tag"),
         pytest.param("nan", "non-finite", id="nan"),
@@ -54,6 +56,39 @@ def test_every_trial_failing_fails_the_job(sdk: Any) -> None:
     assert [t.state.name for t in job.trials] == ["INFEASIBLE"] * 3
 
 
+def test_fail_fast_when_the_first_trials_all_fail(sdk: Any, emulator: EmulatorHandle) -> None:
+    """max_failed_trial_count 0: the job fails once the first max(parallel, 3) trials have all
+    failed, with each one's deciding line, not after max_trial_count trials."""
+    from google.cloud.aiplatform import hyperparameter_tuning as hpt
+
+    from hydra_vertex.progress import emulator_jobs, tuning_snapshot
+
+    shim = Path(sys.executable).with_name("hydra-vertex-shim")
+    command = [str(shim), "--search-space", "search_space.yaml", "--", sys.executable, "app.py"]
+    pool = worker_pool(command, image=FAILING_IMAGE)
+    job = sdk.HyperparameterTuningJob(
+        display_name="doomed",
+        custom_job=sdk.CustomJob(display_name="doomed-trial", worker_pool_specs=pool),
+        metric_spec={"loss": "minimize"},
+        parameter_spec={"lr": hpt.DoubleParameterSpec(1e-4, 1.0, "log")},
+        max_trial_count=20,
+        parallel_trial_count=2,
+        max_failed_trial_count=0,
+    )
+    _run_failing(job)
+    failed = [t for t in job.trials if not t.infeasible_reason.startswith("stopped")]
+    assert len(failed) == 3 and len(job.trials) <= 4  # at most one more was running
+    assert all(t.state.name == "INFEASIBLE" for t in job.trials)
+    message = job.gca_resource.error.message
+    assert message.startswith("the first 3 trials all failed and none succeeded")
+    assert message.count("RuntimeError: diverged at lr=") == 3
+    assert "Traceback" not in message
+    # the emulator's own progress display lists it over the API, across projects and locations
+    found = tuning_snapshot(emulator_jobs(emulator.endpoint, emulator.token)())
+    assert found is not None and found[0] == job.resource_name
+    assert found[2].stage == "doomed: failed" and found[2].count("INFEASIBLE") == len(job.trials)
+
+
 def test_timeout_kills_the_process_group(sdk: Any, emulator: EmulatorHandle) -> None:
     job = tuning_job(sdk, "hang", max_trials=1)
     _run_failing(job, timeout=3)
@@ -73,9 +108,10 @@ def test_cancel_mid_run(sdk: Any, emulator: EmulatorHandle) -> None:
     job.cancel()
     while time.monotonic() < deadline:
         job._sync_gca_resource()
-        if job.state.name == "JOB_STATE_CANCELLED":
+        state = job.gca_resource.state.name  # read once: job.state fetches the job again
+        if state == "JOB_STATE_CANCELLED":
             break
-        assert job.state.name in ("JOB_STATE_RUNNING", "JOB_STATE_CANCELLING")
+        assert state in ("JOB_STATE_RUNNING", "JOB_STATE_CANCELLING")
         time.sleep(0.2)
     assert job.state.name == "JOB_STATE_CANCELLED"
     assert job.gca_resource.error.code == 1

@@ -33,12 +33,16 @@ def emulator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulat
         yield handle
 
 
-def _job_file(tmp_path: Path) -> Path:
+KMS_KEY = "projects/local-project/locations/us-central1/keyRings/r/cryptoKeys/k"
+
+
+def _job_file(tmp_path: Path, **vertex: object) -> Path:
     data = yaml.safe_load((DIGITS / "job.yaml").read_text())
     data["app"]["source"] = str(DIGITS)
     data["search_space"] = str(DIGITS / "search_space.yaml")
     data["tuning"].update(max_trials=2, parallel_trials=2)
     data["vertex"]["staging_bucket"] = "gs://cli-bucket/hydra-vertex"
+    data["vertex"].update(vertex)
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -59,7 +63,14 @@ def test_submit_runs_the_pipeline_through_cloud_build(
 ) -> None:
     from google.cloud import aiplatform
 
-    done = _cli(emulator, "submit", str(_job_file(tmp_path)), "--wait")
+    gpu_spot = {
+        "accelerator_type": "NVIDIA_TESLA_T4",
+        "accelerator_count": 2,
+        "scheduling_strategy": "SPOT",
+        "encryption_key": KMS_KEY,
+        "labels": {"team": "digits"},
+    }
+    done = _cli(emulator, "submit", str(_job_file(tmp_path, **gpu_spot)), "--wait")
     assert done.returncode == 0, done.stdout + done.stderr
     name = done.stdout.strip().splitlines()[-1]
     assert "/pipelineJobs/" in name
@@ -72,6 +83,21 @@ def test_submit_runs_the_pipeline_through_cloud_build(
     assert "@sha256:" in image  # pinned by digest, built by the emulator's Cloud Build
     [root] = [t for t in job.task_details if t.task_name == "hydra-vertex-tune-and-retrain"]
     assert list(root.execution.metadata["output:best_overrides"])
+    # The KMS key and the labels reach the pipeline run and, through the components, its jobs;
+    # the trials ran on this machine although they ask for GPUs.
+    assert job.gca_resource.encryption_spec.kms_key_name == KMS_KEY
+    assert dict(job.labels) == {"hydra-vertex-app": "digits", "team": "digits"}
+    [tuning] = aiplatform.HyperparameterTuningJob.list()
+    [retrain] = aiplatform.CustomJob.list(filter='display_name="digits-retrain"')
+    for resource, spec in (
+        (tuning.gca_resource, tuning.gca_resource.trial_job_spec),
+        (retrain.gca_resource, retrain.gca_resource.job_spec),
+    ):
+        assert resource.encryption_spec.kms_key_name == KMS_KEY
+        assert dict(resource.labels)["team"] == "digits"
+        machine = spec.worker_pool_specs[0].machine_spec
+        assert (machine.accelerator_type.name, machine.accelerator_count) == ("NVIDIA_TESLA_T4", 2)
+        assert spec.scheduling.strategy.name == "SPOT"
 
 
 def test_schedule_creates_a_schedule_that_runs(emulator: EmulatorHandle, tmp_path: Path) -> None:

@@ -78,7 +78,7 @@ def register(sub: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from hydra_vertex.local_run import print_summary, run_local
+    from hydra_vertex.local_run import model_warning, print_summary, run_local
 
     if not args.local:
         raise UsageError(
@@ -95,6 +95,8 @@ def _run(args: argparse.Namespace) -> int:
         print_summary(summary, sys.stdout)
         if args.output:
             print(f"summary: {args.output}")
+    elif summary.model_dir_empty:
+        print(model_warning(summary), file=sys.stderr)
     if summary.status != "succeeded":
         raise HydraVertexError(f"the run failed: {summary.error}")
     return 0

@@ -26,7 +26,6 @@ WORKING by a stopped emulator runs again on the next start. The log of each buil
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import re
@@ -40,8 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra_vertex import images
-from hydra_vertex.emulator.routes import ApiError
-from hydra_vertex.emulator.services import Request
+from hydra_vertex.emulator.router import ApiError, Request, Route, json_body
 from hydra_vertex.emulator.store import Store, atomic_write_json
 from hydra_vertex.errors import HydraVertexError
 
@@ -51,9 +49,9 @@ _VERBS = {"FAILURE": "failed", "CANCELLED": "cancelled", "TIMEOUT": "timed out"}
 TERMINAL = ("SUCCESS", "FAILURE", "INTERNAL_ERROR", "TIMEOUT", "CANCELLED", "EXPIRED")
 _BUILD_TYPE = "type.googleapis.com/google.devtools.cloudbuild.v1.Build"
 _META_TYPE = "type.googleapis.com/google.devtools.cloudbuild.v1.BuildOperationMetadata"
-_PROJECT = r"(?P<project>[a-z][a-z0-9:.-]{0,62})"
-_PARENT = rf"^/v1/projects/{_PROJECT}(?:/locations/(?P<location>[a-z0-9-]+))?/builds"
-_ID = r"(?P<build_id>[0-9a-f-]{36})"
+_SERVICE = "google.devtools.cloudbuild.v1.CloudBuild"
+_PROJECT_RE = re.compile(r"^[a-z][a-z0-9:.-]{0,62}$")
+_LOCATION_RE = re.compile(r"^[a-z0-9-]+$")
 _ID_RE = re.compile(r"^[0-9a-f-]{36}$")
 _TERM_RE = re.compile(r'^\s*(?P<key>[a-z_]+)\s*=\s*(?:"(?P<q>[^"]*)"|(?P<v>[^\s"]+))\s*$')
 _FILTER_KEYS = ("status", "tags", "id", "images", "project_id")
@@ -76,22 +74,24 @@ class CloudBuildService:
         self._lock = threading.RLock()
         self._builds: dict[str, dict[str, Any]] = {}
         self._threads: dict[str, threading.Thread] = {}
-        self._routes: list[tuple[str, re.Pattern[str], Callable[..., tuple[int, Any]]]] = [
-            ("POST", re.compile(rf"{_PARENT}$"), self.create),
-            ("GET", re.compile(rf"{_PARENT}$"), self.list),
-            ("GET", re.compile(rf"{_PARENT}/{_ID}$"), self.get),
-            ("POST", re.compile(rf"{_PARENT}/{_ID}:cancel$"), self.cancel),
-            ("GET", re.compile(rf"^/v1/operations/build/{_PROJECT}/{_ID}$"), self.operation),
-        ]
         self._load()
 
-    def route(self, method: str, path: str) -> Callable[[Request], tuple[int, Any]] | None:
-        for verb, pattern, handler in self._routes:
-            m = pattern.match(path)
-            if m and verb == method:
-                params = {k: v for k, v in m.groupdict().items() if k != "location"}
-                return functools.partial(handler, **params)
-        return None
+    def routes(self) -> list[Route]:
+        """Each call under ``projects/{project}`` and under ``projects/{project}/locations/{l}``,
+        as Cloud Build's HTTP rules have them."""
+        out = []
+        for parent in ("/v1/projects/{project}", "/v1/projects/{project}/locations/{location}"):
+            builds = f"{parent}/builds"
+            out += [
+                Route("POST", builds, self.create, f"{_SERVICE}.CreateBuild"),
+                Route("GET", builds, self.list, f"{_SERVICE}.ListBuilds"),
+                Route("GET", f"{builds}/{{build_id}}", self.get, f"{_SERVICE}.GetBuild"),
+                Route(
+                    "POST", f"{builds}/{{build_id}}:cancel", self.cancel, f"{_SERVICE}.CancelBuild"
+                ),
+            ]
+        out.append(Route("GET", "/v1/operations/build/{project}/{build_id}", self.operation))
+        return out
 
     # -- persistence -----------------------------------------------------------------------------
     def _path(self, build_id: str) -> Path:
@@ -128,13 +128,9 @@ class CloudBuildService:
             return json.loads(json.dumps(build))
 
     # -- handlers --------------------------------------------------------------------------------
-    def create(self, request: Request, project: str) -> tuple[int, Any]:
-        try:
-            body = json.loads(request.body or b"{}")
-        except ValueError as e:
-            raise ApiError(400, f"invalid JSON body: {e}") from None
-        if not isinstance(body, dict):
-            raise ApiError(400, "the build must be a JSON object")
+    def create(self, request: Request, project: str, location: str = "") -> tuple[int, Any]:
+        _check_parent(project, location)
+        body = json_body(request.body)
         storage = (body.get("source") or {}).get("storageSource") or {}
         if not storage.get("bucket") or not storage.get("object"):
             raise ApiError(
@@ -164,10 +160,13 @@ class CloudBuildService:
         self._start(build_id)
         return 200, self._operation(build)
 
-    def get(self, request: Request, project: str, build_id: str) -> tuple[int, Any]:
+    def get(
+        self, request: Request, project: str, build_id: str, location: str = ""
+    ) -> tuple[int, Any]:
         return 200, self._get(project, build_id)
 
-    def list(self, request: Request, project: str) -> tuple[int, Any]:
+    def list(self, request: Request, project: str, location: str = "") -> tuple[int, Any]:
+        _check_parent(project, location)
         terms = _parse_filter(request.query.get("filter", ""))
         with self._lock:
             builds = [b for b in self._builds.values() if b.get("projectId") == project]
@@ -184,7 +183,9 @@ class CloudBuildService:
             out["nextPageToken"] = str(offset + size)
         return 200, out
 
-    def cancel(self, request: Request, project: str, build_id: str) -> tuple[int, Any]:
+    def cancel(
+        self, request: Request, project: str, build_id: str, location: str = ""
+    ) -> tuple[int, Any]:
         build = self._get(project, build_id)
         with self._lock:
             if build["status"] not in TERMINAL:
@@ -287,6 +288,11 @@ class CloudBuildService:
             say(f"{image}: {local.ref}{' (cached)' if local.cached else ''}")
             built.append({"name": image, "digest": f"sha256:{local.digest}"})
         return {"images": built, "buildStepImages": ["" for _ in build.get("steps") or []]}
+
+
+def _check_parent(project: str, location: str) -> None:
+    if not _PROJECT_RE.match(project) or (location and not _LOCATION_RE.match(location)):
+        raise ApiError(404, f"no project {project!r} (location {location!r}) in the emulator")
 
 
 def _image_names(build: dict[str, Any]) -> list[tuple[str, str]]:

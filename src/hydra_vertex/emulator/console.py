@@ -27,10 +27,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from hydra_vertex.report import STYLE as _REPORT_STYLE
-from hydra_vertex.report import csp as _csp
+from hydra_vertex.emulator.router import Answer, Raw, Request, Route
+from hydra_vertex.html_style import STYLE as _REPORT_STYLE
+from hydra_vertex.html_style import csp as _csp
+from hydra_vertex.reasons import strip_ansi
 
-__all__ = ["CONTENT_TYPE", "CSP", "is_console_path", "render"]
+__all__ = ["CONTENT_TYPE", "CSP", "render", "routes"]
 
 CONTENT_TYPE = "text/html; charset=utf-8"
 REFRESH_SECONDS = 3
@@ -69,16 +71,35 @@ SECTIONS = (
 _TITLES = dict(SECTIONS)
 _TERMINAL = re.compile(r"(SUCCEEDED|FAILED|CANCELLED|EXPIRED|COMPLETED|PAUSED|INFEASIBLE)$")
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
-_CONSOLE_PATH = re.compile(r"^/(?:console(?:/.*)?)?$")
+#: The console's pages (each a ``GET``; ``HEAD`` too): the index, a job, a job's or a trial's log.
+PAGES = (
+    "/",
+    "/console",
+    "/console/",
+    "/console/{collection}/{job_id}",
+    "/console/{collection}/{job_id}/log",
+    "/console/{collection}/{job_id}/trials/{trial_id}/log",
+)
+HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
 
 
-def is_console_path(path: str) -> bool:
-    """Whether ``path`` (without the query) is a console page: ``/`` or under ``/console``."""
-    return bool(_CONSOLE_PATH.match(path))
+def routes(store: Any) -> list[Route]:
+    """The console's routes: browser pages (the token may come as ``?token=``)."""
+
+    def page(request: Request, **_: str) -> Answer:
+        status, content_type, html = render(store, request.path, request.query)
+        return status, Raw(html, content_type, dict(HEADERS))
+
+    return [Route("GET", template, page, browser=True) for template in PAGES]
 
 
 def _e(value: object) -> str:
-    return escape(str(value), quote=True)
+    return escape(strip_ansi(str(value)), quote=True)  # app logs may be coloured
 
 
 class _Page:

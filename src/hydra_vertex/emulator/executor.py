@@ -1,7 +1,13 @@
-"""Trial processes: one directory per trial, logs to files, own process group, group kill.
+"""The process backend: a job's or a trial's container run as a local process.
 
-A trial runs as a container would: ``command + args`` (an argv list, no shell) in the image's
-working directory, with the Vertex trial environment. Status comes from the exit code.
+- :class:`Launcher` turns a ``CustomJobSpec`` (proto-JSON) into a process, as a container would
+  run: ``command + args`` (+ the trial's arguments; an argv list, no shell) in the image's working
+  directory, with the Vertex environment (``CLOUD_ML_*``, ``AIP_*``: local paths under the
+  storage root, what ``/gcs/...`` is on Vertex).
+- :class:`TrialProcess`: one directory per run, logs to files, its own process group (a kill
+  reaches grandchildren), status from the exit code; :func:`describe_exit` says how it ended.
+- :func:`kill_leftover`: after a restart, the group of a recorded process is killed if it is
+  still the one started (pid and ``/proc`` start time).
 """
 
 from __future__ import annotations
@@ -12,8 +18,13 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
+
+from hydra_vertex import images, reasons
+from hydra_vertex.overrides import OUTPUT_DIR_ENV
 
 GRACE_SECONDS = 5.0
 # Variables that must never reach a trial (the emulator's bearer token above all).
@@ -152,3 +163,101 @@ def tail(path: Path, lines: int = 10, max_bytes: int = 4096) -> str:
     except OSError:
         return ""
     return "\n".join(data.splitlines()[-lines:])
+
+
+def describe_exit(outcome: Outcome, run_dir: Path) -> str | None:
+    """None for a clean exit, else the deciding line (:mod:`hydra_vertex.reasons`) with the exit
+    code or signal, then the log's tail."""
+    if not (outcome.timed_out or outcome.signal is not None or outcome.exit_code):
+        return None
+    return reasons.trial_reason(
+        run_dir, exit_code=outcome.exit_code, signal=outcome.signal, timed_out=outcome.timed_out
+    )
+
+
+def parse_duration(text: str | None) -> float | None:
+    """Seconds of a proto-JSON ``Duration`` (``"30s"``); None for none or zero."""
+    if not text:
+        return None
+    return float(str(text).rstrip("s")) or None
+
+
+class Storage(Protocol):
+    """What the launcher needs of the store: the storage root and gs:// paths in it."""
+
+    @property
+    def storage_root(self) -> Path: ...
+
+    def local_path(self, uri: str) -> Path: ...
+
+
+class Launcher:
+    """Turns a CustomJobSpec (proto-JSON dict) into a TrialProcess."""
+
+    def __init__(self, storage: Storage, resolve_image: Callable[[str], Path | None]) -> None:
+        self.storage = storage
+        self.resolve_image = resolve_image
+
+    def start(
+        self,
+        job_spec: dict[str, Any],
+        run_dir: Path,
+        job_id: str,
+        trial_id: str | None = None,
+        trial_args: list[str] | None = None,
+        notify: threading.Event | None = None,
+    ) -> TrialProcess:
+        container = job_spec["workerPoolSpecs"][0]["containerSpec"]
+        cwd = self.resolve_image(container.get("imageUri", ""))
+        if cwd is None:
+            raise RuntimeError(f"image {container.get('imageUri')!r} is not runnable locally")
+        argv = [*container.get("command", []), *container.get("args", []), *(trial_args or [])]
+        if not argv:
+            raise RuntimeError("worker pool 0 has neither command nor args")
+        base_uri = (job_spec.get("baseOutputDirectory") or {}).get("outputUriPrefix", "")
+        if base_uri.startswith("gs://"):
+            base = self.storage.local_path(base_uri)
+        else:
+            base = run_dir / "output"
+        out = base / trial_id if trial_id else base
+        (run_dir / "metrics").mkdir(parents=True, exist_ok=True)
+        image = images.runtime(cwd)  # the image's interpreter first on PATH, its variables
+        extra = {**image.env, **{e["name"]: e.get("value", "") for e in container.get("env", [])}}
+        extra.update(
+            {
+                OUTPUT_DIR_ENV: str(run_dir / "outputs"),  # Hydra's output dir: not in the image
+                "CLOUD_ML_JOB_ID": job_id,
+                "CLOUD_ML_HP_METRIC_FILE": str(metric_file(run_dir)),
+                "AIP_MODEL_DIR": str(out / "model") + "/",
+                "AIP_CHECKPOINT_DIR": str(out / "checkpoints") + "/",
+                "AIP_TENSORBOARD_LOG_DIR": str(out / "logs") + "/",
+                "HYDRA_VERTEX_STORAGE_ROOT": str(self.storage.storage_root),
+            }
+        )
+        if trial_id:
+            extra["CLOUD_ML_TRIAL_ID"] = trial_id
+        env = trial_env(dict(os.environ), extra, image.path)
+        timeout = parse_duration((job_spec.get("scheduling") or {}).get("timeout"))
+        return TrialProcess(argv, cwd, env, run_dir, timeout=timeout, notify=notify)
+
+
+def metric_file(run_dir: Path) -> Path:
+    """Where a run's ``CLOUD_ML_HP_METRIC_FILE`` is (its own: trials never share one)."""
+    return run_dir / "metrics" / "output.metrics"
+
+
+def proc_start(pid: int) -> str | None:
+    """The process start time from /proc (guards against pid reuse after a restart)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def kill_leftover(info: dict[str, Any]) -> None:
+    """Kill the group of a process recorded as ``{"pid", "start"}`` if it is still that one."""
+    pid = int(info.get("pid", 0))
+    current = proc_start(pid)
+    # a vanished leader cannot have had its pid (= the group id) reused while the group lives
+    if pid > 0 and (current is None or info.get("start") is None or current == info.get("start")):
+        kill_group(pid, None)

@@ -21,7 +21,6 @@ objects (409). Writes go to a temporary file under ``state_dir/gcs/tmp`` and are
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import json
 import os
@@ -29,26 +28,22 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 import google_crc32c
 
-from hydra_vertex.emulator.routes import ApiError
-from hydra_vertex.emulator.services import Raw, Request
+from hydra_vertex.emulator.router import ApiError, Raw, Request, Route, json_body
 from hydra_vertex.emulator.store import Store, atomic_write_json
 from hydra_vertex.files import atomic_write_bytes
-from hydra_vertex.vertex import project_number
+from hydra_vertex.local_conventions import project_number
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
-_B = r"/storage/v1/b/(?P<bucket>[^/]+)"
-_O = _B + r"/o/(?P<object>.+)"
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _CONTENT_RANGE_RE = re.compile(r"^bytes (?:(\d+)-(\d+)|\*)/(\d+|\*)$")
 _UPLOAD_SESSION_TTL = 7 * 24 * 3600
-_PREFIXES = ("/storage/v1/", "/upload/storage/v1/", "/download/storage/v1/")
 
 
 def _rfc3339(ts: float) -> str:
@@ -76,30 +71,23 @@ class GcsService:
         self.meta_root = store.root / "gcs"
         self.tmp_dir = self.meta_root / "tmp"
         self._lock = threading.Lock()
-        self._routes: list[tuple[str, re.Pattern[str], Callable[..., tuple[int, Any]]]] = [
-            ("GET", re.compile(r"^/storage/v1/b$"), self.list_buckets),
-            ("POST", re.compile(r"^/storage/v1/b$"), self.insert_bucket),
-            ("GET", re.compile(rf"^{_B}$"), self.get_bucket),
-            ("DELETE", re.compile(rf"^{_B}$"), self.delete_bucket),
-            ("GET", re.compile(rf"^{_B}/iam$"), self.get_iam),
-            ("PUT", re.compile(rf"^{_B}/iam$"), self.set_iam),
-            ("GET", re.compile(rf"^{_B}/o$"), self.list_objects),
-            ("GET", re.compile(rf"^{_O}$"), self.get_object),
-            ("GET", re.compile(rf"^/download{_O}$"), self.download),
-            ("DELETE", re.compile(rf"^{_O}$"), self.delete_object),
-            ("POST", re.compile(rf"^/upload{_B}/o$"), self.upload),
-            ("PUT", re.compile(rf"^/upload{_B}/o$"), self.resumable_put),
-        ]
 
-    def route(self, method: str, path: str) -> Callable[[Request], tuple[int, Any]] | None:
-        if not (path == "/storage/v1/b" or path.startswith(_PREFIXES)):
-            return None
-        for verb, pattern, handler in self._routes:
-            m = pattern.match(path)
-            if m and verb == method:
-                params = {k: unquote(v) for k, v in m.groupdict().items()}
-                return functools.partial(handler, **params)
-        return functools.partial(_not_served, method, path)
+    def routes(self) -> list[Route]:
+        b, o = "/storage/v1/b/{bucket}", "/storage/v1/b/{bucket}/o/{object=**}"
+        return [
+            Route("GET", "/storage/v1/b", self.list_buckets),
+            Route("POST", "/storage/v1/b", self.insert_bucket),
+            Route("GET", b, self.get_bucket),
+            Route("DELETE", b, self.delete_bucket),
+            Route("GET", f"{b}/iam", self.get_iam),
+            Route("PUT", f"{b}/iam", self.set_iam),
+            Route("GET", f"{b}/o", self.list_objects),
+            Route("GET", o, self.get_object),
+            Route("DELETE", o, self.delete_object),
+            Route("GET", f"/download{o}", self.download),
+            Route("POST", f"/upload{b}/o", self.upload),
+            Route("PUT", f"/upload{b}/o", self.resumable_put),
+        ]
 
     # -- paths -----------------------------------------------------------------------------------
     def _bucket_dir(self, bucket: str, must_exist: bool = True) -> Path:
@@ -229,7 +217,7 @@ class GcsService:
         return 200, {"kind": "storage#buckets", "items": items}
 
     def insert_bucket(self, request: Request) -> tuple[int, Any]:
-        body = _json_body(request.body)
+        body = json_body(request.body)
         bucket = body.get("name")
         if not isinstance(bucket, str):
             raise ApiError(400, "bucket insert needs a 'name' in the body")
@@ -280,7 +268,7 @@ class GcsService:
 
     def set_iam(self, request: Request, bucket: str) -> tuple[int, Any]:
         self._bucket_dir(bucket)
-        body = _json_body(request.body)
+        body = json_body(request.body)
         policy = {"bindings": body.get("bindings") or []}
         atomic_write_json(self.meta_root / "iam" / f"{bucket}.json", policy)
         return self.get_iam(request, bucket)
@@ -396,7 +384,7 @@ class GcsService:
             meta.setdefault("contentType", ctype)
             return self._write(request, bucket, name, data, meta)
         if kind == "resumable":
-            meta = _json_body(request.body) if request.body else {}
+            meta = json_body(request.body) if request.body else {}
             name = request.query.get("name") or meta.get("name", "")
             self._object_path(bucket, name)  # validate now, not after the bytes
             meta.setdefault(
@@ -526,20 +514,6 @@ class GcsService:
         return 200, self._object_resource(request, bucket, name)
 
 
-def _not_served(method: str, path: str, request: Request) -> tuple[int, Any]:
-    raise ApiError(404, f"the emulator's Cloud Storage does not serve {method} {path}")
-
-
-def _json_body(body: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(body or b"{}")
-    except ValueError as e:
-        raise ApiError(400, f"invalid JSON body: {e}") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "the JSON body must be an object")
-    return data
-
-
 def _multipart(request: Request) -> tuple[dict[str, Any], bytes, str]:
     """(metadata, data, data content type) of a ``multipart/related`` upload body."""
     ctype = request.headers.get("Content-Type", "")
@@ -562,5 +536,5 @@ def _multipart(request: Request) -> tuple[dict[str, Any], bytes, str]:
             key, _, value = line.partition(":")
             headers[key.strip().lower()] = value.strip()
         decoded.append((headers, body[:-2] if body.endswith(b"\r\n") else body))
-    meta = _json_body(decoded[0][1])
+    meta = json_body(decoded[0][1])
     return meta, decoded[1][1], decoded[1][0].get("content-type", "application/octet-stream")

@@ -15,7 +15,7 @@ Served (every call with the emulator's bearer token, ``ApiAuth(token)``):
   Lists take ``pageSize``/``pageToken``.
 
 Repositories exist implicitly (the first upload makes one); an unknown one lists empty. The URL
-templates the client needs (``hydra_vertex.registry.CONTEXT``) are written to
+templates the client needs (``local_conventions.REGISTRY_CONTEXT``) are written to
 ``STATE_DIR/registry_context.json`` for ``RegistryClient(host, config_file=...)``.
 
 Layout: ``STATE_DIR/registry/<project>/<location>/<repo>/<package>/package.json`` (versions, tags,
@@ -26,7 +26,6 @@ place (``store.atomic_write_json``).
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -34,30 +33,19 @@ import re
 import secrets
 import shutil
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
-from hydra_vertex.emulator.routes import ApiError
-from hydra_vertex.emulator.services import Raw, Request
-from hydra_vertex.emulator.store import Store, atomic_write_json
-from hydra_vertex.emulator.tuning import now
-from hydra_vertex.registry import CONTEXT
+from hydra_vertex.emulator.router import ApiError, Raw, Request, Route
+from hydra_vertex.emulator.store import Store, atomic_write_json, now
+from hydra_vertex.local_conventions import REGISTRY_CONTEXT
 
 CONTEXT_FILE = "registry_context.json"
 _SEG = r"[a-z0-9][a-z0-9-]{0,62}"
 _NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
 _NAME_RE = re.compile(rf"^{_NAME}$")
+_SEG_RE = re.compile(rf"^{_SEG}$")
 _VERSION_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-_REPO = rf"(?P<location>{_SEG})/(?P<project>{_SEG})/(?P<repo>{_SEG})"
-_AR = (
-    rf"/artifactregistry/v1/projects/(?P<project>{_SEG})/locations/(?P<location>{_SEG})"
-    rf"/repositories/(?P<repo>{_SEG})/packages"
-)
-_PKG = _AR + r"/(?P<package>[^/]+)"
-_DOWNLOAD = rf"^/kfp/{_REPO}/(?P<package>[^/]+)/(?P<ref>[^/]+)$"
-_PREFIXES = ("/kfp/", "/artifactregistry/")
 DEFAULT_PAGE_SIZE = 1000
 
 
@@ -67,39 +55,38 @@ class RegistryService:
     def __init__(self, store: Store) -> None:
         self.root = store.root / "registry"
         self._lock = threading.Lock()
-        atomic_write_json(store.root / CONTEXT_FILE, CONTEXT)
-        self._routes: list[tuple[str, re.Pattern[str], Callable[..., tuple[int, Any]]]] = [
-            ("POST", re.compile(rf"^/kfp/{_REPO}/?$"), self.upload),
-            ("GET", re.compile(_DOWNLOAD), self.download),
-            ("HEAD", re.compile(_DOWNLOAD), self.download),
-            ("GET", re.compile(rf"^{_AR}$"), self.list_packages),
-            ("GET", re.compile(rf"^{_PKG}$"), self.get_package),
-            ("DELETE", re.compile(rf"^{_PKG}$"), self.delete_package),
-            ("GET", re.compile(rf"^{_PKG}/versions$"), self.list_versions),
-            ("GET", re.compile(rf"^{_PKG}/versions/(?P<version>[^/]+)$"), self.get_version),
-            ("DELETE", re.compile(rf"^{_PKG}/versions/(?P<version>[^/]+)$"), self.delete_version),
-            ("GET", re.compile(rf"^{_PKG}/tags$"), self.list_tags),
-            ("POST", re.compile(rf"^{_PKG}/tags$"), self.create_tag),
-            ("GET", re.compile(rf"^{_PKG}/tags/(?P<tag>[^/]+)$"), self.get_tag),
-            ("PATCH", re.compile(rf"^{_PKG}/tags/(?P<tag>[^/]+)$"), self.update_tag),
-            ("DELETE", re.compile(rf"^{_PKG}/tags/(?P<tag>[^/]+)$"), self.delete_tag),
-        ]
+        atomic_write_json(store.root / CONTEXT_FILE, REGISTRY_CONTEXT)
 
-    def route(self, method: str, path: str) -> Callable[[Request], tuple[int, Any]] | None:
-        if not path.startswith(_PREFIXES):
-            return None
-        allowed = False
-        for verb, pattern, handler in self._routes:
-            m = pattern.match(path)
-            if m:
-                if verb == method:
-                    params = {k: unquote(v) for k, v in m.groupdict().items()}
-                    return functools.partial(handler, **params)
-                allowed = True
-        return functools.partial(_not_served, method, path, allowed)
+    def routes(self) -> list[Route]:
+        repo = "/kfp/{location}/{project}/{repo}"
+        ar = (
+            "/artifactregistry/v1/projects/{project}/locations/{location}/repositories/{repo}"
+            "/packages"
+        )
+        pkg = ar + "/{package}"
+        return [
+            Route("POST", repo, self.upload),
+            Route("POST", repo + "/", self.upload),
+            Route("GET", repo + "/{package}/{ref}", self.download),
+            Route("GET", ar, self.list_packages),
+            Route("GET", pkg, self.get_package),
+            Route("DELETE", pkg, self.delete_package),
+            Route("GET", pkg + "/versions", self.list_versions),
+            Route("GET", pkg + "/versions/{version}", self.get_version),
+            Route("DELETE", pkg + "/versions/{version}", self.delete_version),
+            Route("GET", pkg + "/tags", self.list_tags),
+            Route("POST", pkg + "/tags", self.create_tag),
+            Route("GET", pkg + "/tags/{tag}", self.get_tag),
+            Route("PATCH", pkg + "/tags/{tag}", self.update_tag),
+            Route("DELETE", pkg + "/tags/{tag}", self.delete_tag),
+        ]
 
     # -- paths and records -----------------------------------------------------------------------
     def _repo_dir(self, project: str, location: str, repo: str) -> Path:
+        if not all(_SEG_RE.match(s) for s in (project, location, repo)):
+            raise ApiError(
+                404, f"no repository {repo!r} in project {project!r}, location {location!r}"
+            )
         return self.root / project / location / repo
 
     def _package_dir(self, project: str, location: str, repo: str, package: str) -> Path:
@@ -376,16 +363,6 @@ class RegistryService:
 
 
 # -- helpers -------------------------------------------------------------------------------------
-def _not_served(method: str, path: str, allowed: bool, request: Request) -> tuple[int, Any]:
-    if allowed:
-        raise ApiError(405, f"method {method} is not allowed on {path!r}", "UNIMPLEMENTED")
-    raise ApiError(
-        404,
-        f"no registry resource at {path!r} (upload: POST /kfp/LOCATION/PROJECT/REPO; metadata: "
-        "/artifactregistry/v1/projects/P/locations/L/repositories/R/packages/...)",
-    )
-
-
 def _check_tag(tag: str) -> None:
     if tag.startswith("sha256:") or not _NAME_RE.match(tag):
         raise ApiError(

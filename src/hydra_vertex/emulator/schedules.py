@@ -24,9 +24,8 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from hydra_vertex.emulator.routes import ApiError
-from hydra_vertex.emulator.store import Record, Store
-from hydra_vertex.emulator.tuning import now
+from hydra_vertex.emulator.router import ApiError
+from hydra_vertex.emulator.store import Record, Store, now
 
 COLLECTION = "schedules"
 TICK_SECONDS = 1.0

@@ -23,11 +23,13 @@ import re
 import secrets
 import threading
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from hydra_vertex.errors import EmulatorError
 from hydra_vertex.files import atomic_write_bytes
+from hydra_vertex.local_conventions import local_path, storage_root
 
 SCHEMA_VERSION = 1
 COLLECTIONS = ("customJobs", "hyperparameterTuningJobs", "pipelineJobs", "schedules")
@@ -36,6 +38,11 @@ COLLECTIONS = ("customJobs", "hyperparameterTuningJobs", "pipelineJobs", "schedu
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
 
 Record = dict[str, Any]
+
+
+def now() -> str:
+    """A resource timestamp: RFC 3339 UTC with microseconds, as Vertex writes them."""
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
@@ -163,19 +170,8 @@ class Store:
 
     @property
     def storage_root(self) -> Path:
-        return self.root / "storage"
+        return storage_root(self.root)
 
     def local_path(self, uri: str) -> Path:
         """The local backing of a ``gs://bucket/path`` URI, confined to the storage root."""
         return local_path(self.storage_root, uri)
-
-
-def local_path(storage_root: Path, uri: str) -> Path:
-    """``storage_root/<bucket>/<path>`` for ``gs://bucket/path``; no ``.``/``..`` segments."""
-    if not uri.startswith("gs://"):
-        raise EmulatorError(f"{uri!r} is not a gs:// URI")
-    rel = uri[len("gs://") :].strip("/")
-    parts = [p for p in rel.split("/") if p]
-    if not parts or any(p in (".", "..") or "\0" in p for p in parts):
-        raise EmulatorError(f"gs:// URI {uri!r} has an empty, '.' or '..' segment")
-    return storage_root.joinpath(*parts)

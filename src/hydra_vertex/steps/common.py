@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from hydra_vertex.errors import UsageError
+from hydra_vertex.errors import SettingError, UsageError
 
 DEFAULT_POLL_SECONDS = 30.0
 EMULATOR_POLL_SECONDS = 0.5
@@ -76,14 +76,24 @@ def env_list(env: Mapping[str, str]) -> list[dict[str, str]]:
     return [{"name": k, "value": v} for k, v in sorted(env.items())]
 
 
+def container(image_uri: str, command: Sequence[str], env: Mapping[str, str]) -> dict[str, Any]:
+    """The ``ContainerSpec`` of the trials or the retrain (every worker pool runs the same)."""
+    return {"image_uri": image_uri, "command": list(command), "args": [], "env": env_list(env)}
+
+
+@contextlib.contextmanager
+def parameter(name: str) -> Iterator[None]:
+    """A :class:`SettingError` raised inside names the step's parameter ``name``."""
+    try:
+        yield
+    except SettingError as e:
+        raise e.located(f"the {name} parameter") from None
+
+
 def job_client(location: str) -> Any:
     from hydra_vertex.vertex import job_client as make
 
     return make(location)
-
-
-def fail(message: str) -> None:
-    print(f"[hydra-vertex] error: {message}", file=sys.stderr, flush=True)
 
 
 def run_job(

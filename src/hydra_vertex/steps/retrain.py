@@ -1,7 +1,8 @@
 """The ``retrain`` step: a custom job that runs the app with the winning overrides.
 
-The command is ``<app command> <best overrides> <retrain overrides>``, plus, when the job has W&B
-settings, the callback that applies hydra-vertex's W&B rules (as the shim adds it for trials). A
+The command is ``hydra-vertex-shim --retrain -- <app command> <best overrides> <retrain
+overrides>``, plus, when the job has W&B settings, the callback that applies hydra-vertex's W&B
+rules (as the shim adds it for trials). A
 retrain override for a key the tuning also set wins (the tuned one is dropped), so
 ``trainer.max_iter=100`` after tuning ``trainer.max_iter`` trains 100 iterations. The model goes
 to ``AIP_MODEL_DIR``, which Vertex sets to ``<run dir>/retrain/model/``; that URI is the step's
@@ -15,7 +16,9 @@ from typing import Any
 
 from hydra_vertex import jobs
 from hydra_vertex.errors import TuningError
+from hydra_vertex.machine import JobSettings, Machine, custom_job_spec, with_machine_type
 from hydra_vertex.steps import common
+from hydra_vertex.steps.tune import SHIM
 
 # The Hydra callback that applies hydra-vertex's W&B rules in the app's process (see wandb_runs).
 WANDB_CALLBACK = (
@@ -40,8 +43,13 @@ def retrain_command(
     retrain_overrides: Sequence[str],
     wandb: Mapping[str, Any] | None,
 ) -> list[str]:
-    """``<app> <best> <final>``; with W&B settings, the W&B callback too (as trials get it)."""
-    command = [*app_command, *merge_overrides(best_overrides, retrain_overrides)]
+    """``hydra-vertex-shim --retrain -- <app> <best> <final>``; with W&B settings, the W&B
+    callback too (as trials get it). The shim makes it one Hydra run (``hydra.mode=RUN``, also when
+    the app's config selects MULTIRUN) and, under the emulator, puts Hydra's output directory
+    under the job's run directory."""
+    command = [
+        SHIM, "--retrain", "--", *app_command, *merge_overrides(best_overrides, retrain_overrides)
+    ]
     if wandb:
         command.append(WANDB_CALLBACK)
     return command
@@ -52,31 +60,22 @@ def custom_job(
     display_name: str,
     image_uri: str,
     command: Sequence[str],
-    machine_type: str,
+    machine: Machine,
     service_account: str,
     base_output_dir: str,
     env: Mapping[str, str],
+    settings: JobSettings = JobSettings(),  # noqa: B008 (frozen)
 ) -> Any:
     from google.cloud.aiplatform_v1 import types
 
-    spec: dict[str, Any] = {
-        "worker_pool_specs": [
-            {
-                "machine_spec": {"machine_type": machine_type},
-                "replica_count": 1,
-                "container_spec": {
-                    "image_uri": image_uri,
-                    "command": list(command),
-                    "args": [],
-                    "env": common.env_list(env),
-                },
-            }
-        ],
-        "base_output_directory": {"output_uri_prefix": base_output_dir},
-    }
-    if service_account:
-        spec["service_account"] = service_account
-    return types.CustomJob(display_name=display_name, job_spec=spec)
+    spec = custom_job_spec(
+        machine,
+        settings,
+        container=common.container(image_uri, command, env),
+        base_output_dir=base_output_dir,
+        service_account=service_account,
+    )
+    return types.CustomJob(display_name=display_name, job_spec=spec, **settings.job_fields())
 
 
 def retrain(
@@ -96,17 +95,30 @@ def retrain(
     launch_key: str,
     gcp_resources_path: str | None = None,
     poll_seconds: float | None = None,
+    trial_machine: Mapping[str, Any] | None = None,
+    retrain_machine: Mapping[str, Any] | None = None,
+    job_settings: Mapping[str, Any] | None = None,
 ) -> tuple[str, str]:
-    """Run the final training; returns ``(model_dir URI, custom job name)``."""
+    """Run the final training; returns ``(model_dir URI, custom job name)``.
+
+    The machine is ``retrain_machine`` (the retrain's whole machine) or, when that is empty,
+    ``trial_machine``, over ``machine_type``.
+    """
+    which = "retrain_machine" if retrain_machine else "trial_machine"
+    with common.parameter(which):
+        machine = with_machine_type(retrain_machine or trial_machine, machine_type)
+    with common.parameter("job_settings"):
+        settings = JobSettings.from_dict(job_settings, region=location)
     base = f"{common.run_dir(staging_bucket, name, launch_key)}/retrain"
     command = retrain_command(app_command, best_overrides, retrain_overrides, wandb)
     job = custom_job(
         display_name=f"{name}-retrain",
         image_uri=image_uri,
         command=command,
-        machine_type=machine_type,
+        machine=machine,
         service_account=service_account,
         base_output_dir=base,
+        settings=settings,
         env=common.wandb_env(
             wandb or {}, "retrain", group=tuning_job.rsplit("/", 1)[-1], name=name
         ),

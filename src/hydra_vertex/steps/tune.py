@@ -7,13 +7,15 @@ Vertex appends ``--param=value`` per trial and the shim turns them into typed Hy
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from hydra_vertex import jobs
 from hydra_vertex.errors import TuningError
+from hydra_vertex.machine import JobSettings, Machine, custom_job_spec, with_machine_type
 from hydra_vertex.search_space import SearchSpace, from_mapping
 from hydra_vertex.steps import common
+from hydra_vertex.tuning_options import TuningOptions
 
 SEED_LABEL = "hydra-vertex-seed"
 SHIM = "hydra-vertex-shim"
@@ -45,58 +47,54 @@ def tuning_job(
     max_trial_count: int,
     parallel_trial_count: int,
     max_failed_trial_count: int,
-    machine_type: str,
+    machine: Machine,
     service_account: str,
     base_output_dir: str,
     env: Mapping[str, str],
     seed: int,
     trial_timeout_seconds: int,
+    settings: JobSettings = JobSettings(),  # noqa: B008 (frozen)
+    options: TuningOptions = TuningOptions(),  # noqa: B008 (frozen)
 ) -> Any:
     """The ``aiplatform_v1.HyperparameterTuningJob`` request (not yet created)."""
     from google.cloud.aiplatform_v1 import types
 
     if not app_command:
         raise TuningError("app_command is empty: give the command that starts the app")
-    trial_spec: dict[str, Any] = {
-        "worker_pool_specs": [
-            {
-                "machine_spec": {"machine_type": machine_type},
-                "replica_count": 1,
-                "container_spec": {
-                    "image_uri": image_uri,
-                    "command": trial_command(space, app_command),
-                    "args": [],
-                    "env": common.env_list(env),
-                },
-            }
-        ],
-        "base_output_directory": {"output_uri_prefix": base_output_dir},
-    }
-    if service_account:
-        trial_spec["service_account"] = service_account
-    if trial_timeout_seconds > 0:
-        trial_spec["scheduling"] = {"timeout": f"{int(trial_timeout_seconds)}s"}
+    space = options.apply(space)
+    trial_spec = custom_job_spec(
+        machine,
+        settings,
+        container=common.container(image_uri, trial_command(space, app_command), env),
+        base_output_dir=base_output_dir,
+        service_account=service_account,
+        timeout_seconds=trial_timeout_seconds,
+    )
     labels = {SEED_LABEL: str(seed)} if seed >= 0 else {}
     return types.HyperparameterTuningJob(
         display_name=display_name,
-        study_spec=space.to_study_spec(),
+        study_spec=options.study_spec(space),
         max_trial_count=max_trial_count,
         parallel_trial_count=parallel_trial_count,
         max_failed_trial_count=max_failed_trial_count,
         trial_job_spec=trial_spec,
-        labels=labels,
+        **settings.job_fields(labels),
     )
 
 
 class _TrialLog:
     """One log line per trial that changes state, with the best value so far."""
 
-    def __init__(self, space: SearchSpace) -> None:
+    def __init__(self, space: SearchSpace, then: Callable[[Any], None] | None = None) -> None:
         self.space = space
         self.seen: dict[str, str] = {}
+        self.then = then
 
     def __call__(self, job: Any) -> None:
         from hydra_vertex.trials import trial_results
+
+        if self.then is not None:
+            self.then(job)
 
         results = trial_results(job) if job.study_spec.metrics else []
         for r in results:
@@ -132,12 +130,27 @@ def launch_tuning(
     launch_key: str,
     gcp_resources_path: str | None = None,
     poll_seconds: float | None = None,
+    trial_machine: Mapping[str, Any] | None = None,
+    job_settings: Mapping[str, Any] | None = None,
+    tuning_options: Mapping[str, Any] | None = None,
+    on_poll: Callable[[Any], None] | None = None,
 ) -> str:
     """Create (once) and wait for the tuning job; returns its resource name.
 
+    ``on_poll`` receives the job each time it is read (a progress display, say).
+
+    ``trial_machine`` (:class:`~hydra_vertex.machine.Machine` settings over ``machine_type``),
+    ``job_settings`` (:class:`~hydra_vertex.machine.JobSettings`) and ``tuning_options``
+    (:class:`~hydra_vertex.tuning_options.TuningOptions`) are the template's dict parameters.
     Raises :class:`TuningError` when the job ends FAILED or CANCELLED.
     """
-    space = load_space(search_space)
+    with common.parameter("trial_machine"):
+        machine = with_machine_type(trial_machine, machine_type)
+    with common.parameter("job_settings"):
+        settings = JobSettings.from_dict(job_settings, region=location)
+    with common.parameter("tuning_options"):
+        options = TuningOptions.from_dict(tuning_options)
+        space = options.apply(load_space(search_space))
     job = tuning_job(
         display_name=f"{name}-tuning",
         image_uri=image_uri,
@@ -146,12 +159,14 @@ def launch_tuning(
         max_trial_count=max_trial_count,
         parallel_trial_count=parallel_trial_count,
         max_failed_trial_count=max_failed_trial_count,
-        machine_type=machine_type,
+        machine=machine,
         service_account=service_account,
         base_output_dir=f"{common.run_dir(staging_bucket, name, launch_key)}/tuning",
         env=common.wandb_env(wandb or {}, "trial"),
         seed=seed,
         trial_timeout_seconds=trial_timeout_seconds,
+        settings=settings,
+        options=options,
     )
     final = common.run_job(
         jobs.TUNING,
@@ -161,7 +176,7 @@ def launch_tuning(
         key=f"{launch_key}/launch-tuning",
         gcp_resources_path=gcp_resources_path,
         poll_seconds=poll_seconds,
-        on_poll=_TrialLog(space),
+        on_poll=_TrialLog(space, on_poll),
     )
     job_name = str(final.name)
     state = jobs.state_name(final)

@@ -1,0 +1,319 @@
+"""The tuning job's loop: reap finished trials, apply the policies, refill free slots.
+
+Each turn (woken by a trial's exit, else every ``POLL_SECONDS``):
+
+1. reap: a trial whose process ended is judged from its exit and its metric file
+   (:func:`metrics.judge`) and ends SUCCEEDED or INFEASIBLE;
+2. stopping: the study's automated stopping policy (:mod:`stopping`) may stop running trials;
+3. cancel: a CANCELLING job stops its trials and ends CANCELLED (``error.code = 1``);
+4. failures: the failed-trial budget (:mod:`failures`) may fail the job;
+5. refill: free slots get new trials from the suggester, up to ``max_trial_count``;
+6. done: with nothing running and nothing left to ask, the job ends SUCCEEDED if any trial did,
+   else FAILED.
+
+The parameters, the goal and the measurement selection come from the one parameter model,
+:meth:`SearchSpace.from_study_spec`. Processes belong to :mod:`executor`; the stored trials to
+:class:`TrialBook`.
+
+Restart after the emulator died: a trial that was ACTIVE is not resumed. Its process group (if it
+still exists and is the one started) is killed, the trial ends INFEASIBLE with
+``infeasible_reason`` "interrupted ...", it does not count as a failure, and it does count towards
+``max_trial_count``. The job then carries on.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+from hydra_vertex.emulator import executor, metrics
+from hydra_vertex.emulator.failures import FailurePolicy, Finished
+from hydra_vertex.emulator.runners import (
+    CANCELLED,
+    POLL_SECONDS,
+    TERMINAL_JOB_STATES,
+    JobRunner,
+)
+from hydra_vertex.emulator.stopping import Clock, Curve, StoppingPolicy, policy_for
+from hydra_vertex.emulator.store import Record, Store, now
+from hydra_vertex.search_space import SearchSpace
+
+COLLECTION = "hyperparameterTuningJobs"
+_LIVE = ("ACTIVE", "REQUESTED", "STOPPING")
+
+
+class TrialBook:
+    """The stored trials of one tuning job; every change is one atomic store update."""
+
+    def __init__(self, store: Store, job_id: str) -> None:
+        self.store = store
+        self.job_id = job_id
+
+    def record(self) -> Record:
+        rec = self.store.get(COLLECTION, self.job_id)
+        if rec is None:
+            raise KeyError(self.job_id)
+        return rec
+
+    def trials(self) -> list[dict[str, Any]]:
+        return list(self.record()["resource"].get("trials", []))
+
+    def add(self, trial: dict[str, Any]) -> None:
+        self.store.update(
+            COLLECTION, self.job_id, lambda r: r["resource"].setdefault("trials", []).append(trial)
+        )
+
+    def started(self, tid: str, pid: int) -> None:
+        """Remember a trial's process (killed after a restart if it is still that one)."""
+        info = {"pid": pid, "start": executor.proc_start(pid)}
+        self.store.update(
+            COLLECTION,
+            self.job_id,
+            lambda r: r["internal"].setdefault("pids", {}).update({tid: info}),
+        )
+
+    def set(self, tid: str, **fields: Any) -> None:
+        def fn(rec: Record) -> None:
+            for t in rec["resource"]["trials"]:
+                if t["id"] == tid:
+                    t.update(fields)
+            rec["internal"].get("pids", {}).pop(tid, None)
+            rec["resource"]["updateTime"] = now()
+
+        self.store.update(COLLECTION, self.job_id, fn)
+
+    def end(self, tid: str, end: metrics.TrialEnd, metric: str, **extra: Any) -> None:
+        fields: dict[str, Any] = {
+            "endTime": now(),
+            "measurements": metrics.measurements(end.points, metric),
+        }
+        if end.final is not None:
+            fields.update(
+                state="SUCCEEDED",
+                finalMeasurement={
+                    "stepCount": str(end.final.step),
+                    "metrics": [{"metricId": metric, "value": end.final.value}],
+                },
+            )
+        else:
+            fields.update(state="INFEASIBLE", infeasibleReason=end.reason)
+        self.set(tid, **fields, **extra)
+
+    def stop_uncounted(self, tid: str, why: str) -> None:
+        """End a trial that did not fail on its own (it does not count as a failure)."""
+        self.set(tid, state="INFEASIBLE", endTime=now(), infeasibleReason=why, _uncounted=True)
+
+
+def finished_trials(trials: list[dict[str, Any]]) -> list[Finished]:
+    """The trials that finished on their own, in the order they finished."""
+    done = [
+        t
+        for t in trials
+        if t.get("state") == "SUCCEEDED"
+        or (t.get("state") == "INFEASIBLE" and not t.get("_uncounted"))
+    ]
+    done.sort(key=lambda t: (str(t.get("endTime", "")), int(t["id"])))
+    return [
+        Finished(t["id"], t["state"] == "SUCCEEDED", t.get("infeasibleReason", "")) for t in done
+    ]
+
+
+def trial_args(params: dict[str, Any], space: SearchSpace) -> list[str]:
+    """The trial's command-line arguments, as Vertex passes them: ``--<parameter id>=<value>``."""
+    kinds = {pid: p.kind for pid, p in space.by_parameter_id().items()}
+    return [f"--{k}={_format_value(v, kinds.get(k, 'DOUBLE'))}" for k, v in params.items()]
+
+
+def _format_value(value: Any, kind: str) -> str:
+    if kind == "INTEGER":
+        return str(int(float(value)))
+    if kind == "CATEGORICAL":
+        return str(value)
+    return repr(float(value))
+
+
+class TuningJobRunner(JobRunner):
+    collection = COLLECTION
+
+    def __init__(
+        self,
+        store: Store,
+        launcher: executor.Launcher,
+        job_id: str,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        super().__init__(store, launcher, job_id)
+        self.clock = clock
+        self.wake = threading.Event()  # set by every trial process of this job when it exits
+        self.book = TrialBook(store, job_id)
+        self.running: dict[str, executor.TrialProcess] = {}
+        self.started_at: dict[str, float] = {}  # trial id -> clock reading at its start
+        self.space: SearchSpace  # the job's study spec, read when the loop starts
+        self.maximize = False
+
+    def run(self) -> None:
+        from google.cloud.aiplatform_v1.types import StudySpec
+
+        from hydra_vertex.emulator import suggester
+
+        rec = self.store.get(self.collection, self.job_id)
+        if rec is None or rec["resource"].get("state") in TERMINAL_JOB_STATES:
+            return
+        res = rec["resource"]
+        spec = StudySpec.from_json(json.dumps(res["studySpec"]), ignore_unknown_fields=True)
+        self.space = SearchSpace.from_study_spec(spec, source=f"{res['name']} study_spec")
+        self.maximize = self.space.direction == "maximize"
+        threading.Thread(target=suggester.warm_up, args=(spec,), daemon=True).start()
+        max_trials = int(res.get("maxTrialCount") or 1)
+        parallel = max(1, int(res.get("parallelTrialCount") or 1))
+        failures = FailurePolicy(int(res.get("maxFailedTrialCount") or 0), max_trials, parallel)
+        stopping = policy_for(spec, self.maximize, self.clock)
+        seed = int(rec["internal"].get("seed", 0))
+        self._reconcile_after_restart()
+        self.set_running()
+        exhausted = False
+        try:
+            while not self.stop_event.is_set():
+                self.wake.clear()  # a trial ending from here on makes the wait below return
+                self._reap()
+                trials = self.book.trials()
+                if stopping is not None and self._apply(stopping, trials):
+                    trials = self.book.trials()
+                if self.cancel_requested():
+                    self._stop_all("cancelled with the job")
+                    self.finish("JOB_STATE_CANCELLED", CANCELLED)
+                    return
+                error = failures.verdict(finished_trials(trials))
+                if error is not None:
+                    self._stop_all("stopped: the job failed")
+                    self.finish("JOB_STATE_FAILED", {"code": 9, "message": error})
+                    return
+                while len(self.running) < parallel and len(trials) < max_trials and not exhausted:
+                    past = [
+                        suggester.PastTrial(
+                            {p["parameterId"]: p["value"] for p in t.get("parameters", [])},
+                            metrics.final_value(t, self.space.metric),
+                            pending=t.get("state") == "ACTIVE",
+                        )
+                        for t in trials
+                    ]
+                    params = suggester.suggest(spec, past, seed=seed)
+                    if params is None:
+                        exhausted = True
+                        break
+                    self._start_trial(str(len(trials) + 1), params)
+                    trials = self.book.trials()
+                if not self.running and (len(trials) >= max_trials or exhausted):
+                    self._done(trials)
+                    return
+                self.wake.wait(POLL_SECONDS)
+        finally:
+            for proc in self.running.values():
+                proc.kill()
+
+    # -- steps -----------------------------------------------------------------------------------
+    def _reap(self) -> None:
+        for tid, proc in list(self.running.items()):
+            outcome = proc.poll()
+            if outcome is None:
+                continue
+            del self.running[tid]
+            run_dir = self.store.run_dir(self.job_id, tid)
+            points, seen = metrics.read_metric_file(
+                executor.metric_file(run_dir), self.space.metric
+            )
+            end = metrics.judge(
+                executor.describe_exit(outcome, run_dir),
+                points,
+                seen,
+                self.space.metric,
+                self.space.measurement_selection,
+                self.maximize,
+            )
+            self.book.end(tid, end, self.space.metric)
+
+    def _apply(self, policy: StoppingPolicy, trials: list[dict[str, Any]]) -> bool:
+        """Stop the running trials the policy stops: they end SUCCEEDED with what they reported.
+        True if it stopped any."""
+        stopped = False
+        completed = [
+            Curve(t["id"], tuple(metrics.stored_points(t)))
+            for t in trials
+            if t.get("state") == "SUCCEEDED" and t.get("measurements")
+        ]
+        for tid, proc in list(self.running.items()):
+            path = executor.metric_file(self.store.run_dir(self.job_id, tid))
+            points = metrics.finite(metrics.read_metric_file(path, self.space.metric)[0])
+            curve = Curve(tid, tuple(points), self.started_at.get(tid, 0.0))
+            why = policy.should_stop(curve, completed) if points else None
+            if why is None:
+                continue
+            proc.kill()
+            del self.running[tid]
+            final = metrics.select_measurement(
+                points, self.space.measurement_selection, self.maximize
+            )
+            self.book.end(
+                tid, metrics.TrialEnd(points, final), self.space.metric, _early_stopped=why
+            )
+            stopped = True
+        return stopped
+
+    def _start_trial(self, tid: str, params: dict[str, Any]) -> None:
+        self.book.add(
+            {
+                "id": tid,
+                "state": "ACTIVE",
+                "startTime": now(),
+                "parameters": [{"parameterId": k, "value": v} for k, v in params.items()],
+            }
+        )
+        job_spec = self.book.record()["resource"]["trialJobSpec"]
+        try:
+            proc = self.launcher.start(
+                job_spec,
+                self.store.run_dir(self.job_id, tid),
+                self.job_id,
+                tid,
+                trial_args(params, self.space),
+                notify=self.wake,
+            )
+        except Exception as e:
+            self.book.set(
+                tid, state="INFEASIBLE", endTime=now(), infeasibleReason=f"could not start: {e}"
+            )
+            return
+        self.running[tid] = proc
+        self.started_at[tid] = self.clock()
+        self.book.started(tid, proc.pid)
+
+    def _done(self, trials: list[dict[str, Any]]) -> None:
+        if any(t.get("state") == "SUCCEEDED" for t in trials):
+            self.finish("JOB_STATE_SUCCEEDED")
+            return
+        reasons = [t.get("infeasibleReason", "") for t in trials if t.get("state") == "INFEASIBLE"]
+        last = reasons[-1] if reasons else "none"
+        self.finish(
+            "JOB_STATE_FAILED", {"code": 9, "message": f"no trial succeeded. Last reason: {last}"}
+        )
+
+    def _stop_all(self, why: str) -> None:
+        for tid, proc in list(self.running.items()):
+            proc.kill()
+            self.book.stop_uncounted(tid, why)
+            del self.running[tid]
+
+    def _reconcile_after_restart(self) -> None:
+        rec = self.book.record()
+        for t in rec["resource"].get("trials", []):
+            if t.get("state") in _LIVE:
+                info = rec["internal"].get("pids", {}).get(t["id"])
+                if info:
+                    executor.kill_leftover(info)
+                self.book.stop_uncounted(
+                    t["id"],
+                    "interrupted: the emulator stopped while the trial ran (trials are not "
+                    "resumed after a restart)",
+                )
