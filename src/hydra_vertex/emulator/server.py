@@ -33,6 +33,7 @@ from hydra_vertex.emulator.runners import (
     StoredJobRunner,
 )
 from hydra_vertex.emulator.store import Store
+from hydra_vertex.emulator.tls import TlsFiles
 from hydra_vertex.emulator.trial_loop import TuningJobRunner
 from hydra_vertex.emulator.vertex_api import VertexApi
 
@@ -75,6 +76,9 @@ class Emulator:
         self.scheduler: schedules.Scheduler | None = None
         self._lock = threading.Lock()
         self.httpd: ThreadingHTTPServer | None = None
+        self.grpc_server: Any = None
+        self.grpc_endpoint = ""
+        self.tls: TlsFiles | None = None
         self.endpoint = ""
         self.port = 0
         self.allowed_hosts: set[str] = set()
@@ -128,6 +132,8 @@ class Emulator:
             runner.start()
 
     def shutdown(self) -> None:
+        if self.grpc_server is not None:
+            self.grpc_server.stop(grace=1).wait(10)
         if self.scheduler is not None:
             self.scheduler.stop_event.set()
             self.scheduler.join(timeout=10)
@@ -154,6 +160,19 @@ class Emulator:
         self.port = bound
         self.endpoint = f"http://{host if host not in ('0.0.0.0', '') else '127.0.0.1'}:{bound}"
         return httpd
+
+    def serve_grpc(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Serve the Vertex AI routes over gRPC with TLS as well (``grpc_server``), with a
+        certificate made for this state directory (``tls``); the ``host:port`` to dial."""
+        from hydra_vertex.emulator import grpc_server, tls
+
+        files = tls.ensure(self.store.root, host)
+        api = grpc_server.VertexGrpc(self.router, self.token)
+        self.grpc_server, bound = grpc_server.serve(api, host, port, files)
+        self.tls = files
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        self.grpc_endpoint = f"[{shown}]:{bound}" if ":" in shown else f"{shown}:{bound}"
+        return self.grpc_endpoint
 
     def _host_allowed(self, host: str) -> bool:
         """The emulator's own address. Bound to all interfaces (0.0.0.0), any IP literal with
