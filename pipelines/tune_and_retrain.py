@@ -26,6 +26,7 @@ class Outputs(NamedTuple):
     best_overrides: list
     best_value: float
     best_trial_id: str
+    pareto_trial_ids: list
     model_dir: str
     tuning_job: str
     retrain_job: str
@@ -58,6 +59,7 @@ def tune_and_retrain(
     retrain_machine: dict = {},  # noqa: B006 (kfp default)
     job_settings: dict = {},  # noqa: B006 (kfp default)
     tuning_options: dict = {},  # noqa: B006 (kfp default)
+    select: dict = {},  # noqa: B006 (kfp default)
 ) -> Outputs:
     """Args:
     app_name: The app's name (job and image names; lowercase, digits, - _ .).
@@ -86,6 +88,8 @@ def tune_and_retrain(
         tuning job and the retrain job.
     tuning_options: algorithm (bayesian, grid, random), measurement_selection (last, best),
         early_stopping ({"rule": "median" or "decay_curve", "use_elapsed_duration": bool}).
+    select: With several metrics, how the trial to retrain is picked from the Pareto front:
+        {"metric": NAME} or {"weights": {NAME: NUMBER, ...}} (empty: the first metric's best).
     """
     image = build_image(project=project, location=location, source=app_source, name=app_name)
     image.set_display_name("build-image")
@@ -112,7 +116,10 @@ def tune_and_retrain(
     )
     tune.set_display_name("launch-tuning")
     best = best_trial(
-        location=location, tuning_job=tune.outputs["Output"], search_space=search_space
+        location=location,
+        tuning_job=tune.outputs["Output"],
+        search_space=search_space,
+        select=select,
     )
     best.set_display_name("best-trial")
     final = retrain(
@@ -138,6 +145,7 @@ def tune_and_retrain(
         best_overrides=best.outputs["best_overrides"],
         best_value=best.outputs["best_value"],
         best_trial_id=best.outputs["best_trial_id"],
+        pareto_trial_ids=best.outputs["pareto_trial_ids"],
         model_dir=final.outputs["model_dir"],
         tuning_job=tune.outputs["Output"],
         retrain_job=final.outputs["retrain_job"],

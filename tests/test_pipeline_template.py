@@ -47,7 +47,7 @@ def test_template_parameters_cover_any_app() -> None:
         "staging_bucket", "max_trial_count", "parallel_trial_count", "max_failed_trial_count",
         "machine_type", "service_account", "retrain_overrides", "wandb", "seed",
         "trial_timeout_seconds", "trial_machine", "retrain_machine", "job_settings",
-        "tuning_options",
+        "tuning_options", "select",
     } == set(params)
     assert params["search_space"]["parameterType"] == "STRUCT"
     # The Vertex settings: one dict per job, empty by default (a template for any app).

@@ -46,14 +46,19 @@ _SELECTIONS: dict[str, Any] = {
 }
 
 
+_GOALS: dict[str, Any] = {
+    "minimize": StudySpec.MetricSpec.GoalType.MINIMIZE,
+    "maximize": StudySpec.MetricSpec.GoalType.MAXIMIZE,
+}
+
+
 def space_to_study_spec(space: SearchSpace) -> StudySpec:
-    goal = (
-        StudySpec.MetricSpec.GoalType.MINIMIZE
-        if space.direction == "minimize"
-        else StudySpec.MetricSpec.GoalType.MAXIMIZE
-    )
+    """One ``MetricSpec`` per objective, in order, and the parameters."""
     return StudySpec(
-        metrics=[StudySpec.MetricSpec(metric_id=space.metric, goal=goal)],
+        metrics=[
+            StudySpec.MetricSpec(metric_id=metric, goal=_GOALS[direction])
+            for metric, direction in space.objectives
+        ],
         parameters=[_to_proto(space, p) for p in space.children(None)],
         algorithm=_ALGORITHMS[space.algorithm],
         measurement_selection_type=_SELECTIONS[space.measurement_selection],
@@ -115,12 +120,13 @@ def measurement_selection(spec: StudySpec) -> MeasurementSelection:
 
 
 def study_spec_to_space(spec: StudySpec, source: str = "StudySpec") -> SearchSpace:
-    if len(spec.metrics) != 1:
-        raise SearchSpaceError(
-            f"{source}: study_spec.metrics must hold exactly one metric, got {len(spec.metrics)}"
-        )
-    metric = spec.metrics[0]
-    direction = goal_direction(metric, f"{source}: study_spec.metrics[0]")
+    if not spec.metrics:
+        raise SearchSpaceError(f"{source}: study_spec.metrics must hold at least one metric")
+    objectives: list[tuple[str, Direction]] = []
+    for i, m in enumerate(spec.metrics):
+        if not m.metric_id:
+            raise SearchSpaceError(f"{source}: study_spec.metrics[{i}].metric_id is empty")
+        objectives.append((m.metric_id, goal_direction(m, f"{source}: study_spec.metrics[{i}]")))
     algorithm = _ALGORITHM_NAMES.get(int(spec.algorithm))
     if algorithm is None:
         raise SearchSpaceError(
@@ -132,8 +138,9 @@ def study_spec_to_space(spec: StudySpec, source: str = "StudySpec") -> SearchSpa
     for i, ps in enumerate(spec.parameters):
         _from_proto(ps, None, (), params, f"{source}: study_spec.parameters[{i}]")
     return SearchSpace(
-        metric=metric.metric_id,
-        direction=direction,
+        metric=objectives[0][0],
+        direction=objectives[0][1],
+        more_metrics=tuple(objectives[1:]),
         params=tuple(params),
         algorithm=cast(Algorithm, algorithm),
         measurement_selection=selection,

@@ -18,6 +18,8 @@
       algorithm: bayesian             # bayesian | grid | random (see hydra_vertex.tuning_options)
       measurement_selection: last     # last | best
       early_stopping: median          # median | decay_curve | {rule: ..., use_elapsed_duration: }
+    select: {metric: val_loss}        # several metrics: the Pareto front's trial to retrain
+                                      # ({weights: {loss: 1, acc: -0.2}}; see hydra_vertex.pareto)
     retrain:
       overrides: [trainer.max_iter=100]   # Hydra overrides added to the winner's for the final run
       vertex: {accelerator_count: 1}      # machine settings that differ for the retrain
@@ -56,7 +58,7 @@ from hydra_vertex.tuning_options import KEYS as TUNING_OPTION_KEYS
 from hydra_vertex.tuning_options import TuningOptions
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
-_TOP_KEYS = {"name", "app", "search_space", "tuning", "retrain", "wandb", "vertex"}
+_TOP_KEYS = {"name", "app", "search_space", "tuning", "retrain", "wandb", "vertex", "select"}
 _WANDB_KEYS = {"project", "entity", "tags", "mode", "watch", "log_model"}
 
 
@@ -105,6 +107,7 @@ class JobSpec:
     python: Path | None = None  # app.python: the interpreter of the local image
     requirements: Path | None = None  # app.requirements (else the source's requirements.txt)
     tuning_keys: frozenset[str] = frozenset()  # the tuning keys the job file sets
+    select: dict[str, Any] = field(default_factory=dict)  # checked against the space: check_select
 
     @property
     def retrain_machine(self) -> Machine:
@@ -312,6 +315,7 @@ def parse(data: Any, path: Path) -> JobSpec:
 
     settings = parse_settings(data, Origin(path))
     python, requirements = _environment(app, path)
+    select = check_select(data.get("select"), None, Origin(path)).to_dict()
     return JobSpec(
         path=path,
         name=name,
@@ -326,7 +330,21 @@ def parse(data: Any, path: Path) -> JobSpec:
         python=python,
         requirements=requirements,
         tuning_keys=settings.tuning_keys,
+        select=select,
     )
+
+
+def check_select(value: Any, metrics: Any, where: Path | Origin) -> Any:
+    """The ``select`` rule (:class:`hydra_vertex.pareto.Select`) checked, against the study's
+    ``metrics`` when given; an error names ``select.<field>``."""
+    from hydra_vertex.pareto import Select
+
+    origin = where if isinstance(where, Origin) else Origin(where)
+    try:
+        return Select.from_dict(value, metrics)
+    except SettingError as e:
+        field_ = f"select.{e.field}" if e.field else "select"
+        raise origin.error(field_, e.rule, e.value, e.hint) from None
 
 
 def _environment(app: Mapping[str, Any], path: Path) -> tuple[Path | None, Path | None]:

@@ -67,6 +67,7 @@ def pipeline_parameters(spec: jobfile.JobSpec, space_data: Any) -> dict[str, Any
         "retrain_machine": spec.retrain_machine.to_dict() if spec.retrain_vertex else {},
         "job_settings": spec.vertex.job.to_dict(),
         "tuning_options": spec.tuning.options.to_dict(),
+        "select": dict(spec.select),
     }
 
 
@@ -90,6 +91,12 @@ def load_space(spec: jobfile.JobSpec) -> tuple[jobfile.JobSpec, SearchSpace, lis
         space = spec.tuning.options.apply(space)
     except SettingError as e:
         raise jobfile.setting_error(spec.path, "tuning", e) from None
+    if spec.select and not space.multi_objective:
+        raise jobfile.Origin(spec.path).error(
+            "select", "picks a trial of a Pareto front: it needs a search space with several "
+            "metrics (metric: [a, b]); this one has one", spec.select
+        )
+    jobfile.check_select(spec.select, space.metrics, spec.path)
     return spec, space, [*settings.notes, *used]
 
 
@@ -206,12 +213,7 @@ def run_local(
     image = build_image(spec, mode, out)
     if preflight.enabled():
         run_preflight(spec, space, image, mode, out)
-    summary = Summary(
-        name=spec.name,
-        metric=space.metric,
-        direction=space.direction,
-        retrain_overrides=list(spec.retrain_overrides),
-    )
+    summary = Summary.of(space, spec.name, list(spec.retrain_overrides), spec.select)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     run_dir = (RUNS_DIR / f"{spec.name}-{stamp}-{os.getpid()}").resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -326,7 +328,7 @@ def _collect(
 ) -> None:
     """Fill the summary from the pipeline's outputs and, for what they lack, from the jobs."""
     from hydra_vertex.local_details import job_details
-    from hydra_vertex.results import best_so_far, trials_of
+    from hydra_vertex.results import best_so_far, pareto_of, trials_of
 
     with contextlib.suppress(Exception):
         job = jobs.tuning()
@@ -343,6 +345,7 @@ def _collect(
         for t in summary.trials:
             if t.id == summary.best_trial_id:
                 summary.best_parameters = dict(t.parameters)
+        pareto_of(summary, space)
     elif summary.trials:  # a failed run: still say what the best finished trial was
         best_so_far(summary)
     if emu.storage_root is not None:

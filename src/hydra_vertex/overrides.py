@@ -354,17 +354,27 @@ def shim_overrides(
     - the reporting callback (``hydra_vertex.reporting.ReportCallback``) with the space's metric.
       ``++`` so that an app config that already lists the callback is overridden, not an error.
     """
-    return [*run_overrides(app_args, run_dir(environ)), *report_overrides(space.metric)]
+    metrics = space.metrics if space.multi_objective else None
+    return [
+        *run_overrides(app_args, run_dir(environ)),
+        *report_overrides(space.metric, metrics=metrics),
+    ]
 
 
-def report_overrides(metric: str, *, strict: bool = True) -> list[str]:
+def report_overrides(
+    metric: str, *, strict: bool = True, metrics: Sequence[str] | None = None
+) -> list[str]:
     """The reporting callback with ``metric`` as its tag (``++``: an app config that already
     lists it is overridden, not an error). ``strict=False`` (the retrain): an objective that
-    cannot be reported is a warning, not a failure."""
+    cannot be reported is a warning, not a failure. ``metrics``: every metric of a
+    multi-objective study (the task function returns one value per metric)."""
     out = [
         f"++{_CALLBACK_KEY}._target_={REPORT_CALLBACK}",
         f"++{_CALLBACK_KEY}.metric={quote_string(metric)}",
     ]
+    if metrics:
+        listed = ",".join(quote_string(m) for m in metrics)
+        out.append(f"++{_CALLBACK_KEY}.metrics=[{listed}]")
     if not strict:
         out.append(f"++{_CALLBACK_KEY}.strict=false")
     return out

@@ -29,7 +29,7 @@ import math
 import numbers
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from hydra.experimental.callback import Callback
@@ -150,6 +150,27 @@ def objective_from_return(value: object, name: str) -> float:
     return check_objective(value)
 
 
+def objectives_from_return(value: object, names: Sequence[str]) -> list[float]:
+    """The objectives of a multi-objective study in a task function's return value: a tuple or
+    list matched by position (as hydra-optuna-sweeper reads it), or a mapping matched by name."""
+    if isinstance(value, Mapping):
+        return [objective_from_return(value, name) for name in names]
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        if len(value) != len(names):
+            raise ReportingError(
+                f"the task function returned {len(value)} value(s) for the study's "
+                f"{len(names)} metrics {list(names)}: return one per metric, in that order (or "
+                f"a mapping with those keys)"
+            )
+        pairs = zip(value, names, strict=True)
+        return [check_objective(v, what=f"objective {n!r}") for v, n in pairs]
+    raise ReportingError(
+        f"the task function returned {value!r} (type {type(value).__name__}); the study has "
+        f"{len(names)} metrics {list(names)}: return a tuple or list of one number per metric, "
+        f"in that order, or a mapping with those keys"
+    )
+
+
 def _sanitize_tag(text: str) -> str:
     # WANDB_TAGS is comma-separated, so a comma inside a tag would split it.
     return text.replace(",", ";").strip()[:_WANDB_TAG_MAX]
@@ -221,10 +242,12 @@ class ReportCallback(Callback):
     """Report the task function's return value as the trial's final measurement.
 
     ``metric`` is the hypertune tag (the search space's ``metric``); ``key`` picks the value out
-    of a returned mapping (default: ``metric``). ``params`` optionally limits the W&B tags to these
-    override keys (default: every non-``hydra.*`` task override). ``strict=False`` (what the
-    shim sets for the retrain): an objective that cannot be reported prints a warning and the run
-    ends as it would without the callback.
+    of a returned mapping (default: ``metric``). ``metrics``: a multi-objective study's metrics
+    (the first is ``metric``): a returned tuple or list is matched to them by position, a
+    mapping by name, and each is reported under its own tag. ``params`` optionally limits the
+    W&B tags to these override keys (default: every non-``hydra.*`` task override).
+    ``strict=False`` (what the shim sets for the retrain): an objective that cannot be reported
+    prints a warning and the run ends as it would without the callback.
     """
 
     def __init__(
@@ -233,8 +256,10 @@ class ReportCallback(Callback):
         key: str | None = None,
         params: list[str] | None = None,
         strict: bool = True,
+        metrics: list[str] | None = None,
     ) -> None:
         self.metric = str(metric)
+        self.metrics = [str(m) for m in metrics] if metrics and len(metrics) > 1 else None
         self.key = None if key is None else str(key)
         self.params = None if params is None else [str(p) for p in params]
         self.strict = bool(strict)
@@ -264,7 +289,11 @@ class ReportCallback(Callback):
         if job_return.status != JobStatus.COMPLETED:
             return  # the app's own exception already fails the trial
         try:
-            value = objective_from_return(job_return.return_value, self.key or self.metric)
+            if self.metrics is not None:
+                values = objectives_from_return(job_return.return_value, self.metrics)
+            else:
+                value = objective_from_return(job_return.return_value, self.key or self.metric)
+                values = [value]
         except ReportingError as err:
             if not self.strict:  # the retrain: its model matters more than the number
                 print(f"hydra-vertex: warning: {err}; the run's value is not recorded",
@@ -276,7 +305,9 @@ class ReportCallback(Callback):
             # Hydra downgrades a callback's Exception to a warning (exit 0): leave with 1 ourselves.
             raise SystemExit(1) from err
         last = _state["last_step"]
-        _send(self.metric, value, 0 if last is None else last + 1)
+        step = 0 if last is None else last + 1
+        for name, number in zip(self.metrics or [self.metric], values, strict=True):
+            _send(name, number, step)
 
 
 def _wandb_trial_setup(config: DictConfig, parameters: Mapping[str, object]) -> None:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "best_so_far",
     "model_warning",
+    "pareto_of",
     "print_summary",
     "trials_of",
     "where_things_land",
@@ -50,6 +51,21 @@ def trials_of(
     ]
     with contextlib.suppress(IndexError, AttributeError):
         summary.image_uri = job.trial_job_spec.worker_pool_specs[0].container_spec.image_uri
+    pareto_of(summary, space)
+
+
+def pareto_of(summary: Summary, space: SearchSpace) -> None:
+    """Several metrics: the Pareto front of the summary's trials, and the picked trial's values
+    (nothing for one metric)."""
+    from hydra_vertex.pareto import pareto_front
+
+    if not space.multi_objective:
+        return
+    front = pareto_front(summary.trials, [d == "minimize" for d in space.directions])
+    summary.pareto_trial_ids = [t.id for t in front]
+    for t in summary.trials:
+        if t.id == summary.best_trial_id and t.values is not None:
+            summary.best_values = list(t.values)
 
 
 def best_so_far(summary: Summary) -> None:
@@ -60,6 +76,8 @@ def best_so_far(summary: Summary) -> None:
     if best is not None:
         summary.best_trial_id, summary.best_value = best.id, best.value
         summary.best_parameters = dict(best.parameters)
+        if best.values is not None and summary.multi_objective:
+            summary.best_values = list(best.values)
 
 
 def where_things_land(summary: Summary, storage_root: Path, retrain_job: str | None) -> None:

@@ -21,6 +21,11 @@ that hydra-optuna-sweeper reads), either in a search-space file::
 or in an app's Hydra config (``hydra.sweeper.params`` / ``hydra.sweeper.direction``, with the metric
 from ``hydra.sweeper.metric`` or the top-level ``optimized_metric`` of lightning-hydra-template).
 
+Several objectives: ``metric: [a, b]`` with ``direction: [minimize, maximize]`` (one per metric,
+in order), or the hydra-optuna-sweeper form ``direction: [minimize, minimize]`` with no metric,
+whose objectives are named :func:`objective_names` (``objective_0``, ``objective_1``, ...). The
+task function then returns a tuple or list (matched by position) or a mapping (matched by name).
+
 Every expression is parsed by hydra-core's ``OverridesParser``. Mapping to Vertex parameter types:
 
 ===============================  =====================================================
@@ -69,6 +74,14 @@ _DIRECTIONS = ("minimize", "maximize")
 _ALGORITHMS = ("bayesian", "grid", "random")
 _SELECTIONS = ("last", "best")
 _FILE_KEYS = {"metric", "direction", "algorithm", "measurement_selection", "params"}
+#: The prefix of the objectives' names when a list of directions comes without metric names.
+OBJECTIVE_PREFIX = "objective_"
+
+
+def objective_names(count: int) -> list[str]:
+    """The names of ``count`` objectives given by position only (``direction: [minimize,
+    minimize]`` and no ``metric``): ``objective_0``, ``objective_1``, ..."""
+    return [f"{OBJECTIVE_PREFIX}{i}" for i in range(count)]
 
 
 def parameter_id(key: str) -> str:
@@ -141,7 +154,10 @@ class Param:
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """A validated search space. ``params`` lists parents before their conditional children."""
+    """A validated search space. ``params`` lists parents before their conditional children.
+
+    ``metric``/``direction`` are the (first) objective; ``more_metrics`` the further objectives of
+    a multi-objective study, ``(metric, direction)`` each, in order (see :attr:`objectives`)."""
 
     metric: str
     direction: Direction
@@ -149,9 +165,27 @@ class SearchSpace:
     algorithm: Algorithm = "bayesian"
     measurement_selection: MeasurementSelection = "last"
     source: str = field(default="", compare=False)
+    more_metrics: tuple[tuple[str, Direction], ...] = ()
 
     def __post_init__(self) -> None:
         _validate_space(self)
+
+    @property
+    def objectives(self) -> tuple[tuple[str, Direction], ...]:
+        """Every objective, ``(metric, direction)``, in the StudySpec's metric order."""
+        return ((self.metric, self.direction), *self.more_metrics)
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return tuple(m for m, _ in self.objectives)
+
+    @property
+    def directions(self) -> tuple[Direction, ...]:
+        return tuple(d for _, d in self.objectives)
+
+    @property
+    def multi_objective(self) -> bool:
+        return bool(self.more_metrics)
 
     def param(self, key: str) -> Param:
         for p in self.params:
@@ -196,6 +230,9 @@ class SearchSpace:
             algorithm=data.get("algorithm", "bayesian"),
             measurement_selection=data.get("measurement_selection", "last"),
             source=data.get("source", ""),
+            more_metrics=tuple(
+                (str(m), cast(Direction, d)) for m, d in data.get("more_metrics") or ()
+            ),
         )
 
     def to_mapping(self) -> dict[str, Any]:
@@ -211,9 +248,10 @@ class SearchSpace:
                     "when": {p.parent: list(p.parent_values)},
                     "values": expression,
                 }
+        multi = self.multi_objective
         return {
-            "metric": self.metric,
-            "direction": self.direction,
+            "metric": list(self.metrics) if multi else self.metric,
+            "direction": list(self.directions) if multi else self.direction,
             "algorithm": self.algorithm,
             "measurement_selection": self.measurement_selection,
             "params": params,
@@ -446,26 +484,7 @@ def _build(
     selection: Any,
     source: str,
 ) -> SearchSpace:
-    if metric is None or metric == "":
-        raise SearchSpaceError(
-            f"{source}: 'metric' is missing: name the metric the app reports (the tag its value "
-            f"is reported under; for a task function that returns a mapping, its key), e.g. "
-            f"'metric: val_loss'"
-            + (" (in a Hydra config: hydra.sweeper.metric, or a top-level optimized_metric)"
-               if source.endswith("(hydra.sweeper)") else "")
-        )
-    if not isinstance(metric, str) or any(c.isspace() for c in metric):
-        raise SearchSpaceError(
-            f"{source}: 'metric' must be a metric tag without whitespace, got {metric!r}"
-        )
-    if direction is None:
-        raise SearchSpaceError(
-            f"{source}: 'direction' is missing; it must be one of {list(_DIRECTIONS)}"
-        )
-    if not isinstance(direction, str) or direction.lower() not in _DIRECTIONS:
-        raise SearchSpaceError(
-            f"{source}: 'direction' must be one of {list(_DIRECTIONS)}, got {direction!r}"
-        )
+    objectives = _objectives(metric, direction, source)
     if not isinstance(algorithm, str) or algorithm.lower() not in _ALGORITHMS:
         raise SearchSpaceError(
             f"{source}: 'algorithm' must be one of {list(_ALGORITHMS)}, got {algorithm!r}"
@@ -490,13 +509,60 @@ def _build(
         for p in ordered
     ]
     return SearchSpace(
-        metric=metric,
-        direction=cast(Direction, direction.lower()),
+        metric=objectives[0][0],
+        direction=objectives[0][1],
+        more_metrics=tuple(objectives[1:]),
         params=tuple(ordered),
         algorithm=cast(Algorithm, algorithm.lower()),
         measurement_selection=cast(MeasurementSelection, selection.lower()),
         source=source,
     )
+
+
+def _objectives(metric: Any, direction: Any, source: str) -> list[tuple[str, Direction]]:
+    """``(metric, direction)`` per objective from a space's ``metric`` and ``direction``: one of
+    each, or lists of the same length, or a list of directions with no metric (the objectives are
+    then :func:`objective_names`, matched by position)."""
+    in_sweeper = source.endswith("(hydra.sweeper)")
+    if isinstance(direction, list | tuple) and len(direction) == 1:
+        direction = direction[0]
+    directions = list(direction) if isinstance(direction, list | tuple) else [direction]
+    if direction is None or not directions:
+        raise SearchSpaceError(
+            f"{source}: 'direction' is missing; it must be one of {list(_DIRECTIONS)} (or a "
+            f"list of them, one per metric)"
+        )
+    for d in directions:
+        if not isinstance(d, str) or d.lower() not in _DIRECTIONS:
+            raise SearchSpaceError(
+                f"{source}: 'direction' must be one of {list(_DIRECTIONS)} (or a list of them, "
+                f"one per metric), got {direction!r}"
+            )
+    if isinstance(metric, list | tuple) and len(metric) == 1 and len(directions) == 1:
+        metric = metric[0]
+    if (metric is None or metric == "") and len(directions) > 1:
+        metric = objective_names(len(directions))
+    if metric is None or metric == "":
+        raise SearchSpaceError(
+            f"{source}: 'metric' is missing: name the metric the app reports (the tag its value "
+            f"is reported under; for a task function that returns a mapping, its key), e.g. "
+            f"'metric: val_loss'"
+            + (" (in a Hydra config: hydra.sweeper.metric, or a top-level optimized_metric)"
+               if in_sweeper else "")
+        )
+    metrics = list(metric) if isinstance(metric, list | tuple) else [metric]
+    if len(metrics) != len(directions):
+        raise SearchSpaceError(
+            f"{source}: 'metric' and 'direction' must list as many entries (one direction per "
+            f"metric, in order), got metric={metric!r} and direction={direction!r}"
+        )
+    for m in metrics:
+        if not isinstance(m, str) or not m or any(c.isspace() for c in m):
+            raise SearchSpaceError(
+                f"{source}: 'metric' must be a metric tag without whitespace (or a list of "
+                f"them), got {metric!r}"
+            )
+    return [(m, cast(Direction, d.lower())) for m, d in zip(metrics, directions, strict=True)]
 
 
 def check_entry(raw_key: str, spec: Any, where: str) -> Param:
@@ -700,9 +766,22 @@ _KEY_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*")
 
 def _validate_space(space: SearchSpace) -> None:
     src = space.source or "search space"
-    if space.direction not in _DIRECTIONS:
+    for metric, direction in space.objectives:
+        if direction not in _DIRECTIONS:
+            raise SearchSpaceError(
+                f"{src}: direction must be one of {list(_DIRECTIONS)}, got {direction!r} "
+                f"(metric {metric!r})"
+            )
+    dupes = sorted({m for m in space.metrics if space.metrics.count(m) > 1})
+    if dupes:
         raise SearchSpaceError(
-            f"{src}: direction must be one of {list(_DIRECTIONS)}, got {space.direction!r}"
+            f"{src}: each metric is one objective, but {dupes} appear more than once in "
+            f"{list(space.metrics)}"
+        )
+    if space.multi_objective and space.measurement_selection == "best":
+        raise SearchSpaceError(
+            f"{src}: measurement_selection 'best' picks one trial's best report of one metric; "
+            f"with several metrics {list(space.metrics)} use 'last' (each trial's final report)"
         )
     if not space.params:
         raise SearchSpaceError(f"{src}: a search space needs at least one parameter")

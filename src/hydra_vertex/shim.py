@@ -40,6 +40,8 @@ FORCED_RUN_ENV = "HYDRA_VERTEX_FORCED_RUN"
 #: final value (a value it cannot report is a warning there, not a failure). (The same variable
 #: as :data:`hydra_vertex.reporting.METRIC_ENV`, not imported: the shim stays light.)
 METRIC_ENV = "HYDRA_VERTEX_METRIC"
+#: In ``--retrain`` mode, for a study with several metrics: all of them, as a JSON list.
+METRICS_ENV = "HYDRA_VERTEX_METRICS"
 
 
 class _Usage(Exception):
@@ -90,6 +92,19 @@ def _error(message: str, code: int = 2) -> int:
     return code
 
 
+def _study_metrics() -> list[str] | None:
+    """The metrics of a multi-objective study, from :data:`METRICS_ENV` (None: one metric)."""
+    import json
+
+    try:
+        metrics = json.loads(os.environ.get(METRICS_ENV) or "null")
+    except ValueError:
+        return None
+    if isinstance(metrics, list) and len(metrics) > 1:
+        return [str(m) for m in metrics]
+    return None
+
+
 def build_command(space_file: str, command: Sequence[str]) -> list[str]:
     """The app command line the shim executes (app args + trial overrides + shim overrides)."""
     from hydra_vertex.overrides import (
@@ -107,7 +122,7 @@ def build_command(space_file: str, command: Sequence[str]) -> list[str]:
         out = [*command, *run_overrides(command, os.environ.get(OUTPUT_DIR_ENV) or None)]
         metric = os.environ.get(METRIC_ENV)
         if metric:  # the retrain step names the study's metric: record the final value too
-            out += report_overrides(metric, strict=False)
+            out += report_overrides(metric, strict=False, metrics=_study_metrics())
         return out
     if space_file.startswith(_JSON_PREFIX):
         space = load_json(space_file[len(_JSON_PREFIX) :], source="--search-space-json")

@@ -14,6 +14,12 @@ retrain's Hydra output directory), ``image_uri``, ``tuning_job``, ``retrain_job`
 ``elapsed_seconds``, ``log`` (the pipeline's), ``trial_logs`` (the emulator's directory of
 per-trial logs), ``report`` (the HTML report). ``model_dir`` stays a string. No string holds an
 ANSI escape sequence.
+
+With several metrics (:mod:`hydra_vertex.pareto`) also: ``metrics`` and ``directions`` (every
+objective, in order; ``metric``/``direction`` are the first), each trial's ``values`` (one per
+metric), ``pareto_trial_ids`` (the front over the SUCCEEDED trials), ``select`` (the rule that
+picked the trial to retrain, ``{}``: the first metric) and ``best_values`` (that trial's values;
+``best_value`` is its first).
 """
 
 from __future__ import annotations
@@ -22,11 +28,17 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from hydra_vertex.files import atomic_write_text
 from hydra_vertex.reasons import strip_ansi
 from hydra_vertex.trials import TrialResult
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hydra_vertex.search_space import SearchSpace
+
+#: The fields that only a study with several metrics writes.
+MULTI_OBJECTIVE_FIELDS = ("metrics", "directions", "pareto_trial_ids", "select", "best_values")
 
 
 def _clean(value: Any) -> Any:
@@ -65,12 +77,47 @@ class Summary:
     log: str | None = None
     trial_logs: str | None = None
     report: str | None = None
+    # several metrics (see the module): empty for one
+    metrics: list[str] = field(default_factory=list)
+    directions: list[str] = field(default_factory=list)
+    pareto_trial_ids: list[str] = field(default_factory=list)
+    select: dict[str, Any] = field(default_factory=dict)
+    best_values: list[float] | None = None
+
+    @classmethod
+    def of(
+        cls,
+        space: SearchSpace,
+        name: str,
+        retrain_overrides: list[str],
+        select: dict[str, Any] | None = None,
+    ) -> Summary:
+        """A run's summary before anything ran: its name and objective(s)."""
+        multi = space.multi_objective
+        return cls(
+            name=name,
+            metric=space.metric,
+            direction=space.direction,
+            retrain_overrides=retrain_overrides,
+            metrics=list(space.metrics) if multi else [],
+            directions=list(space.directions) if multi else [],
+            select=dict(select or {}) if multi else {},
+        )
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.metrics) > 1
 
     def to_dict(self) -> dict[str, Any]:
         from hydra_vertex.trials import early_stopping_totals
 
         data = asdict(self)
         data["early_stopping"] = early_stopping_totals(self.trials)
+        if not self.multi_objective:
+            for key in MULTI_OBJECTIVE_FIELDS:
+                data.pop(key)
+            for trial in data["trials"]:
+                trial.pop("values", None)
         return cast(dict[str, Any], _clean(data))
 
     def write(self, path: str | os.PathLike[str]) -> Path:

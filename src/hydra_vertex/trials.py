@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from google.cloud.aiplatform_v1.types import HyperparameterTuningJob, Measurement, Trial
 
     from hydra_vertex.local_details import JobDetails, TrialDetails
+    from hydra_vertex.pareto import Select
     from hydra_vertex.search_space import SearchSpace
 
 @dataclass(frozen=True)
@@ -49,6 +50,9 @@ class TrialResult:
     saved_steps: int | None = None  # what stopping it saved (an estimate)
     saved_seconds: float | None = None
     devices: tuple[str, ...] | None = None  # the GPUs it ran on (None: the machine has none)
+    # several objectives: the final value of each metric, in the study's order (``value`` is the
+    # first); None for a study with one metric, or a trial without them all
+    values: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.infeasible_reason and not self.reason:
@@ -62,6 +66,9 @@ class BestTrial:
     parameters: dict[str, Any]
     overrides: list[str]
     trials: list[TrialResult] = field(default_factory=list)
+    # several objectives: the Pareto front (trial ids) and the picked trial's value per metric
+    pareto_trial_ids: list[str] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
 
 
 def _metric_value(measurement: Measurement, metric_id: str) -> float | None:
@@ -87,7 +94,7 @@ def trial_value(
     return min(values) if minimize else max(values)
 
 
-def _id_key(trial_id: str) -> tuple[int, str]:
+def id_order(trial_id: str) -> tuple[int, str]:
     return (int(trial_id), "") if trial_id.isdigit() else (2**63, trial_id)
 
 
@@ -104,10 +111,15 @@ def trial_results(
     metric = spec.metrics[0]
     minimize = goal_direction(metric) == "minimize"
     best = measurement_selection(spec) == "best"
+    more = [m.metric_id for m in spec.metrics[1:]]
     out = []
     for t in job.trials:
         state = Trial.State(t.state).name
         value = trial_value(t, metric.metric_id, minimize, best) if state == "SUCCEEDED" else None
+        values = None
+        if more and value is not None:
+            rest = [trial_value(t, m, minimize, False) for m in more]
+            values = None if None in rest else (value, *(float(v or 0.0) for v in rest))
         reason = strip_ansi(t.infeasible_reason)
         local = details.trials.get(t.id) if details is not None else None
         out.append(
@@ -120,10 +132,11 @@ def trial_results(
                 start_time=_rfc3339(t.start_time),
                 end_time=_rfc3339(t.end_time),
                 intermediate=intermediate_values(t, metric.metric_id),
+                values=values,
                 **(_local_fields(local) if local is not None else {}),
             )
         )
-    return sorted(out, key=lambda r: _id_key(r.id))
+    return sorted(out, key=lambda r: id_order(r.id))
 
 
 def _rfc3339(stamp: Any) -> str | None:
@@ -172,7 +185,7 @@ def select_best(
     if not ranked:
         raise TuningError(no_success_message(all_trials, job_name))
     sign = 1.0 if minimize else -1.0
-    return min(ranked, key=lambda t: (sign * float(t.value or 0.0), _id_key(t.id)))
+    return min(ranked, key=lambda t: (sign * float(t.value or 0.0), id_order(t.id)))
 
 
 _EXCEPTION_LINE = re.compile(r"^[\w.]*(?:Error|Exception|Interrupt)\b.*")
@@ -215,24 +228,38 @@ def no_success_message(trials: list[TrialResult], job_name: str) -> str:
     return "\n".join(lines)
 
 
-def best_trial(job: HyperparameterTuningJob, space: SearchSpace | None = None) -> BestTrial:
-    """The winner of a finished job, with its Hydra overrides typed by the search space."""
-    from hydra_vertex._study_spec import goal_direction
+def best_trial(
+    job: HyperparameterTuningJob, space: SearchSpace | None = None, select: Select | None = None
+) -> BestTrial:
+    """The winner of a finished job, with its Hydra overrides typed by the search space.
+
+    With several metrics: the trial of the Pareto front that ``select`` picks (default: the
+    front's best by the first metric; :mod:`hydra_vertex.pareto`), and the front itself."""
     from hydra_vertex.overrides import trial_overrides
+    from hydra_vertex.pareto import Select, pareto_front
     from hydra_vertex.search_space import SearchSpace
 
     if space is None:
         space = SearchSpace.from_study_spec(job.study_spec, source=f"{job.name} study_spec")
-    minimize = goal_direction(job.study_spec.metrics[0]) == "minimize"
     results = trial_results(job)
-    winner = select_best(results, minimize=minimize, job_name=job.display_name or job.name)
-    assert winner.value is not None  # select_best only returns trials with a value
+    name = job.display_name or job.name
+    front: list[TrialResult] = []
+    if space.multi_objective:
+        front = pareto_front(results, [d == "minimize" for d in space.directions])
+        if not front:
+            raise TuningError(no_success_message(results, name))
+        winner = (select or Select()).choose(front, space.objectives)
+    else:
+        winner = select_best(results, minimize=space.direction == "minimize", job_name=name)
+    assert winner.value is not None  # both only return trials with a value
     return BestTrial(
         trial_id=winner.id,
         value=winner.value,
         parameters=dict(winner.parameters),
         overrides=trial_overrides(space, _as_trial_args(winner.parameters)),
         trials=results,
+        pareto_trial_ids=[t.id for t in front],
+        values=list(winner.values or ()),
     )
 
 

@@ -71,6 +71,7 @@ class Plan:
     retrain: bool
     notes: list[str] = field(default_factory=list)
     swept_on_command_line: dict[str, str] = field(default_factory=dict)  # key -> the override
+    select: dict[str, Any] = field(default_factory=dict)  # several metrics: the trial to retrain
 
     def where(self, key: str) -> str:
         """How an error names parameter ``key``: as the user wrote it."""
@@ -138,7 +139,7 @@ def make_plan(settings: Mapping[str, Any], config: DictConfig, arguments: Sequen
         )
     direction = _direction(settings.get("direction"))
     metric = settings.get("metric") or OmegaConf.select(config, "optimized_metric") or (
-        DEFAULT_METRIC
+        None if isinstance(direction, list) else DEFAULT_METRIC  # several: objective_0, ...
     )
     block = {k: settings.get(k) for k in _OPTUNA_KEYS}
     block["algorithm"] = settings.get("algorithm")
@@ -174,6 +175,12 @@ def make_plan(settings: Mapping[str, Any], config: DictConfig, arguments: Sequen
         space = parsed.tuning.options.apply(space)
     except HydraVertexError as e:
         raise SweepError(f"hydra.sweeper.tuning: {_one_line(e)}") from None
+    if settings.get("select") and not space.multi_objective:
+        raise origin.error(
+            "select", "picks a trial of a Pareto front: it needs several metrics (direction: "
+            "[minimize, minimize], say)", settings.get("select")
+        )
+    select = jobfile.check_select(settings.get("select"), space.metrics, origin).to_dict()
     on_vertex = _on_vertex(vertex, image_uri)
     retrain = settings.get("retrain")
     if not isinstance(retrain, bool):
@@ -190,6 +197,7 @@ def make_plan(settings: Mapping[str, Any], config: DictConfig, arguments: Sequen
         retrain=retrain,
         notes=[n.replace("hydra.sweeper (hydra.sweeper)", "hydra.sweeper") for n in sweeper.notes],
         swept_on_command_line=swept,
+        select=select,
     )
 
 
@@ -243,13 +251,13 @@ def _drop(entries: dict[str, Any], key: str) -> None:
         del entries[raw]
 
 
-def _direction(value: Any) -> str:
+def _direction(value: Any) -> str | list[str]:
+    """``minimize``/``maximize``, or a list of them (several objectives, one per metric)."""
     if isinstance(value, Sequence) and not isinstance(value, str):
-        if len(value) != 1:
-            raise SweepError(
-                f"hydra.sweeper.direction: one objective is tuned (minimize or maximize), got "
-                f"{list(value)!r}"
-            )
+        if not value:
+            raise SweepError("hydra.sweeper.direction: must be minimize or maximize, got []")
+        if len(value) > 1:
+            return [_direction(v) for v in value]  # type: ignore[misc]
         value = value[0]
     text = str(getattr(value, "name", value)).lower()
     if text not in ("minimize", "maximize"):
@@ -414,12 +422,7 @@ class _Run:
 def run_sweep(plan: Plan, sweep_dir: Path, started: float) -> None:
     from hydra_vertex.summary import Summary
 
-    summary = Summary(
-        name=plan.name,
-        metric=plan.space.metric,
-        direction=plan.space.direction,
-        retrain_overrides=plan.retrain_overrides,
-    )
+    summary = Summary.of(plan.space, plan.name, plan.retrain_overrides, plan.select)
     summary.log = str(sweep_dir / "hydra-vertex.log")
     vertex = plan.settings.vertex
     run = _Run(project=vertex.project, region=vertex.region)
@@ -579,7 +582,12 @@ def _tune(
                 on_poll=seen,
             )
             progress.stage("picking the best trial")
-            best = pick(location=run.region, tuning_job=run.tuning_job, search_space=plan.space)
+            best = pick(
+                location=run.region,
+                tuning_job=run.tuning_job,
+                search_space=plan.space,
+                select=plan.select,
+            )
             summary.best_trial_id, summary.best_value = best.trial_id, best.value
             summary.best_overrides = list(best.overrides)
             summary.best_parameters = dict(best.parameters)
@@ -699,14 +707,19 @@ def _finish(summary: Any, run: _Run, sweep_dir: Path, stream: Any) -> None:
 
 def write_results(path: Path, summary: Any) -> None:
     """``optimization_results.yaml`` as hydra-optuna-sweeper writes it (``name``,
-    ``best_params``, ``best_value``), the parameters typed as the app received them."""
-    OmegaConf.save(
-        OmegaConf.create(
-            {
-                "name": "vertex",
-                "best_params": dict(summary.best_parameters),
-                "best_value": summary.best_value,
-            }
-        ),
-        path,
-    )
+    ``best_params``, ``best_value``; with several metrics ``solutions``, the Pareto front's
+    ``params`` and ``values`` each, as hydra-optuna-sweeper does), the parameters typed as the
+    app received them."""
+    data: dict[str, Any] = {
+        "name": "vertex",
+        "best_params": dict(summary.best_parameters),
+        "best_value": summary.best_value,
+    }
+    if summary.multi_objective:
+        front = set(summary.pareto_trial_ids)
+        data["solutions"] = [
+            {"params": dict(t.parameters), "values": list(t.values or ())}
+            for t in summary.trials
+            if t.id in front
+        ]
+    OmegaConf.save(OmegaConf.create(data), path)

@@ -47,11 +47,13 @@ class VertexSweeperConf:
     # -- hydra-optuna-sweeper's keys ------------------------------------------------------------
     #: The search space in Hydra's sweep grammar (sweep overrides on the command line add to it).
     params: Optional[Dict[str, Any]] = None
-    #: minimize | maximize
+    #: minimize | maximize, or a list of them: several objectives (the task function returns a
+    #: tuple, matched by position, or a mapping, matched by ``metric``'s names)
     direction: Any = "minimize"
     #: The metric the app reports (a key of a returned mapping); default: the config's
-    #: ``optimized_metric``, else ``objective`` (the task function's return value).
-    metric: Optional[str] = None
+    #: ``optimized_metric``, else ``objective`` (the task function's return value); with
+    #: several directions a list of names, default ``objective_0``, ``objective_1``, ...
+    metric: Any = None
     #: The budget: trials in all, and trials at a time.
     n_trials: int = 20
     n_jobs: int = 2
@@ -65,12 +67,17 @@ class VertexSweeperConf:
     storage: Any = None
     #: Refused: Vertex AI needs the whole space up front.
     custom_search_space: Optional[str] = None
+    #: Accepted and ignored (a warning line): Vertex AI asks for the trials itself.
+    experiment_sequence: Optional[str] = None
 
     # -- hydra-vertex's own ---------------------------------------------------------------------
     #: bayesian | grid | random (default: from the sampler, else bayesian).
     algorithm: Optional[str] = None
     #: last | best
     measurement_selection: Optional[str] = None
+    #: Several metrics: the Pareto front's trial to retrain, ``{metric: NAME}`` or
+    #: ``{weights: {NAME: NUMBER}}`` (default: the first metric's best; see hydra_vertex.pareto).
+    select: Dict[str, Any] = field(default_factory=dict)
     #: Retrain the winner once the search is done (``retrain_overrides`` added to its overrides).
     retrain: bool = False
     retrain_overrides: List[str] = field(default_factory=list)

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from hydra_vertex.search_space import MeasurementSelection
+from hydra_vertex.search_space import MeasurementSelection, SearchSpace
 
 _NOT_METRICS = ("timestamp", "trial", "global_step", "checkpoint_path")
 
@@ -82,12 +82,18 @@ def select_measurement(
     return points[-1]
 
 
-def measurement(point: Point, metric: str) -> dict[str, Any]:
-    """The proto-JSON ``Measurement`` of a report: step, elapsed duration (when known), value."""
+def measurement(
+    point: Point, metric: str, others: Mapping[str, float] | None = None
+) -> dict[str, Any]:
+    """The proto-JSON ``Measurement`` of a report: step, elapsed duration (when known), value;
+    ``others``: the further objectives' values (a multi-objective final measurement)."""
     out: dict[str, Any] = {"stepCount": str(point.step)}
     if point.elapsed is not None:
         out["elapsedDuration"] = f"{point.elapsed:.3f}s"
-    out["metrics"] = [{"metricId": metric, "value": point.value}]
+    out["metrics"] = [
+        {"metricId": metric, "value": point.value},
+        *({"metricId": m, "value": v} for m, v in (others or {}).items()),
+    ]
     return out
 
 
@@ -125,6 +131,15 @@ def final_value(trial: dict[str, Any], metric: str) -> float | None:
     return None
 
 
+def final_values(trial: dict[str, Any], metrics: Sequence[str]) -> float | list[float] | None:
+    """What the suggester learns from a stored trial: its final value of the one metric, or one
+    value per metric (in order) of several; None when any is missing."""
+    values = [final_value(trial, m) for m in metrics]
+    if any(v is None for v in values):
+        return None
+    return values[0] if len(values) == 1 else [float(v) for v in values if v is not None]
+
+
 @dataclass(frozen=True)
 class TrialEnd:
     """How a trial ends: SUCCEEDED with its final point, or INFEASIBLE with a reason."""
@@ -132,6 +147,7 @@ class TrialEnd:
     points: list[Point]
     final: Point | None = None
     reason: str = ""
+    others: dict[str, float] = field(default_factory=dict)  # the further objectives' finals
 
     @property
     def succeeded(self) -> bool:
@@ -164,3 +180,44 @@ def judge(
             points, reason=f"reported a non-finite value ({final.value}) for metric {metric!r}"
         )
     return TrialEnd(points, final)
+
+
+def judge_objectives(
+    exit_reason: str | None,
+    reports: Mapping[str, list[Point]],
+    seen: set[str],
+    space: SearchSpace,
+) -> TrialEnd:
+    """:func:`judge` over every objective of ``space``: the first one decides as for a single
+    metric (its reports are the trial's measurements); each further one needs a finite last
+    report, else the trial is INFEASIBLE with the reason naming the metric."""
+    first = space.metric
+    end = judge(
+        exit_reason,
+        reports.get(first, []),
+        seen,
+        first,
+        space.measurement_selection,
+        space.direction == "maximize",
+    )
+    if not end.succeeded or not space.multi_objective:
+        return end
+    others: dict[str, float] = {}
+    for metric, _ in space.more_metrics:
+        points = reports.get(metric) or []
+        if not points:
+            return TrialEnd(
+                end.points,
+                reason=(
+                    f"reported no metric {metric!r}: the study has {len(space.metrics)} metrics "
+                    f"{list(space.metrics)} and each trial reports all of them (return a tuple "
+                    f"in that order, or a mapping with those keys); tags seen: {sorted(seen)}"
+                ),
+            )
+        value = points[-1].value
+        if not math.isfinite(value):
+            return TrialEnd(
+                end.points, reason=f"reported a non-finite value ({value}) for metric {metric!r}"
+            )
+        others[metric] = value
+    return replace(end, others=others)

@@ -94,7 +94,7 @@ class TrialBook:
             "measurements": metrics.measurements(end.points, metric),
         }
         if end.final is not None:
-            final = metrics.measurement(end.final, metric)
+            final = metrics.measurement(end.final, metric, end.others)
             fields.update(state="SUCCEEDED", finalMeasurement=final)
         else:
             fields.update(state="INFEASIBLE", infeasibleReason=end.reason)
@@ -205,7 +205,7 @@ class TuningJobRunner(JobRunner):
                     past = [
                         suggester.PastTrial(
                             {p["parameterId"]: p["value"] for p in t.get("parameters", [])},
-                            metrics.final_value(t, self.space.metric),
+                            metrics.final_values(t, self.space.metrics),
                             pending=t.get("state") == "ACTIVE",
                         )
                         for t in trials
@@ -235,16 +235,14 @@ class TuningJobRunner(JobRunner):
             del self.running[tid]
             self.devices.release(self._owner(tid))
             run_dir = self.store.run_dir(self.job_id, tid)
-            points, seen = metrics.read_metric_file(
-                executor.metric_file(run_dir), self.space.metric, self.started_wall.get(tid)
-            )
-            end = metrics.judge(
-                executor.describe_exit(outcome, run_dir),
-                points,
-                seen,
-                self.space.metric,
-                self.space.measurement_selection,
-                self.maximize,
+            reports: dict[str, list[metrics.Point]] = {}
+            seen: set[str] = set()
+            for metric in self.space.metrics:
+                reports[metric], seen = metrics.read_metric_file(
+                    executor.metric_file(run_dir), metric, self.started_wall.get(tid)
+                )
+            end = metrics.judge_objectives(
+                executor.describe_exit(outcome, run_dir), reports, seen, self.space
             )
             self.book.end(tid, end, self.space.metric)
 

@@ -261,12 +261,8 @@ class VertexApi:
                 )
             if msg.max_failed_trial_count < 0:
                 raise ApiError(400, "max_failed_trial_count must be >= 0")
-            if len(msg.study_spec.metrics) != 1:
-                raise ApiError(
-                    400,
-                    "study_spec.metrics must hold exactly one metric, got "
-                    f"{len(msg.study_spec.metrics)}",
-                )
+            if not msg.study_spec.metrics:
+                raise ApiError(400, "study_spec.metrics must hold at least one metric")
             if not msg.study_spec.parameters:
                 raise ApiError(400, "study_spec.parameters must not be empty")
             from hydra_vertex.errors import HydraVertexError

@@ -56,7 +56,8 @@ def retrain_command(
 
 
 def study_metric_env(location: str, tuning_job: str) -> dict[str, str]:
-    """``HYDRA_VERTEX_METRIC=<the study's metric>`` for the retrain, read from the tuning job:
+    """``HYDRA_VERTEX_METRIC=<the study's metric>`` for the retrain, read from the tuning job
+    (and ``HYDRA_VERTEX_METRICS``, a JSON list, for a study with several):
     the shim then records the retrain's final value under that tag (its metric file; see
     docs/report.md). Empty when there is no tuning job to read."""
     if not tuning_job:
@@ -67,8 +68,15 @@ def study_metric_env(location: str, tuning_job: str) -> dict[str, str]:
     job = retries.call(
         lambda: client.get_hyperparameter_tuning_job(name=tuning_job), f"get {tuning_job}"
     )
-    metrics = job.study_spec.metrics
-    return {"HYDRA_VERTEX_METRIC": metrics[0].metric_id} if metrics else {}
+    metrics = [m.metric_id for m in job.study_spec.metrics]
+    if not metrics:
+        return {}
+    env = {"HYDRA_VERTEX_METRIC": metrics[0]}
+    if len(metrics) > 1:  # several objectives: the shim reports each (a returned tuple, say)
+        import json
+
+        env["HYDRA_VERTEX_METRICS"] = json.dumps(metrics)
+    return env
 
 
 def custom_job(

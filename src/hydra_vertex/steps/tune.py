@@ -102,6 +102,10 @@ class _TrialLog:
                 continue
             self.seen[r.id] = r.state
             value = "" if r.value is None else f" {self.space.metric}={r.value:.6g}"
+            if r.values is not None:
+                value = "".join(
+                    f" {m}={v:.6g}" for m, v in zip(self.space.metrics, r.values, strict=True)
+                )
             reason = f" ({r.infeasible_reason.splitlines()[0]})" if r.infeasible_reason else ""
             common.log(f"trial {r.id} {r.state}{value}{reason} {_params(r.parameters)}")
 
