@@ -9,8 +9,9 @@ The page has: the optimization history (each trial and the best so far), paralle
 parameters against the objective, the intermediate values per trial, a timeline of the trials,
 parameter importance, a slice plot per parameter, the trials table (states, values, infeasible
 reasons, early stops, W&B links when known), the winning overrides ready to paste, and the
-retrain's metric and model. The charts are the :data:`CHARTS` table (where a Pareto-front chart for
-several objectives will go).
+retrain's metric and model. The charts are the :data:`CHARTS` table; with several objectives it
+starts with the Pareto front (the first two objectives against each other, the front joined and
+the trial picked to retrain in red).
 Charts are inline SVG (:mod:`hydra_vertex.report_charts`): no script, no network, and a
 Content-Security-Policy that allows nothing but the page's own style block.
 """
@@ -75,7 +76,18 @@ def _trial_from_dict(d: Mapping[str, Any]) -> TrialResult:
         saved_steps=d.get("saved_steps"),
         saved_seconds=d.get("saved_seconds"),
         devices=None if d.get("devices") is None else tuple(str(x) for x in d["devices"]),
+        values=_values(d.get("values")),
     )
+
+
+def _values(raw: Any) -> tuple[float, ...] | None:
+    """A trial's ``values`` (several objectives) from SUMMARY.json; None when absent or bad."""
+    if not isinstance(raw, list):
+        return None
+    try:
+        return tuple(float(v) for v in raw)
+    except (TypeError, ValueError):
+        return None
 
 
 def summary_from_dict(data: Mapping[str, Any]) -> Summary:
@@ -168,6 +180,11 @@ def summary_from_tuning_job(job: Any) -> Summary:
             (dict(t.parameters) for t in summary.trials if t.id == best.trial_id),
             dict(best.parameters),
         )
+    if space is not None and space.multi_objective:
+        from hydra_vertex.results import pareto_of
+
+        summary.metrics, summary.directions = list(space.metrics), list(space.directions)
+        pareto_of(summary, space)
     with _suppress():
         summary.image_uri = job.trial_job_spec.worker_pool_specs[0].container_spec.image_uri
     with _suppress():
@@ -217,7 +234,7 @@ def _params_text(params: Mapping[str, Any]) -> str:
 def _meta(summary: Summary) -> str:
     counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(summary.counts.items())) or "none"
     rows: list[tuple[str, str]] = [
-        ("objective", f"{summary.direction} {summary.metric}"),
+        ("objective", _objectives(summary)),
         ("trials", f"{len(summary.trials)} ({counts})"),
     ]
     if summary.elapsed_seconds:
@@ -250,6 +267,33 @@ def _meta(summary: Summary) -> str:
     return f'<dl class="meta" id="meta">{body}</dl>'
 
 
+def _objectives(summary: Summary) -> str:
+    if not summary.multi_objective:
+        return f"{summary.direction} {summary.metric}"
+    return ", ".join(f"{d} {m}" for m, d in zip(summary.metrics, summary.directions, strict=False))
+
+
+def _front(summary: Summary) -> str:
+    """Several objectives: the trial's values, the Pareto front and the rule that picked it."""
+    if not summary.multi_objective:
+        return ""
+    from hydra_vertex.pareto import Select
+
+    values = ", ".join(
+        f"{m} = {_value(v)}" for m, v in zip(summary.metrics, summary.best_values or (),
+                                              strict=False)
+    )
+    try:
+        rule = Select.from_dict(summary.select).describe(summary.metrics)
+    except Exception:  # a hand-edited SUMMARY.json: say the rule as written
+        rule = str(summary.select)
+    ids = ", ".join(summary.pareto_trial_ids) or "none"
+    return (
+        f'<p id="best-values">{_e(values)}: picked as {_e(rule)} (the select rule).</p>'
+        f'<p>Pareto front: trials <span id="pareto-ids">{_e(ids)}</span>.</p>'
+    )
+
+
 def _best(summary: Summary) -> str:
     if summary.best_trial_id is None:
         return (
@@ -261,6 +305,7 @@ def _best(summary: Summary) -> str:
         f'<p>Trial <strong id="best-trial">{_e(summary.best_trial_id)}</strong>: '
         f'{_e(summary.metric)} = <strong id="best-value" data-value="{_e(summary.best_value)}">'
         f"{_e(_value(summary.best_value))}</strong></p>",
+        _front(summary),
     ]
     if summary.best_overrides:
         parts.append(
@@ -305,10 +350,19 @@ def _retrain(summary: Summary) -> str:
     return "".join(rows)
 
 
+def _shown(summary: Summary, t: Any) -> str:
+    """A trial's value, or its values (several objectives; a front trial marked)."""
+    if not summary.multi_objective or t.values is None:
+        return _value(t.value)
+    mark = " ◆" if t.id in summary.pareto_trial_ids else ""
+    return ", ".join(_value(v) for v in t.values) + mark
+
+
 def _trials_table(summary: Summary, links: Mapping[str, str]) -> str:
     head = (
         "<tr><th>trial</th><th>state</th>"
-        f"<th>{_e(summary.metric)}</th><th>parameters</th><th>infeasible reason</th>"
+        f"<th>{_e(', '.join(summary.metrics) or summary.metric)}</th><th>parameters</th>"
+        "<th>infeasible reason</th>"
         "<th>output</th>"
         + ("<th>W&amp;B</th>" if links else "")
         + "</tr>"
@@ -336,7 +390,7 @@ def _trials_table(summary: Summary, links: Mapping[str, str]) -> str:
             f'{" class=" + chr(34) + "best-row" + chr(34) if best else ""}>'
             f'<td class="num">{_e(t.id)}{" ★" if best else ""}</td>'
             f'<td><span class="badge {_e(t.state)}">{_e(t.state)}</span>{stopped}</td>'
-            f'<td class="num" data-value="{_e(t.value)}">{_e(_value(t.value))}</td>'
+            f'<td class="num" data-value="{_e(t.value)}">{_e(_shown(summary, t))}</td>'
             f'<td class="params">{_e(_params_text(t.parameters))}</td>'
             f'<td class="reason" title="{_e(t.infeasible_reason)}">'
             f"{_e(t.reason or short_reason(t.infeasible_reason))}</td>"
@@ -350,9 +404,7 @@ def _trials_table(summary: Summary, links: Mapping[str, str]) -> str:
 
 # The charts of the report, in order: ``(section id, title, chart, caption)``; a chart is
 # ``chart(summary) -> svg or None`` (None: nothing to draw for this study, the section is left out).
-# The hook for multi-objective studies: a Pareto-front scatter (the objectives against each other,
-# the non-dominated trials joined) goes in as one more entry, drawn when the summary carries each
-# trial's ``values`` and ``pareto_trial_ids``.
+# The Pareto front is drawn when the summary carries each trial's ``values`` (several metrics).
 Chart = tuple[str, str, Any, str]
 
 
@@ -361,6 +413,14 @@ def _minimize(summary: Summary) -> bool:
 
 
 CHARTS: list[Chart] = [
+    (
+        "pareto",
+        "Pareto front",
+        lambda s: charts.pareto(s.trials, s.metrics, s.pareto_trial_ids, s.best_trial_id),
+        "The first two objectives of each succeeded trial; the Pareto front (no other trial is "
+        "as good in every objective and better in one) in colour, joined; the trial picked to "
+        "retrain in red. The other charts show the first objective, {metric}.",
+    ),
     (
         "history",
         "Optimization history",

@@ -331,6 +331,51 @@ def history(trials: Sequence[TrialResult], metric: str, minimize: bool, best_id:
     return "".join(out)
 
 
+def pareto(
+    trials: Sequence[TrialResult],
+    metrics: Sequence[str],
+    front_ids: Sequence[str],
+    best_id: str | None,
+) -> str | None:
+    """The first two objectives against each other: every succeeded trial a grey dot, the
+    Pareto front's trials in colour joined by a step line (in the first objective's order), the
+    trial picked to retrain in red. None unless the trials carry two values or more."""
+    ok = [t for t in succeeded(trials) if t.values is not None and len(t.values) >= 2]
+    if len(metrics) < 2 or not ok:
+        return None
+    width, height, left, top, right, bottom = 520, 360, 70, 16, 20, 50
+    w, h = width - left - right, height - top - bottom
+    xs = [float(t.values[0]) for t in ok if t.values is not None]
+    ys = [float(t.values[1]) for t in ok if t.values is not None]
+    xaxis, yaxis = Axis.of(xs, allow_log=False, pad=0.06), Axis.of(ys, allow_log=False, pad=0.06)
+    front = set(front_ids)
+    xname, yname = metrics[0], metrics[1]
+    out = [_svg_open("pareto", width, height, f"{yname} against {xname}, the Pareto front")]
+    out += _frame(left, top, w, h, xaxis, yaxis, xname, yname)
+
+    def at(t: TrialResult) -> tuple[float, float]:
+        values = t.values or (0.0, 0.0)
+        return left + xaxis.pos(values[0]) * w, top + h - yaxis.pos(values[1]) * h
+
+    on_front = sorted((t for t in ok if t.id in front), key=lambda t: (t.values or ())[:2])
+    if len(on_front) > 1:
+        pts = [at(t) for t in on_front]
+        d = "".join(f"{'M' if i == 0 else 'L'}{x:.1f},{y:.1f}" for i, (x, y) in enumerate(pts))
+        out.append(f'<path class="front" d="{d}" fill="none" stroke="#3b528b" '
+                   'stroke-width="1.5" stroke-dasharray="4 3"/>')
+    for t in sorted(ok, key=lambda t: (t.id in front, t.id == best_id)):
+        x, y = at(t)
+        values = ", ".join(f"{m}={fmt(v)}" for m, v in zip(metrics, t.values or (), strict=False))
+        label = f"trial {t.id}: {values}" + (" (Pareto front)" if t.id in front else "")
+        extra = (' data-front="true"' if t.id in front else "") + (
+            ' data-best="true"' if t.id == best_id else ""
+        )
+        fill = "#d62728" if t.id == best_id else "#21918c" if t.id in front else "#c3c8d0"
+        out.append(_point(x, y, t, label, fill, extra, r=5.0 if t.id in front else 4.0))
+    out.append("</svg>")
+    return "".join(out)
+
+
 def parameter_names(trials: Sequence[TrialResult]) -> list[str]:
     names: list[str] = []
     for t in trials:

@@ -778,11 +778,6 @@ def _validate_space(space: SearchSpace) -> None:
             f"{src}: each metric is one objective, but {dupes} appear more than once in "
             f"{list(space.metrics)}"
         )
-    if space.multi_objective and space.measurement_selection == "best":
-        raise SearchSpaceError(
-            f"{src}: measurement_selection 'best' picks one trial's best report of one metric; "
-            f"with several metrics {list(space.metrics)} use 'last' (each trial's final report)"
-        )
     if not space.params:
         raise SearchSpaceError(f"{src}: a search space needs at least one parameter")
     seen: dict[str, Param] = {}

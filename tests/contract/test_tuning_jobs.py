@@ -49,3 +49,47 @@ def test_create_run_get_with_trials(aiplatform: Any, backend: Backend) -> None:
         assert abs(metric.value - (param.value - 1) ** 2) < 1e-6
     listed = aiplatform.HyperparameterTuningJob.list(filter='display_name="contract-tuning"')
     assert job.resource_name in [j.resource_name for j in listed]
+
+
+# Two objectives, each its own JSON line as cloudml-hypertune writes them (one tag per report).
+TWO_METRICS = """
+import json, os, sys, time
+args = sys.argv[1:]
+x = next(float(a.split("=", 1)[1]) if "=" in a else float(args[i + 1])
+         for i, a in enumerate(args) if a.split("=", 1)[0] == "--x")
+path = os.environ.get("CLOUD_ML_HP_METRIC_FILE") or "/tmp/hypertune/output.metrics"
+os.makedirs(os.path.dirname(path), exist_ok=True)
+with open(path, "w") as f:
+    for tag, value in (("loss", (x - 1) ** 2), ("size", x)):
+        f.write(json.dumps({tag: str(value), "global_step": "1", "timestamp": time.time()}) + "\\n")
+"""
+
+
+def test_a_study_with_two_metrics(aiplatform: Any, backend: Backend) -> None:
+    """A StudySpec with two metrics (minimize one, maximize the other): every trial's final
+    measurement holds both."""
+    from google.cloud.aiplatform import hyperparameter_tuning as hpt
+
+    job = aiplatform.HyperparameterTuningJob(
+        display_name="contract-two-metrics",
+        custom_job=aiplatform.CustomJob(
+            display_name="contract-two-metrics-trial",
+            worker_pool_specs=backend.worker_pool(TWO_METRICS),
+        ),
+        metric_spec={"loss": "minimize", "size": "maximize"},
+        parameter_spec={"x": hpt.DoubleParameterSpec(-2, 3, "linear")},
+        max_trial_count=2,
+        parallel_trial_count=2,
+    )
+    job.run()
+    assert job.state.name == "JOB_STATE_SUCCEEDED"
+    got = aiplatform.HyperparameterTuningJob.get(job.resource_name)
+    goals = {m.metric_id: m.goal.name for m in got.gca_resource.study_spec.metrics}
+    assert goals == {"loss": "MINIMIZE", "size": "MAXIMIZE"}
+    for t in got.trials:
+        assert t.state.name == "SUCCEEDED", t.infeasible_reason
+        [param] = t.parameters
+        final = {m.metric_id: m.value for m in t.final_measurement.metrics}
+        assert set(final) == {"loss", "size"}
+        assert abs(final["loss"] - (param.value - 1) ** 2) < 1e-6
+        assert abs(final["size"] - param.value) < 1e-6

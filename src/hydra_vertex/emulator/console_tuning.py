@@ -1,6 +1,9 @@
 """The console's tuning job page: the trials table (one column per parameter, sortable through
 query links, the best trial marked, durations and elapsed times, devices and early stops where the
-store has them) and the charts of the report (history, intermediate values, timeline).
+store has them) and the charts of the report (history, intermediate values, timeline). A study with
+several metrics shows each trial's values, its Pareto front (listed, marked in the table, and the
+report's scatter of the first two objectives) and, as its best trial, the front's best by the
+first metric (the default ``select`` rule: the console does not know a job file's).
 
 Trial values follow the study's measurement selection, the best trial the best-trial rules: both
 come from :mod:`hydra_vertex.trials` over the job read as an ``aiplatform_v1`` proto, the same
@@ -25,7 +28,7 @@ from hydra_vertex.emulator.console_page import (
     fmt_value,
     seconds_between,
 )
-from hydra_vertex.report_charts import curves, duration, history, timeline
+from hydra_vertex.report_charts import curves, duration, history, pareto, timeline
 from hydra_vertex.trials import TrialResult
 
 #: The store's names for the devices a trial ran on (the first one present is shown).
@@ -62,7 +65,33 @@ def results(res: Mapping[str, Any]) -> tuple[list[TrialResult], str, bool, Trial
         best: TrialResult | None = select_best(trials, minimize=minimize)
     except HydraVertexError:
         best = None
+    objectives = _objectives(job.study_spec)
+    if len(objectives) > 1:
+        from hydra_vertex.pareto import Select, pareto_front
+
+        front = pareto_front(trials, [d == "minimize" for _, d in objectives])
+        best = Select().choose(front, objectives) if front else None
     return trials, metric.metric_id, minimize, best
+
+
+def _objectives(spec: Any) -> list[tuple[str, str]]:
+    """``(metric, direction)`` of every metric of a ``StudySpec``."""
+    from hydra_vertex._study_spec import goal_direction
+    from hydra_vertex.errors import HydraVertexError
+
+    try:
+        return [(m.metric_id, goal_direction(m)) for m in spec.metrics]
+    except HydraVertexError:
+        return []
+
+
+def objectives_of(res: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """``(metric, direction)`` per metric of a stored tuning job's study spec."""
+    from google.cloud.aiplatform_v1.types import StudySpec
+
+    spec = StudySpec.from_json(json.dumps(_public(dict(res.get("studySpec") or {}))),
+                               ignore_unknown_fields=True)
+    return _objectives(spec)
 
 
 def counts(trials: list[TrialResult]) -> tuple[int, int, int]:
@@ -124,11 +153,22 @@ def trials_section(
     now = now or datetime.now(UTC)
     trials, metric, minimize, best = results(res)
     goal = "minimize" if minimize else "maximize"
+    objectives = objectives_of(res)
+    metrics = [m for m, _ in objectives]
+    front_ids: list[str] = []
+    if len(objectives) > 1:
+        from hydra_vertex.pareto import pareto_front
+
+        minimizes = [d == "minimize" for _, d in objectives]
+        front_ids = [t.id for t in pareto_front(trials, minimizes)]
+        goal_text = ", ".join(f"{d} {m}" for m, d in objectives)
+    else:
+        goal_text = f"{goal} {metric}"
     raw = {str(t.get("id")): t for t in res.get("trials") or []}
     ok, failed, live = counts(trials)
     parts = [
         f'<h2>Trials ({len(trials)} of {e(res.get("maxTrialCount", "?"))}, '
-        f'{e(res.get("parallelTrialCount", "?"))} at a time; {e(goal)} {e(metric)})</h2>',
+        f'{e(res.get("parallelTrialCount", "?"))} at a time; {e(goal_text)})</h2>',
         f'<p id="counts">{ok} succeeded · {failed} failed · {live} running</p>',
     ]
     if best is not None:
@@ -138,10 +178,15 @@ def trials_section(
             f'</strong>: {e(metric)} = <strong id="best-value" data-value="{e(best.value)}">'
             f"{e(fmt_value(best.value))}</strong> · <code>{e(params)}</code></div>"
         )
+    if front_ids:
+        parts.append(
+            f'<p id="pareto-front">Pareto front ({e(", ".join(metrics))}): trials '
+            f'{e(", ".join(front_ids))} (◆ in the table)</p>'
+        )
     if not trials:
         return "".join(parts) + '<p class="muted">no trials yet</p>'
     best_id = best.id if best else None
-    parts.append(_charts(trials, metric, minimize, best_id, now))
+    parts.append(_charts(trials, metric, minimize, best_id, now, metrics, front_ids))
     names: list[str] = []
     for t in trials:
         names += [k for k in t.parameters if k not in names]
@@ -166,7 +211,8 @@ def trials_section(
             f"{e(label)}{mark}</a></th>"
         )
 
-    header = [head("trial", "trial"), head("state", "state"), head(metric or "value", "value")]
+    value_label = ", ".join(metrics) if front_ids else metric or "value"
+    header = [head("trial", "trial"), head("state", "state"), head(value_label, "value")]
     header += [head(n, f"p:{n}") for n in names]
     if show_devices:
         header.append('<th data-sort="devices">devices</th>')
@@ -187,7 +233,9 @@ def trials_section(
         cells = [
             f'<td class="num">{e(t.id)}{" ★" if is_best else ""}</td>',
             f"<td>{badge(t.state)}{stopped}</td>",
-            f'<td class="num" data-value="{e(t.value)}">{e(fmt_value(t.value))}</td>',
+            f'<td class="num" data-value="{e(t.value)}"'
+            f'{" data-front=" + chr(34) + "true" + chr(34) if t.id in front_ids else ""}>'
+            f"{e(_shown(t, front_ids))}</td>",
         ]
         cells += [
             f'<td class="num" data-param="{e(n)}">{e(fmt_value(t.parameters.get(n)))}</td>'
@@ -215,10 +263,27 @@ def trials_section(
     return "".join(parts)
 
 
+def _shown(trial: TrialResult, front_ids: list[str]) -> str:
+    """A trial's value, or its values (several metrics; ◆ on the Pareto front)."""
+    if trial.values is None:
+        return fmt_value(trial.value)
+    mark = " ◆" if trial.id in front_ids else ""
+    return ", ".join(fmt_value(v) for v in trial.values) + mark
+
+
 def _charts(
-    trials: list[TrialResult], metric: str, minimize: bool, best_id: str | None, now: datetime
+    trials: list[TrialResult],
+    metric: str,
+    minimize: bool,
+    best_id: str | None,
+    now: datetime,
+    metrics: list[str] | None = None,
+    front_ids: list[str] | None = None,
 ) -> str:
     figures = []
+    front = pareto(trials, metrics or [], front_ids or [], best_id) if front_ids else None
+    if front is not None:
+        figures.append(("Pareto front: the first two objectives, the front joined", front))
     if any(t.value is not None for t in trials):
         figures.append(("history", history(trials, metric, minimize, best_id)))
     learning = curves(trials, metric, minimize, best_id)

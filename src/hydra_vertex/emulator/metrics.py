@@ -189,8 +189,9 @@ def judge_objectives(
     space: SearchSpace,
 ) -> TrialEnd:
     """:func:`judge` over every objective of ``space``: the first one decides as for a single
-    metric (its reports are the trial's measurements); each further one needs a finite last
-    report, else the trial is INFEASIBLE with the reason naming the metric."""
+    metric (its reports are the trial's measurements, the measurement selection applies to it);
+    each further one needs a finite last report, its final value, else the trial is INFEASIBLE
+    with the reason naming the metric."""
     first = space.metric
     end = judge(
         exit_reason,
