@@ -8,13 +8,15 @@ from _backend import Backend
 
 # A trial reads --x=<value> (or --x <value>) and reports (x - 1)^2 as cloudml-hypertune does:
 # a JSON line in CLOUD_ML_HP_METRIC_FILE (the default path when unset).
-TRIAL = """
+_READ_X = """
 import json, os, sys, time
 args = sys.argv[1:]
 x = next(float(a.split("=", 1)[1]) if "=" in a else float(args[i + 1])
          for i, a in enumerate(args) if a.split("=", 1)[0] == "--x")
 path = os.environ.get("CLOUD_ML_HP_METRIC_FILE") or "/tmp/hypertune/output.metrics"
 os.makedirs(os.path.dirname(path), exist_ok=True)
+"""
+TRIAL = _READ_X + """
 with open(path, "w") as f:
     f.write(json.dumps({"loss": str((x - 1) ** 2), "global_step": "1",
                         "timestamp": time.time()}) + "\\n")
@@ -52,13 +54,7 @@ def test_create_run_get_with_trials(aiplatform: Any, backend: Backend) -> None:
 
 
 # Two objectives, each its own JSON line as cloudml-hypertune writes them (one tag per report).
-TWO_METRICS = """
-import json, os, sys, time
-args = sys.argv[1:]
-x = next(float(a.split("=", 1)[1]) if "=" in a else float(args[i + 1])
-         for i, a in enumerate(args) if a.split("=", 1)[0] == "--x")
-path = os.environ.get("CLOUD_ML_HP_METRIC_FILE") or "/tmp/hypertune/output.metrics"
-os.makedirs(os.path.dirname(path), exist_ok=True)
+TWO_METRICS = _READ_X + """
 with open(path, "w") as f:
     for tag, value in (("loss", (x - 1) ** 2), ("size", x)):
         f.write(json.dumps({tag: str(value), "global_step": "1", "timestamp": time.time()}) + "\\n")
