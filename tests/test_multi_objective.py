@@ -335,3 +335,31 @@ def test_the_report_draws_the_front_from_a_summary(tmp_path: Path) -> None:
     assert 'id="pareto-ids">1, 3<' in html
     assert "the Pareto front&#x27;s best b" in html
     assert "minimize a, minimize b" in html
+
+
+@pytest.mark.slow
+def test_the_sweeper_tunes_the_example_with_hydra_sweeper_vertex(tmp_path: Path) -> None:
+    """``python multi-objective.py -m hydra/sweeper=vertex``: optimization_results.yaml lists the
+    Pareto front as hydra-optuna-sweeper's ``solutions``; ``select`` picks the trial."""
+    import shutil
+
+    app = tmp_path / "app"
+    shutil.copytree(EXAMPLE, app)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HYDRA_VERTEX_")}
+    env.update(HYDRA_VERTEX_CACHE_DIR=str(tmp_path / "cache"), HYDRA_VERTEX_GPUS="")
+    done = subprocess.run(
+        [sys.executable, "multi-objective.py", "-m", "hydra/sweeper=vertex",
+         "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2",
+         "+hydra.sweeper.select.metric=objective_1"],
+        cwd=app, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    [sweep] = (app / "multirun").glob("*/*")
+    summary = json.loads((sweep / "SUMMARY.json").read_text())
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    trials = {t["id"]: t for t in summary["trials"]}
+    front = summary["pareto_trial_ids"]
+    assert [s["values"] for s in results["solutions"]] == [trials[i]["values"] for i in front]
+    picked = min(front, key=lambda i: (trials[i]["values"][1], int(i)))
+    assert summary["best_trial_id"] == picked
+    assert results["best_params"] == trials[picked]["parameters"]

@@ -227,7 +227,7 @@ def run_local(
     with emulator(state, spec.tuning.seed) as emu, pointed_at(emu):
         jobs = _Jobs(spec, since)
         minimize = space.direction == "minimize"
-        with Display(mode, space.metric, out) as display:
+        with Display(mode, space.metric, out, _more(space)) as display:
             watcher = Watcher(lambda: _snapshot(jobs, spec, minimize, started), display)
             watcher.start()
             try:
@@ -244,6 +244,11 @@ def run_local(
     if output is not None:
         summary.write(output)
     return summary
+
+
+def _more(space: SearchSpace) -> tuple[str, ...]:
+    """The metrics the progress lines name, with several objectives (none: the one metric)."""
+    return space.metrics if space.multi_objective else ()
 
 
 class _PipelineFailed(Exception):

@@ -81,9 +81,12 @@ def _bar(done: int, total: int, width: int = 40) -> Any:
 class Display:
     """Renders snapshots. ``mode``: ``live`` (terminal), ``lines`` (logs) or ``quiet``."""
 
-    def __init__(self, mode: str, metric: str, stream: TextIO) -> None:
+    def __init__(
+        self, mode: str, metric: str, stream: TextIO, metrics: Sequence[str] = ()
+    ) -> None:
         self.mode = mode
         self.metric = metric
+        self.metrics = list(metrics)  # several objectives: each trial's values, by name
         self.stream = stream
         self._printed: set[str] = set()
         self._started: set[str] = set()
@@ -126,9 +129,17 @@ class Display:
             if t.state in ("SUCCEEDED", "INFEASIBLE") and t.id not in self._printed:
                 self._printed.add(t.id)
                 value = f"{self.metric}={t.value:.6g}" if t.value is not None else ""
+                if t.values is not None and len(self.metrics) == len(t.values):
+                    value = " ".join(
+                        f"{m}={v:.6g}" for m, v in zip(self.metrics, t.values, strict=True)
+                    )
                 reason = short_reason(t.infeasible_reason)
                 stopped = " (stopped early)" if t.stopped_early else ""
-                best = f" (best {snap.best.value:.6g}, trial {snap.best.id})" if snap.best else ""
+                which = f"{self.metric} " if self.metrics else ""
+                best = (
+                    f" (best {which}{snap.best.value:.6g}, trial {snap.best.id})"
+                    if snap.best else ""
+                )
                 done = snap.count("SUCCEEDED", "INFEASIBLE")
                 self._line(
                     f"trial {t.id:>3} {t.state:<10} {value or reason}{stopped}{best} "

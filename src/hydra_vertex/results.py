@@ -142,16 +142,25 @@ def print_summary(summary: Summary, stream: TextIO) -> None:
     from rich.table import Table
 
     console = Console(file=stream, highlight=False)
-    table = Table(
-        title=f"{summary.name}: {len(summary.trials)} trials ({summary.direction} {summary.metric})"
+    multi = summary.multi_objective
+    goals = (
+        ", ".join(f"{d} {m}" for m, d in zip(summary.metrics, summary.directions, strict=False))
+        if multi else f"{summary.direction} {summary.metric}"
     )
+    table = Table(title=f"{summary.name}: {len(summary.trials)} trials ({goals})")
     table.add_column("trial", justify="right")
     table.add_column("state")
-    table.add_column(summary.metric, justify="right")
+    for metric in summary.metrics if multi else [summary.metric]:
+        table.add_column(metric, justify="right")
     table.add_column("parameters / reason", overflow="fold")
     for t in summary.trials:
         mark = " *" if t.id == summary.best_trial_id else ""
-        value = "" if t.value is None else f"{t.value:.6g}"
+        if multi and t.id in summary.pareto_trial_ids:
+            mark += " ◆"
+        shown: list[float | None] = (
+            list(t.values or [None] * len(summary.metrics)) if multi else [t.value]
+        )
+        cells = ["" if v is None else f"{v:.6g}" for v in shown]
         detail = " ".join(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.parameters.items()
         )
@@ -159,7 +168,7 @@ def print_summary(summary: Summary, stream: TextIO) -> None:
             detail = t.reason or short_reason(t.infeasible_reason)
         style = "green" if mark else ("red" if t.state == "INFEASIBLE" else None)
         state = f"{t.state} (stopped early)" if t.stopped_early else t.state
-        table.add_row(f"{t.id}{mark}", state, value, detail, style=style)
+        table.add_row(f"{t.id}{mark}", state, *cells, detail, style=style)
     console.print(table)
     totals = early_stopping_totals(summary.trials)
     if totals["stopped_trials"]:
@@ -167,7 +176,15 @@ def print_summary(summary: Summary, stream: TextIO) -> None:
             f"stopped early: {totals['stopped_trials']} trials, saving about "
             f"{totals['saved_steps']} steps and {totals['saved_seconds']:.1f}s of trial time"
         )
-    if summary.best_trial_id is not None and summary.best_value is not None:
+    if multi:
+        front = ", ".join(summary.pareto_trial_ids) or "none"
+        console.print(f"Pareto front (◆): trials {front}")
+    if summary.best_trial_id is not None and summary.best_values and multi:
+        values = " ".join(
+            f"{m}={v:.6g}" for m, v in zip(summary.metrics, summary.best_values, strict=False)
+        )
+        console.print(f"picked trial {summary.best_trial_id} (*, by select): {values}")
+    elif summary.best_trial_id is not None and summary.best_value is not None:
         console.print(
             f"best trial {summary.best_trial_id}: {summary.metric}={summary.best_value:.6g}"
         )

@@ -546,7 +546,8 @@ def _tune(
     progress = _Progress(plan, started)
     mode = "live" if stream.isatty() else "lines"
     launch_key = f"hydra-sweep/{sweep_dir}/{time.time_ns()}"
-    with Display(mode, plan.space.metric, stream) as display:
+    metrics = plan.space.metrics if plan.space.multi_objective else ()
+    with Display(mode, plan.space.metric, stream, metrics) as display:
         watcher = Watcher(progress, display)
         watcher.start()
         try:
