@@ -97,7 +97,11 @@ def connect(
     location: str = "us-central1",
     **init_kwargs: Any,
 ) -> dict[str, str]:
-    """``aiplatform.init`` against the emulator whose ``endpoint.json`` is in ``state_dir``."""
+    """``aiplatform.init`` against the emulator whose ``endpoint.json`` is in ``state_dir``.
+
+    It also sets ``STORAGE_EMULATOR_HOST`` (scheme included) to the emulator, so
+    google-cloud-storage (``PipelineJob.submit()``'s bucket check, uploads) talks to its Cloud
+    Storage subset instead of Google's host (where it would wait on retries with no network)."""
     path = Path(state_dir) / "endpoint.json"
     try:
         info = json.loads(path.read_text())
@@ -110,6 +114,7 @@ def connect(
 
     from hydra_vertex.vertex import emulator_init_kwargs
 
+    os.environ["STORAGE_EMULATOR_HOST"] = info["endpoint"]
     aiplatform.init(
         project=project,
         location=location,
