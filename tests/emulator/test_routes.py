@@ -189,3 +189,13 @@ def test_router_errors_are_api_errors() -> None:
     with pytest.raises(ApiError) as e:
         router.resolve("GET", "/")
     assert e.value.code == 404 and "docs/emulator.md" in e.value.message
+
+
+def test_error_messages_carry_no_ansi_and_no_traceback() -> None:
+    trace = (
+        "could not load: \x1b[31mred\x1b[0m\nTraceback (most recent call last):\n"
+        '  File "x.py", line 1, in <module>\n    boom()\nValueError: bad spec\n'
+    )
+    error = ApiError(400, trace)
+    assert error.message == "could not load: red ValueError: bad spec"
+    assert error.envelope()["error"]["message"] == error.message
