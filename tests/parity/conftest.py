@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -85,3 +87,26 @@ def job_client(sdk: Any, emulator: EmulatorHandle) -> Any:
     from hydra_vertex.vertex import emulator_job_client
 
     return emulator_job_client(emulator.endpoint, emulator.token)
+
+
+def create_tuning_job(endpoint: str, capsys: pytest.CaptureFixture[str], prefix: str) -> str:
+    """Run the job_service snippet that creates a tuning job (2 trials of the image's
+    ENTRYPOINT); its resource name, read from what it prints as Google's tests read it."""
+    load("job_service/create_hyperparameter_tuning_job_sample.py").create_hyperparameter_tuning_job_sample(
+        display_name=f"{prefix}_{uuid.uuid4()}",
+        container_image_uri=SNIPPETS_IMAGE,
+        project=PROJECT,
+        api_endpoint=endpoint,
+    )
+    out, _ = capsys.readouterr()
+    assert "response" in out
+    return str(load("job_service/helpers.py").get_name(out))
+
+
+def wait_state(get: Any, name: str, state: str, timeout: float = 120) -> None:
+    """Until ``get(name).state`` is ``state``. (The snippets' ``helpers.wait_for_job_state``
+    compares ``str(response.state)``, which is the number on Python >= 3.11's IntEnum.)"""
+    deadline = time.monotonic() + timeout
+    while (got := get(name).state.name) != state:
+        assert time.monotonic() < deadline, f"{name} is {got}, not {state}"
+        time.sleep(0.2)

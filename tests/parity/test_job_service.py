@@ -12,19 +12,10 @@ from typing import Any
 import pytest
 from google.api_core import exceptions
 
-from conftest import PROJECT, SNIPPETS_IMAGE, load
+from conftest import PROJECT, SNIPPETS_IMAGE, create_tuning_job, load, wait_state
 from hydra_vertex.emulator import EmulatorHandle
 
 helpers = load("job_service/helpers.py")
-
-
-def _wait_state(get: Any, name: str, state: str, timeout: float = 120) -> None:
-    """Until ``get(name=name).state`` is ``state``. (The snippets' ``helpers.wait_for_job_state``
-    compares ``str(response.state)``, which is the number on Python >= 3.11's IntEnum.)"""
-    deadline = time.monotonic() + timeout
-    while (got := get(name=name).state.name) != state:
-        assert time.monotonic() < deadline, f"{name} is {got}, not {state}"
-        time.sleep(0.2)
 
 
 def _id(name: str) -> str:
@@ -66,7 +57,7 @@ def test_create_get_cancel_delete_custom_job(
     load("job_service/cancel_custom_job_sample.py").cancel_custom_job_sample(
         project=PROJECT, custom_job_id=_id(name), api_endpoint=emulator.endpoint
     )
-    _wait_state(job_client.get_custom_job, name, "JOB_STATE_CANCELLED")
+    wait_state(lambda n: job_client.get_custom_job(name=n), name, "JOB_STATE_CANCELLED")
     load("job_service/delete_custom_job_sample.py").delete_custom_job_sample(
         project=PROJECT, custom_job_id=_id(name), api_endpoint=emulator.endpoint
     )
@@ -79,15 +70,8 @@ def test_create_get_cancel_delete_custom_job(
 def test_create_get_delete_hyperparameter_tuning_job(
     sdk: Any, job_client: Any, emulator: EmulatorHandle, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    load("job_service/create_hyperparameter_tuning_job_sample.py").create_hyperparameter_tuning_job_sample(
-        display_name=f"temp_create_hyperparameter_tuning_job_test_{uuid.uuid4()}",
-        container_image_uri=SNIPPETS_IMAGE,
-        project=PROJECT,
-        api_endpoint=emulator.endpoint,
-    )
-    out, _ = capsys.readouterr()
-    name = helpers.get_name(out)
-    _wait_state(job_client.get_hyperparameter_tuning_job, name, "JOB_STATE_SUCCEEDED")
+    name = create_tuning_job(emulator.endpoint, capsys, "temp_create_hyperparameter_tuning_job_test")
+    wait_state(lambda n: job_client.get_hyperparameter_tuning_job(name=n), name, "JOB_STATE_SUCCEEDED")
     load("job_service/get_hyperparameter_tuning_job_sample.py").get_hyperparameter_tuning_job_sample(
         project=PROJECT, hyperparameter_tuning_job_id=_id(name), api_endpoint=emulator.endpoint
     )
@@ -117,15 +101,9 @@ def test_create_get_delete_hyperparameter_tuning_job(
 def test_cancel_hyperparameter_tuning_job(
     sdk: Any, job_client: Any, emulator: EmulatorHandle, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    load("job_service/create_hyperparameter_tuning_job_sample.py").create_hyperparameter_tuning_job_sample(
-        display_name=f"temp_cancel_hyperparameter_tuning_job_test_{uuid.uuid4()}",
-        container_image_uri=SNIPPETS_IMAGE,
-        project=PROJECT,
-        api_endpoint=emulator.endpoint,
-    )
-    name = helpers.get_name(capsys.readouterr().out)
+    name = create_tuning_job(emulator.endpoint, capsys, "temp_cancel_hyperparameter_tuning_job_test")
     load("job_service/cancel_hyperparameter_tuning_job_sample.py").cancel_hyperparameter_tuning_job_sample(
         project=PROJECT, hyperparameter_tuning_job_id=_id(name), api_endpoint=emulator.endpoint
     )
-    _wait_state(job_client.get_hyperparameter_tuning_job, name, "JOB_STATE_CANCELLED")
+    wait_state(lambda n: job_client.get_hyperparameter_tuning_job(name=n), name, "JOB_STATE_CANCELLED")
     assert job_client.get_hyperparameter_tuning_job(name=name).error.code == 1

@@ -10,14 +10,13 @@ job_service snippet creates (2 trials)."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
 import pytest
 from google.api_core import exceptions
 
-from conftest import LOCATION, MODEL_BUILDER_IMAGE, PROJECT, SNIPPETS_IMAGE, load
+from conftest import LOCATION, MODEL_BUILDER_IMAGE, PROJECT, create_tuning_job, load, wait_state
 from hydra_vertex.emulator import EmulatorHandle
 
 
@@ -49,13 +48,7 @@ def test_create_get_delete_hyperparameter_tuning_job(sdk: Any) -> None:
 def test_get_cancel_delete_hyperparameter_tuning_job(
     sdk: Any, emulator: EmulatorHandle, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    load("job_service/create_hyperparameter_tuning_job_sample.py").create_hyperparameter_tuning_job_sample(
-        display_name=f"temp_model_builder_cancel_{uuid.uuid4()}",
-        container_image_uri=SNIPPETS_IMAGE,
-        project=PROJECT,
-        api_endpoint=emulator.endpoint,
-    )
-    name = load("job_service/helpers.py").get_name(capsys.readouterr().out)
+    name = create_tuning_job(emulator.endpoint, capsys, "temp_model_builder_cancel")
     job = load("model_builder/get_hyperparameter_tuning_job_sample.py").get_hyperparameter_tuning_job_sample(
         project=PROJECT, hyperparameter_tuning_job_id=name, location=LOCATION
     )
@@ -63,10 +56,7 @@ def test_get_cancel_delete_hyperparameter_tuning_job(
     load("model_builder/cancel_hyperparameter_tuning_job_sample.py").cancel_hyperparameter_tuning_job_sample(
         project=PROJECT, hyperparameter_tuning_job_id=name, location=LOCATION
     )
-    deadline = time.monotonic() + 60
-    while (state := sdk.HyperparameterTuningJob.get(name).state.name) != "JOB_STATE_CANCELLED":
-        assert time.monotonic() < deadline, state
-        time.sleep(0.2)
+    wait_state(sdk.HyperparameterTuningJob.get, name, "JOB_STATE_CANCELLED")
     load("model_builder/delete_hyperparameter_tuning_job_sample.py").delete_hyperparameter_tuning_job_sample(
         project=PROJECT, hyperparameter_tuning_job_id=name, location=LOCATION
     )

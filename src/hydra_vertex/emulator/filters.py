@@ -67,13 +67,8 @@ FIELDS: dict[str, dict[str, tuple[str, str]]] = {
         "template_uri": (STRING, "templateUri"),
         "template_metadata.version": (STRING, "templateMetadata.version"),
     },
-    "schedules": {
-        "display_name": (STRING, "displayName"),
-        "state": (STATE, "state"),
-        "create_time": (TIME, "createTime"),
-        "update_time": (TIME, "updateTime"),
-        "start_time": (TIME, "startTime"),
-        "end_time": (TIME, "endTime"),
+    "schedules": {  # a schedule has no labels
+        **{k: v for k, v in _JOB_FIELDS.items() if k != "labels"},
         "next_run_time": (TIME, "nextRunTime"),
         "create_pipeline_job_request": (PRESENCE, "createPipelineJobRequest"),
     },
