@@ -183,6 +183,31 @@ def test_app_python_makes_an_image_that_runs_with_that_interpreter(tmp_path: Pat
     assert images.runtime(tmp_path / "mapped" / "dir").env == {}
 
 
+def test_a_linked_image_is_the_live_directory_run_by_the_given_interpreter(tmp_path: Path) -> None:
+    """The Hydra sweeper's local image: no snapshot (a change is seen at once, ignored files too),
+    the given interpreter first on PATH; pruning it removes the link, never the directory."""
+    import sys
+
+    src = make_app(tmp_path / "app")
+    image = images.link_local(src, "app", sys.executable, tmp_path / "images")
+    assert not image.cached and image.environment.python == sys.executable
+    again = images.link_local(src, "app", sys.executable, tmp_path / "images")
+    assert again.cached and again.ref == image.ref
+    assert images.resolve_local(image.ref, tmp_path / "images") == image.workdir
+    assert image.workdir.resolve() == src.resolve()
+    (src / "outputs" / "new.txt").write_text("seen\n")  # ignored by a snapshot, live here
+    assert (image.workdir / "outputs" / "new.txt").read_text() == "seen\n"
+    runtime = images.runtime(image.workdir)
+    assert runtime.path.split(os.pathsep)[0] == str(image.workdir.parent / "bin")
+    assert (image.workdir.parent / "bin" / "python").read_text().count(sys.executable) == 1
+    other = images.link_local(src, "app", "/usr/bin/python3", tmp_path / "images")
+    assert other.digest != image.digest  # the interpreter is part of the image
+    assert images.prune(0, tmp_path / "images")
+    assert not image.workdir.parent.exists() and (src / "train.py").is_file()
+    with pytest.raises(ImageError, match="is not a directory"):
+        images.link_local(tmp_path / "nope", "app", sys.executable, tmp_path / "images")
+
+
 def test_an_interpreter_without_hydra_vertex_fails_the_build_with_one_line(tmp_path: Path) -> None:
     import shutil
 

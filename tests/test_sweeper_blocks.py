@@ -174,3 +174,29 @@ def test_n_trials_and_n_jobs_fill_what_the_job_file_leaves_unset(
         assert used == []
     else:
         assert len(used) == 1 and note in used[0] and "sweep.yaml (hydra.sweeper)" in used[0]
+
+
+@pytest.mark.parametrize(
+    ("sampler", "name", "algorithm"),
+    [
+        pytest.param(None, "", "bayesian", id="none"),
+        pytest.param({"_target_": "optuna.samplers.TPESampler", "seed": 1}, "tpe", "bayesian", id="tpe"),
+        pytest.param({"_target_": "optuna.samplers.RandomSampler"}, "random", "random", id="random"),
+        pytest.param({"_target_": "optuna.samplers.GridSampler", "_partial_": True}, "grid", "grid", id="grid"),
+        pytest.param({"_target_": "optuna.samplers.GPSampler"}, "gp", "bayesian", id="gp"),
+        pytest.param({"_target_": "hydra_plugins.hydra_optuna_sweeper.config.raise_motpe_removed"}, "motpe", "bayesian", id="motpe"),
+        pytest.param("random", "random", "random", id="option-name"),
+    ],
+)
+def test_a_sampler_maps_to_a_vertex_algorithm(sampler: Any, name: str, algorithm: str) -> None:
+    assert ss.sampler_algorithm(sampler) == (name, algorithm)
+
+
+def test_a_random_sampler_is_random_search_and_its_seed_the_tuning_seed(tmp_path: Path) -> None:
+    data = _sweeper(sampler={"_target_": "optuna.samplers.RandomSampler", "seed": 7})
+    assert ss.from_mapping(data).algorithm == "random"
+    settings = ss.sweeper_settings(data, source="c.yaml")
+    assert settings.notes == () and settings.seed == 7  # it has an effect: nothing to warn about
+    explicit = _sweeper(sampler={"_target_": "optuna.samplers.RandomSampler"}, algorithm="grid", params={"lr": "choice(1, 2)"})
+    assert ss.from_mapping(explicit).algorithm == "grid"
+    assert "'algorithm: grid' chooses" in ss.sweeper_settings(explicit, source="c.yaml").notes[0]

@@ -21,6 +21,9 @@ hydra-vertex's core added (:mod:`hydra_vertex.envs`), cached by content; else hy
 Its reference is ``hydra-vertex.local/<name>@sha256:<digest>``: the digest covers every snapshot
 file's relative path, mode and bytes, and the environment; an unchanged app is a cache hit.
 The emulator runs a trial of such an image in its ``workdir`` (as a container starts in WORKDIR).
+
+A *linked* image (:func:`link_local`, the Hydra sweeper's local trials) is no snapshot: its
+``workdir`` links to a directory as it is, and ``bin/`` runs a given interpreter.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ __all__ = [
     "Runtime",
     "build_local",
     "images_root",
+    "link_local",
     "list_images",
     "resolve_local",
     "runtime",
@@ -276,11 +280,7 @@ def build_local(
     src = Path(source).resolve()
     if not src.is_dir():
         raise ImageError(f"image source {str(source)!r} is not a directory (check 'app.source')")
-    if not _NAME_RE.match(name):
-        raise ImageError(
-            f"image name {name!r} must match {_NAME_RE.pattern} (lowercase letters, digits, . _ -)"
-        )
-    base = Path(root) if root is not None else images_root()
+    _check_name(name)
     environment = resolve_environment(src, python, requirements, log)
     digest = source_digest(src)
     dockerfile = src / DOCKERFILE
@@ -288,6 +288,83 @@ def build_local(
         digest = hashlib.sha256(digest.encode() + b"\0" + dockerfile.read_bytes()).hexdigest()
     if environment.kind != "tool":  # a tool image keeps the digest of its source alone
         digest = hashlib.sha256(f"{digest}\0{environment.key}".encode()).hexdigest()
+
+    def fill(tmp: Path) -> dict[str, Any]:
+        for p in snapshot_files(src):
+            dest = tmp / "workdir" / p.relative_to(src)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(p, dest)
+        (tmp / "workdir").mkdir(exist_ok=True)
+        info: dict[str, Any] = {"source": str(src), "ignore_file": ignore_rules(src)[0]}
+        info["container"] = _container(src)  # the Dockerfile's WORKDIR, ENV, ENTRYPOINT, CMD
+        if environment.kind != "tool":
+            info.update(_environment_info(tmp, environment))
+        return info
+
+    return _publish(root, name, digest, environment, fill)
+
+
+def link_local(
+    directory: str | os.PathLike[str],
+    name: str,
+    python: str | os.PathLike[str],
+    root: str | os.PathLike[str] | None = None,
+) -> LocalImage:
+    """An image that *is* ``directory`` (its ``workdir`` links there: no snapshot) and runs with
+    the interpreter ``python``.
+
+    The Hydra sweeper's local trials run in it: the app as it is in the current directory, with
+    the interpreter that started the sweep, as ``python APP.py`` would. Any emulator on this
+    machine (started here or in another process) resolves it, as it resolves a built image. Its
+    digest covers the directory's path and the interpreter, not the files, which are live.
+    """
+    src = Path(directory).resolve()
+    if not src.is_dir():
+        raise ImageError(f"image directory {str(directory)!r} is not a directory")
+    _check_name(name)
+    interpreter = str(Path(python).absolute())
+    environment = Environment("python", interpreter, key=f"python:{interpreter}")
+    digest = hashlib.sha256(f"link\0{src}\0{interpreter}".encode()).hexdigest()
+
+    def fill(tmp: Path) -> dict[str, Any]:
+        (tmp / "workdir").symlink_to(src, target_is_directory=True)
+        # the app as it is: its directory and interpreter, never its Dockerfile's settings
+        info = {"source": str(src), "link": True, "container": None}
+        return {**info, **_environment_info(tmp, environment)}
+
+    return _publish(root, name, digest, environment, fill)
+
+
+def _check_name(name: str) -> None:
+    if not _NAME_RE.match(name):
+        raise ImageError(
+            f"image name {name!r} must match {_NAME_RE.pattern} (lowercase letters, digits, . _ -)"
+        )
+
+
+def _environment_info(tmp: Path, environment: Environment) -> dict[str, Any]:
+    """The wrappers of an image with its own interpreter, and how ``image.json`` records them."""
+    _wrappers(tmp / BIN, environment.python)
+    venv = _venv_root(environment.python)
+    return {
+        "environment": environment.to_dict(),
+        # Run with: PATH = <image>/<bin> : <path...> : $PATH, and these variables.
+        "bin": BIN,
+        "path": [os.path.dirname(environment.python)],
+        "env": {"VIRTUAL_ENV": str(venv)} if venv is not None else {},
+    }
+
+
+def _publish(
+    root: str | os.PathLike[str] | None,
+    name: str,
+    digest: str,
+    environment: Environment,
+    fill: Callable[[Path], dict[str, Any]],
+) -> LocalImage:
+    """The image ``digest``: the cached one, else one ``fill`` writes into a temporary directory
+    (returning what ``image.json`` adds), renamed into place (a concurrent identical build wins)."""
+    base = Path(root) if root is not None else images_root()
     target = base / digest
     ref = f"{IMAGE_HOST}/{name}@sha256:{digest}"
     if (target / "image.json").is_file():
@@ -296,27 +373,9 @@ def build_local(
     base.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{digest[:12]}-", dir=base))
     try:
-        for p in snapshot_files(src):
-            dest = tmp / "workdir" / p.relative_to(src)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(p, dest)
-        (tmp / "workdir").mkdir(exist_ok=True)
-        info: dict[str, Any] = {
-            "ref": ref, "name": name, "digest": digest, "source": str(src),
-            "ignore_file": ignore_rules(src)[0], "created": time.time(),
-        }
+        info: dict[str, Any] = {"ref": ref, "name": name, "digest": digest, "created": time.time()}
+        info.update(fill(tmp))
         info["workdir"] = "workdir"
-        info["container"] = _container(src)  # the Dockerfile's WORKDIR, ENV, ENTRYPOINT, CMD
-        if environment.kind != "tool":
-            _wrappers(tmp / BIN, environment.python)
-            venv = _venv_root(environment.python)
-            info.update(
-                environment=environment.to_dict(),
-                # Run with: PATH = <image>/<bin> : <path...> : $PATH, and these variables.
-                bin=BIN,
-                path=[os.path.dirname(environment.python)],
-                env={"VIRTUAL_ENV": str(venv)} if venv is not None else {},
-            )
         (tmp / "image.json").write_text(json.dumps(info, indent=2))
         (tmp / LAST_USED).touch()
         try:

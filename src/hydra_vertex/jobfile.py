@@ -124,36 +124,156 @@ def load(path: str | os.PathLike[str]) -> JobSpec:
     return parse(data, p)
 
 
-def _err(path: Path, field_: str, rule: str, value: Any, hint: str = "") -> JobFileError:
-    return JobFileError(
-        f"{path}: '{field_}' {rule}, got {value!r}{hint} (see the README, 'The job file')"
-    )
+@dataclass(frozen=True)
+class Origin:
+    """Where settings are written, so that an error names a field as its reader knows it: a job
+    file (``job.yaml: 'tuning.seed' must be ...``) or a Hydra config's sweeper block
+    (``hydra.sweeper.tuning.seed: must be ...``; ``names`` renames a section there, as
+    ``retrain.vertex`` -> ``retrain_vertex``)."""
+
+    path: Path | None = None
+    prefix: str = ""
+    readme: str = "The job file"
+    names: tuple[tuple[str, str], ...] = ()
+
+    def name(self, field_: str) -> str:
+        for old, new in self.names:
+            if field_ == old or field_.startswith(old + "."):
+                return new + field_[len(old) :]
+        return field_
+
+    def error(self, field_: str, rule: str, value: Any, hint: str = "") -> JobFileError:
+        see = f" (see the README, '{self.readme}')"
+        if self.path is None:
+            where = f"{self.prefix}{self.name(field_)}"
+            return JobFileError(f"{where}: {rule}, got {value!r}{hint}{see}")
+        return JobFileError(f"{self.path}: '{field_}' {rule}, got {value!r}{hint}{see}")
+
+    def unknown(self, section: str, unknown: list[str], allowed: set[str]) -> JobFileError:
+        if self.path is None:
+            return JobFileError(
+                f"{self.prefix}{self.name(section)}: unknown key(s) {unknown}; allowed: "
+                f"{sorted(allowed)} (see the README, '{self.readme}')"
+            )
+        return JobFileError(
+            f"{self.path}: unknown key(s) {unknown} in '{section}'; allowed: {sorted(allowed)}"
+        )
+
+    def text(self, field_: str, message: str) -> JobFileError:
+        if self.path is None:
+            return JobFileError(f"{self.prefix}{self.name(field_)}: {message}")
+        return JobFileError(f"{self.path}: {message}")
 
 
-def setting_error(path: Path, section: str, e: SettingError) -> JobFileError:
-    """A :class:`SettingError` from ``section`` of the job file at ``path``."""
-    return _err(path, f"{section}.{e.field}", e.rule, e.value, e.hint)
+def _err(where: Path | Origin, field_: str, rule: str, value: Any, hint: str = "") -> JobFileError:
+    origin = where if isinstance(where, Origin) else Origin(where)
+    return origin.error(field_, rule, value, hint)
+
+
+def setting_error(where: Path | Origin, section: str, e: SettingError) -> JobFileError:
+    """A :class:`SettingError` from ``section`` of the job file at ``where`` (or a sweeper's
+    block)."""
+    return _err(where, f"{section}.{e.field}", e.rule, e.value, e.hint)
 
 
 def _section(
-    data: Mapping[str, Any], key: str, path: Path, allowed: set[str], name: str = ""
+    data: Mapping[str, Any], key: str, where: Path | Origin, allowed: set[str], name: str = ""
 ) -> dict[str, Any]:
+    origin = where if isinstance(where, Origin) else Origin(where)
     name = name or key
     value = data.get(key) or {}
     if not isinstance(value, Mapping):
-        raise _err(path, name, "must be a mapping", value)
+        raise origin.error(name, "must be a mapping", value)
     unknown = sorted(set(value) - allowed)
     if unknown:
-        raise JobFileError(
-            f"{path}: unknown key(s) {unknown} in '{name}'; allowed: {sorted(allowed)}"
-        )
+        raise origin.unknown(name, unknown, allowed)
     return dict(value)
 
 
-def _int(path: Path, field_: str, value: Any, minimum: int) -> int:
+def _int(where: Path | Origin, field_: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise _err(path, field_, f"must be an integer >= {minimum}", value)
+        raise _err(where, field_, f"must be an integer >= {minimum}", value)
     return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The job file's ``tuning``, ``retrain``, ``wandb`` and ``vertex`` sections, checked."""
+
+    tuning: Tuning
+    retrain_overrides: list[str]
+    wandb: dict[str, Any]
+    vertex: VertexSettings
+    retrain_vertex: dict[str, Any]
+    tuning_keys: frozenset[str]  # the tuning keys that are set
+
+
+def parse_settings(
+    data: Mapping[str, Any], origin: Origin, vertex_extra: frozenset[str] = frozenset()
+) -> Settings:
+    """The ``tuning``, ``retrain``, ``wandb`` and ``vertex`` sections of ``data`` (a job file, or
+    the Hydra sweeper's block, which has the same sections), every error naming its field.
+    ``vertex_extra``: keys the caller reads from ``vertex`` itself (and leaves out of ``data``)."""
+    t = _section(data, "tuning", origin, _TUNING_KEYS)
+    try:
+        options = TuningOptions.from_dict({k: t[k] for k in TUNING_OPTION_KEYS if k in t})
+    except SettingError as e:
+        raise setting_error(origin, "tuning", e) from None
+    tuning = Tuning(
+        max_trials=_int(origin, "tuning.max_trials", t.get("max_trials", 12), 1),
+        parallel_trials=_int(origin, "tuning.parallel_trials", t.get("parallel_trials", 2), 1),
+        max_failed_trials=_int(
+            origin, "tuning.max_failed_trials", t.get("max_failed_trials", 0), 0
+        ),
+        seed=None if t.get("seed") is None else _int(origin, "tuning.seed", t["seed"], 0),
+        timeout_seconds=None
+        if t.get("timeout_seconds") is None
+        else _int(origin, "tuning.timeout_seconds", t["timeout_seconds"], 1),
+        options=options,
+    )
+    if tuning.parallel_trials > tuning.max_trials:
+        raise origin.text(
+            "tuning.parallel_trials",
+            f"'tuning.parallel_trials' ({tuning.parallel_trials}) must not exceed "
+            f"'tuning.max_trials' ({tuning.max_trials})",
+        )
+
+    r = _section(data, "retrain", origin, {"overrides", "vertex"})
+    overrides = r.get("overrides", [])
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        raise _err(origin, "retrain.overrides", "must be a list of Hydra override strings",
+                   overrides)
+
+    wandb = _section(data, "wandb", origin, _WANDB_KEYS)
+    v = _section(
+        data, "vertex", origin, {*_VERTEX_KEYS, *MACHINE_KEYS, *JOB_SETTING_KEYS, *vertex_extra}
+    )
+    scalars = {k: v[k] for k in _VERTEX_KEYS & set(v) if v[k] is not None or k == "service_account"}
+    vertex = VertexSettings(**scalars)
+    if not vertex.staging_bucket.startswith("gs://"):
+        raise _err(origin, "vertex.staging_bucket", "must be a gs:// URI", vertex.staging_bucket)
+    try:
+        machine = Machine.from_dict({k: v[k] for k in MACHINE_KEYS if k in v})
+        job = JobSettings.from_dict(
+            {k: v[k] for k in JOB_SETTING_KEYS if k in v}, region=vertex.region
+        )
+    except SettingError as e:
+        raise setting_error(origin, "vertex", e) from None
+    vertex = replace(vertex, machine=machine, job=job)
+    retrain_vertex = _section(r, "vertex", origin, set(MACHINE_KEYS), name="retrain.vertex")
+    try:  # each setting, then the retrain's whole machine (the trials' one, overridden)
+        retrain_vertex = {k: check_setting(k, raw) for k, raw in retrain_vertex.items()}
+        Machine.from_dict(retrain_vertex, machine)
+    except SettingError as e:
+        raise setting_error(origin, "retrain.vertex", e) from None
+    return Settings(
+        tuning=tuning,
+        retrain_overrides=list(overrides),
+        wandb=wandb,
+        vertex=vertex,
+        retrain_vertex=retrain_vertex,
+        tuning_keys=frozenset(k for k, v in t.items() if v is not None),
+    )
 
 
 def parse(data: Any, path: Path) -> JobSpec:
@@ -190,53 +310,7 @@ def parse(data: Any, path: Path) -> JobSpec:
         raise _err(path, "search_space", "must be an existing file (relative to the job file)",
                    str(ss_path))
 
-    t = _section(data, "tuning", path, _TUNING_KEYS)
-    try:
-        options = TuningOptions.from_dict({k: t[k] for k in TUNING_OPTION_KEYS if k in t})
-    except SettingError as e:
-        raise setting_error(path, "tuning", e) from None
-    tuning = Tuning(
-        max_trials=_int(path, "tuning.max_trials", t.get("max_trials", 12), 1),
-        parallel_trials=_int(path, "tuning.parallel_trials", t.get("parallel_trials", 2), 1),
-        max_failed_trials=_int(path, "tuning.max_failed_trials", t.get("max_failed_trials", 0), 0),
-        seed=None if t.get("seed") is None else _int(path, "tuning.seed", t["seed"], 0),
-        timeout_seconds=None
-        if t.get("timeout_seconds") is None
-        else _int(path, "tuning.timeout_seconds", t["timeout_seconds"], 1),
-        options=options,
-    )
-    if tuning.parallel_trials > tuning.max_trials:
-        raise JobFileError(
-            f"{path}: 'tuning.parallel_trials' ({tuning.parallel_trials}) must not exceed "
-            f"'tuning.max_trials' ({tuning.max_trials})"
-        )
-
-    r = _section(data, "retrain", path, {"overrides", "vertex"})
-    overrides = r.get("overrides", [])
-    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
-        raise _err(path, "retrain.overrides", "must be a list of Hydra override strings", overrides)
-
-    wandb = _section(data, "wandb", path, _WANDB_KEYS)
-    v = _section(data, "vertex", path, {*_VERTEX_KEYS, *MACHINE_KEYS, *JOB_SETTING_KEYS})
-    scalars = {k: v[k] for k in _VERTEX_KEYS & set(v) if v[k] is not None or k == "service_account"}
-    vertex = VertexSettings(**scalars)
-    if not vertex.staging_bucket.startswith("gs://"):
-        raise _err(path, "vertex.staging_bucket", "must be a gs:// URI", vertex.staging_bucket)
-    try:
-        machine = Machine.from_dict({k: v[k] for k in MACHINE_KEYS if k in v})
-        job = JobSettings.from_dict(
-            {k: v[k] for k in JOB_SETTING_KEYS if k in v}, region=vertex.region
-        )
-    except SettingError as e:
-        raise setting_error(path, "vertex", e) from None
-    vertex = replace(vertex, machine=machine, job=job)
-    retrain_vertex = _section(r, "vertex", path, set(MACHINE_KEYS), name="retrain.vertex")
-    try:  # each setting, then the retrain's whole machine (the trials' one, overridden)
-        retrain_vertex = {k: check_setting(k, raw) for k, raw in retrain_vertex.items()}
-        Machine.from_dict(retrain_vertex, machine)
-    except SettingError as e:
-        raise setting_error(path, "retrain.vertex", e) from None
-
+    settings = parse_settings(data, Origin(path))
     python, requirements = _environment(app, path)
     return JobSpec(
         path=path,
@@ -244,14 +318,14 @@ def parse(data: Any, path: Path) -> JobSpec:
         source=source.resolve(),
         command=list(command),
         search_space=ss_path.resolve(),
-        tuning=tuning,
-        retrain_overrides=list(overrides),
-        wandb=wandb,
-        vertex=vertex,
-        retrain_vertex=retrain_vertex,
+        tuning=settings.tuning,
+        retrain_overrides=settings.retrain_overrides,
+        wandb=settings.wandb,
+        vertex=settings.vertex,
+        retrain_vertex=settings.retrain_vertex,
         python=python,
         requirements=requirements,
-        tuning_keys=frozenset(k for k, v in t.items() if v is not None),
+        tuning_keys=settings.tuning_keys,
     )
 
 
@@ -294,13 +368,16 @@ def _environment(app: Mapping[str, Any], path: Path) -> tuple[Path | None, Path 
 def apply_sweeper(spec: JobSpec, sweeper: Any) -> tuple[JobSpec, list[str]]:
     """The job with a ``hydra.sweeper`` block's budget where the job file sets none: ``n_trials``
     -> ``tuning.max_trials``, ``n_jobs`` -> ``tuning.parallel_trials``, ``max_failure_rate`` ->
-    ``tuning.max_failed_trials`` (see :func:`max_failed_for_rate`). Returns the notes to print.
+    ``tuning.max_failed_trials`` (see :func:`max_failed_for_rate`), ``sampler.seed`` ->
+    ``tuning.seed``. Returns the notes to print.
 
     ``sweeper`` is a :class:`hydra_vertex.search_space.SweeperSettings`.
     """
     from dataclasses import replace
 
     changes: dict[str, int] = {}
+    if sweeper.seed is not None and "seed" not in spec.tuning_keys:
+        changes["seed"] = sweeper.seed
     if sweeper.n_trials is not None and "max_trials" not in spec.tuning_keys:
         changes["max_trials"] = sweeper.n_trials
     if sweeper.n_jobs is not None and "parallel_trials" not in spec.tuning_keys:
@@ -315,7 +392,7 @@ def apply_sweeper(spec: JobSpec, sweeper: Any) -> tuple[JobSpec, list[str]]:
     tuning = replace(spec.tuning, **changes)
     names = {
         "max_trials": "n_trials", "parallel_trials": "n_jobs",
-        "max_failed_trials": "max_failure_rate",
+        "max_failed_trials": "max_failure_rate", "seed": "sampler.seed",
     }
     note = ", ".join(f"tuning.{k}={v} (from {names[k]})" for k, v in changes.items())
     return replace(spec, tuning=tuning), [f"{sweeper.source}: {note}"]

@@ -6,7 +6,7 @@ google-cloud-pipeline-components launchers do), then a job carrying its idempote
 of the pipeline run and task, stable across restarts). Only if neither exists does it create one.
 
 Waiting polls ``get`` through :mod:`hydra_vertex.retries` (429/5xx are retried), and SIGTERM (the
-pipeline was cancelled) cancels the job before the launcher exits.
+pipeline was cancelled) or Ctrl-C cancels the job before the launcher exits.
 """
 
 from __future__ import annotations
@@ -156,34 +156,49 @@ def wait(
 
 @contextlib.contextmanager
 def cancel_on_sigterm(client: Any, kind: Kind) -> Iterator[Launched]:
-    """While inside, SIGTERM cancels the launched job (if one exists yet), then exits 143.
+    """While inside, SIGTERM cancels the launched job (if one exists yet), then exits 143; Ctrl-C
+    (``KeyboardInterrupt``) cancels it too, then goes on up.
 
     Enter it before creating the job and pass the yielded holder to :func:`create_once`, which
     sets its ``name`` as soon as the job exists: a SIGTERM during the create still cancels it.
     """
     launched = Launched()
 
-    def handler(signum: int, frame: Any) -> None:
+    def cancel(why: str) -> None:
         name = launched.name
         if name:
-            print(f"hydra-vertex: SIGTERM: cancelling {name}", file=sys.stderr, flush=True)
+            print(f"hydra-vertex: {why}: cancelling {name}", file=sys.stderr, flush=True)
             with contextlib.suppress(Exception):
                 retries.call(
                     lambda: kind.call(client, "cancel", name=name), f"cancel {name}", attempts=3
                 )
         else:
-            print("hydra-vertex: SIGTERM before a job was created", file=sys.stderr, flush=True)
+            print(f"hydra-vertex: {why} before a job was created", file=sys.stderr, flush=True)
+
+    terminated: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        # Unwind first, cancel after: the handler may interrupt the client in the middle of a
+        # call, and the cancel goes through the same client.
+        terminated.append(signum)
         raise SystemExit(128 + signum)
 
     try:
         previous = signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread: leave signals alone
-        yield launched
-        return
+        previous = None
     try:
         yield launched
+    except KeyboardInterrupt:
+        cancel("interrupted")
+        raise
+    except SystemExit:
+        if terminated:
+            cancel("SIGTERM")
+        raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def run_once(

@@ -20,84 +20,28 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import sys
 import time
-import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
 from hydra_vertex import images, jobfile, preflight
-from hydra_vertex.local_conventions import storage_root
+from hydra_vertex.local_emulator import DEFAULT_STATE_DIR, EmulatorInfo, emulator, pointed_at
 from hydra_vertex.progress import Display, Snapshot, Watcher, best_of
+from hydra_vertex.reasons import strip_ansi
+from hydra_vertex.results import (  # noqa: F401 (the CLI imports the table from here)
+    model_warning,
+    print_summary,
+    where_things_land,
+    write_report,
+)
 from hydra_vertex.search_space import SearchSpace
 from hydra_vertex.summary import Summary
-from hydra_vertex.trials import short_reason
-from hydra_vertex.vertex import EMULATOR_ENV, EMULATOR_TOKEN_ENV
 
-DEFAULT_STATE_DIR = Path(".hydra-vertex") / "emulator"
 RUNS_DIR = Path(".hydra-vertex") / "runs"
-
-
-@dataclass(frozen=True)
-class EmulatorInfo:
-    endpoint: str
-    token: str
-    storage_root: Path | None  # None when only the endpoint is known
-
-
-def _alive(endpoint: str, token: str) -> bool:
-    request = urllib.request.Request(
-        f"{endpoint}/v1/projects/ping/locations/us-central1/customJobs?pageSize=1",
-        headers={"Authorization": f"Bearer {token}"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
-@contextlib.contextmanager
-def emulator(state_dir: Path, seed: int | None) -> Iterator[EmulatorInfo]:
-    """The emulator to use, started here only when none is running."""
-    explicit = os.environ.get(EMULATOR_ENV)
-    if explicit:
-        yield EmulatorInfo(explicit.rstrip("/"), os.environ.get(EMULATOR_TOKEN_ENV, ""), None)
-        return
-    endpoint_file = state_dir / "endpoint.json"
-    if endpoint_file.is_file():
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            info = json.loads(endpoint_file.read_text())
-            if _alive(info["endpoint"], info.get("token", "")):
-                yield EmulatorInfo(info["endpoint"], info.get("token", ""), storage_root(state_dir))
-                return
-    from hydra_vertex.emulator import start
-
-    handle = start(state_dir, seed=seed)
-    try:
-        yield EmulatorInfo(handle.endpoint, handle.token, handle.storage_root)
-    finally:
-        handle.stop()
-
-
-@contextlib.contextmanager
-def _environ(values: dict[str, str]) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def pipeline_parameters(spec: jobfile.JobSpec, space_data: Any) -> dict[str, Any]:
@@ -185,6 +129,7 @@ class _Jobs:
 
 def _snapshot(jobs: _Jobs, spec: jobfile.JobSpec, minimize: bool, started: float) -> Snapshot:
     from hydra_vertex.jobs import state_name
+    from hydra_vertex.local_details import from_environment
     from hydra_vertex.trials import trial_results
 
     snap = Snapshot(max_trials=spec.tuning.max_trials, started=started)
@@ -192,21 +137,27 @@ def _snapshot(jobs: _Jobs, spec: jobfile.JobSpec, minimize: bool, started: float
     if job is None:
         snap.stage = "building image"
         return snap
-    snap.trials = trial_results(job)
+    details = from_environment(job.name)
+    snap.trials = trial_results(job, details)
+    snap.warnings = list(details.warnings)
     snap.best = best_of(snap.trials, minimize)
     state = state_name(job)
     if state in ("JOB_STATE_QUEUED", "JOB_STATE_PENDING", "JOB_STATE_RUNNING"):
         snap.stage = "tuning"
     elif state != "JOB_STATE_SUCCEEDED":
         snap.stage = f"tuning {state.removeprefix('JOB_STATE_').lower()}"
-    elif jobs.retrain() is None:
+    elif (retrain := jobs.retrain()) is None:
         snap.stage = "picking the best trial"
     else:
         snap.stage = "retraining"
+        snap.warnings += list(from_environment(retrain.name).warnings)
     return snap
 
 
 _OUR_ERROR_RE = re.compile(r"^hydra_vertex\.errors\.\w+: (.*)$")
+# An error answer of the API (the emulator's 400 naming a field): the message after the code and
+# the request line ("400 POST http://...: <message>").
+_API_ERROR_RE = re.compile(r"^google\.api_core\.exceptions\.\w+: (?:\d{3} )?(?:[A-Z]+ \S+: )?(.*)$")
 _ANY_ERROR_RE = re.compile(r"^\w*(?:Error|Exception): (.*)$")
 
 
@@ -214,12 +165,10 @@ def pipeline_error(log_text: str) -> str | None:
     """The message of the last exception a component raised, from the pipeline's log.
 
     Our own errors (``hydra_vertex.errors.*``, with their continuation lines) are preferred over
-    whatever else failed.
+    the API's error answers, and those over whatever else failed.
     """
-    from hydra_vertex.reasons import strip_ansi
-
     lines = [line.strip() for line in strip_ansi(log_text).splitlines()]
-    for pattern in (_OUR_ERROR_RE, _ANY_ERROR_RE):
+    for pattern in (_OUR_ERROR_RE, _API_ERROR_RE, _ANY_ERROR_RE):
         for i in range(len(lines) - 1, -1, -1):
             m = pattern.match(lines[i])
             if not m:
@@ -273,10 +222,7 @@ def run_local(
     since = datetime.now(UTC)
     outputs: dict[str, Any] = {}
     state = Path(state_dir) if state_dir is not None else DEFAULT_STATE_DIR
-    with (
-        emulator(state, spec.tuning.seed) as emu,
-        _environ({EMULATOR_ENV: emu.endpoint, EMULATOR_TOKEN_ENV: emu.token}),
-    ):
+    with emulator(state, spec.tuning.seed) as emu, pointed_at(emu):
         jobs = _Jobs(spec, since)
         minimize = space.direction == "minimize"
         with Display(mode, space.metric, out) as display:
@@ -292,21 +238,10 @@ def run_local(
                 watcher.stop()
         _collect(summary, jobs, outputs, emu, space)
     summary.elapsed_seconds = round(time.monotonic() - started, 2)
-    summary.report = _write_report(summary, Path(output).parent if output else run_dir)
+    summary.report = write_report(summary, Path(output).parent if output else run_dir)
     if output is not None:
         summary.write(output)
     return summary
-
-
-def _write_report(summary: Summary, directory: Path) -> str | None:
-    """``report.html`` next to the summary; a report that cannot be written never fails a run."""
-    from hydra_vertex.report import write_report
-
-    try:
-        return str(write_report(summary, directory / "report.html").resolve())
-    except Exception as e:  # the run's results matter more than their picture
-        print(f"hydra-vertex: could not write the report: {e}", file=sys.stderr)
-        return None
 
 
 class _PipelineFailed(Exception):
@@ -381,7 +316,7 @@ def _run_pipeline(
             log.flush()
             detail = pipeline_error(log_path.read_text(errors="replace"))
             raise _PipelineFailed(
-                (detail or str(e)) + f"\n(the pipeline's log: {log_path})"
+                (detail or strip_ansi(str(e))) + f"\n(the pipeline's log: {log_path})"
             ) from None
     return dict(task.outputs)
 
@@ -390,19 +325,13 @@ def _collect(
     summary: Summary, jobs: _Jobs, outputs: dict[str, Any], emu: EmulatorInfo, space: SearchSpace
 ) -> None:
     """Fill the summary from the pipeline's outputs and, for what they lack, from the jobs."""
-    from dataclasses import replace
-
-    from hydra_vertex.trials import trial_results, typed_parameters
+    from hydra_vertex.local_details import job_details
+    from hydra_vertex.results import best_so_far, trials_of
 
     with contextlib.suppress(Exception):
         job = jobs.tuning()
         if job is not None:
-            summary.tuning_job = job.name
-            summary.trials = [
-                replace(t, parameters=typed_parameters(space, t.parameters))
-                for t in trial_results(job)
-            ]
-            summary.image_uri = job.trial_job_spec.worker_pool_specs[0].container_spec.image_uri
+            trials_of(summary, job, space, job_details(emu.endpoint, emu.token, job.name))
     if outputs:
         summary.best_trial_id = str(outputs["best_trial_id"])
         summary.best_value = float(outputs["best_value"])
@@ -415,102 +344,13 @@ def _collect(
             if t.id == summary.best_trial_id:
                 summary.best_parameters = dict(t.parameters)
     elif summary.trials:  # a failed run: still say what the best finished trial was
-        best = best_of(summary.trials, summary.direction == "minimize")
-        if best is not None:
-            summary.best_trial_id, summary.best_value = best.id, best.value
-            summary.best_parameters = dict(best.parameters)
+        best_so_far(summary)
     if emu.storage_root is not None:
-        _where_things_land(summary, jobs, emu.storage_root.resolve())
+        retrain = summary.retrain_job
+        if retrain is None:
+            with contextlib.suppress(Exception):
+                job = jobs.retrain()
+                retrain = job.name if job is not None else None
+        where_things_land(summary, emu.storage_root.resolve(), retrain)
     elif summary.model_uri:
         summary.model_dir = summary.model_uri
-
-
-def _where_things_land(summary: Summary, jobs: _Jobs, storage_root: Path) -> None:
-    """The emulator's directories of this run: trial logs, each trial's and the retrain's Hydra
-    output directory (``HYDRA_VERTEX_OUTPUT_DIR`` of each process), the model and whether the
-    retrain wrote one."""
-    from dataclasses import replace
-
-    runs = storage_root.parent / "runs"
-    if summary.tuning_job:
-        logs = runs / summary.tuning_job.rsplit("/", 1)[-1]
-        summary.trial_logs = str(logs) if logs.is_dir() else None
-        summary.trials = [
-            replace(t, output_dir=str(logs / t.id / "outputs"))
-            if (logs / t.id / "outputs").is_dir()
-            else t
-            for t in summary.trials
-        ]
-    retrain = summary.retrain_job
-    if retrain is None:
-        with contextlib.suppress(Exception):
-            job = jobs.retrain()
-            retrain = job.name if job is not None else None
-    if retrain:
-        outputs = runs / retrain.rsplit("/", 1)[-1] / "outputs"
-        summary.retrain_output_dir = str(outputs) if outputs.is_dir() else None
-    if summary.model_uri:
-        from hydra_vertex.local_conventions import local_path
-
-        model_dir = local_path(storage_root, summary.model_uri)
-        summary.model_dir = str(model_dir) + os.sep
-        summary.model_dir_empty = not (model_dir.is_dir() and any(model_dir.iterdir()))
-
-
-def print_summary(summary: Summary, stream: TextIO) -> None:
-    """The end-of-run table: every trial, the winner, where the model went."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(file=stream, highlight=False)
-    table = Table(
-        title=f"{summary.name}: {len(summary.trials)} trials ({summary.direction} {summary.metric})"
-    )
-    table.add_column("trial", justify="right")
-    table.add_column("state")
-    table.add_column(summary.metric, justify="right")
-    table.add_column("parameters / reason", overflow="fold")
-    for t in summary.trials:
-        mark = " *" if t.id == summary.best_trial_id else ""
-        value = "" if t.value is None else f"{t.value:.6g}"
-        detail = " ".join(
-            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.parameters.items()
-        )
-        if t.infeasible_reason:
-            detail = t.reason or short_reason(t.infeasible_reason)
-        style = "green" if mark else ("red" if t.state == "INFEASIBLE" else None)
-        table.add_row(f"{t.id}{mark}", t.state, value, detail, style=style)
-    console.print(table)
-    if summary.best_trial_id is not None and summary.best_value is not None:
-        console.print(
-            f"best trial {summary.best_trial_id}: {summary.metric}={summary.best_value:.6g}"
-        )
-    if summary.best_overrides:
-        console.print("best overrides: " + " ".join(summary.best_overrides), soft_wrap=True)
-    if summary.model_dir:
-        empty = " (empty)" if summary.model_dir_empty else ""
-        console.print(f"model: {summary.model_dir}{empty}", soft_wrap=True)
-    if summary.retrain_output_dir:
-        console.print(f"retrain output: {summary.retrain_output_dir}", soft_wrap=True)
-    if summary.trial_logs:
-        console.print(
-            f"trials: {summary.trial_logs}/<trial>/ (stdout.log, stderr.log; outputs/: Hydra's "
-            "output directory)",
-            soft_wrap=True,
-        )
-    if summary.report:
-        console.print(f"report: {summary.report}", soft_wrap=True)
-    console.print(
-        f"took {summary.elapsed_seconds:.1f}s; pipeline log: {summary.log}", soft_wrap=True
-    )
-    if summary.model_dir_empty:
-        console.print(model_warning(summary), style="yellow", soft_wrap=True)
-
-
-def model_warning(summary: Summary) -> str:
-    return (
-        f"hydra-vertex: warning: the retrain wrote nothing under AIP_MODEL_DIR "
-        f"({summary.model_dir}); save the model to os.environ['AIP_MODEL_DIR'] (on Vertex AI only "
-        f"that directory outlives the job)"
-    )
-

@@ -23,7 +23,7 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -232,13 +232,7 @@ def _explain(
     from hydra_vertex.reasons import deciding_line, strip_ansi
 
     line = deciding_line(result.stderr, result.stdout) or f"exit code {result.returncode}"
-    err = strip_ansi(result.stderr)
-    key = None
-    for pattern in _MISSING_RES:
-        m = pattern.search(err)
-        if m:
-            key = m.group(1)
-            break
+    key = _missing_key(strip_ansi(result.stderr))
     composed = _overrides_text(space, result.values)
     param = next((p for p in space.params if p.key == key), None)
     if key is None or param is None or param.new_key:
@@ -255,6 +249,15 @@ def _explain(
         f"({where}, composed with {composed}); {hint}; a key the config lacks needs '+' "
         f"('+{key}')"
     )
+
+
+def _missing_key(error: str) -> str | None:
+    """The key Hydra says is not in the config, from its error text."""
+    for pattern in _MISSING_RES:
+        m = pattern.search(error)
+        if m:
+            return m.group(1)
+    return None
 
 
 def _closest(key: str, keys: Sequence[str]) -> str | None:
@@ -355,3 +358,69 @@ def _config_file(text: str, key: str, cwd: Path) -> str:
             except ValueError:
                 return str(file)
     return f"config {best[1]!r}"
+
+
+# -- in the sweeper's process --------------------------------------------------------------------
+def check_in_process(
+    space: SearchSpace,
+    compose: Callable[[list[str]], Any],
+    where: Callable[[str], str],
+) -> int:
+    """Compose every branch of the space with ``compose(overrides)`` (the Hydra sweeper passes its
+    config loader: the app's own composition, in this process, in milliseconds); returns the
+    number of branches, or raises :class:`PreflightError` whose line starts with ``where(key)``
+    for a parameter absent from the config."""
+    todo = branches(space)
+    for values in todo:
+        overrides = _overrides_list(space, values)
+        try:
+            compose(overrides)
+        except Exception as e:  # Hydra's composition errors, whatever their class
+            raise PreflightError(
+                _explain_in_process(space, compose, where, values, _error_text(e))
+            ) from None
+    return len(todo)
+
+
+def _overrides_list(space: SearchSpace, values: Mapping[str, Any]) -> list[str]:
+    from hydra_vertex.overrides import trial_overrides
+
+    return trial_overrides(space, {space.param(k).parameter_id: v for k, v in values.items()})
+
+
+def _error_text(e: BaseException) -> str:
+    parts = [str(e)]
+    cause = e.__cause__ or e.__context__
+    if cause is not None and str(cause) not in parts[0]:
+        parts.append(str(cause))
+    return "\n".join(parts)
+
+
+def _explain_in_process(
+    space: SearchSpace,
+    compose: Callable[[list[str]], Any],
+    where: Callable[[str], str],
+    values: Mapping[str, Any],
+    error: str,
+) -> str:
+    key = _missing_key(error)
+    composed = " ".join(_overrides_list(space, values))
+    param = next((p for p in space.params if p.key == key), None)
+    if key is None or param is None or param.new_key:
+        first = next((line.strip() for line in error.splitlines() if line.strip()), error)
+        return f"the app's config does not compose with {composed}: {first}"
+    groups = {k: v for k, v in values.items() if k in {p.key for p in _branching(space)}}
+    keys: list[str] = []
+    try:
+        from omegaconf import OmegaConf
+
+        config = compose(_overrides_list(space, groups))
+        keys = [k for k in _flatten(OmegaConf.to_container(config)) if not k.startswith("hydra")]
+    except Exception:
+        keys = []
+    close = _closest(key, keys)
+    hint = f"the closest existing key is {close!r}" if close else "no similar key exists"
+    return (
+        f"{where(key)}: not in the app's config (composed with {composed}); {hint}; a key the "
+        f"config lacks needs '+' ('+{key}')"
+    )

@@ -297,7 +297,7 @@ def from_mapping(data: Any, source: str = "<search space>") -> SearchSpace:
         params=sweeper.get("params"),
         metric=metric,
         direction=sweeper.get("direction"),
-        algorithm=sweeper.get("algorithm") or "bayesian",
+        algorithm=sweeper.get("algorithm") or sampler_algorithm(sweeper.get("sampler"))[1],
         selection=sweeper.get("measurement_selection") or "last",
         source=f"{source} (hydra.sweeper)",
     )
@@ -340,6 +340,7 @@ class SweeperSettings:
     n_trials: int | None = None
     n_jobs: int | None = None
     max_failure_rate: float | None = None
+    seed: int | None = None  # the sampler's: the local suggestion engine's seed
     source: str = ""
     notes: tuple[str, ...] = ()
 
@@ -368,11 +369,20 @@ def sweeper_settings(data: Any, source: str = "<search space>") -> SweeperSettin
             f"{where}: 'max_failure_rate' must be a number from 0 to 1, got {rate!r}"
         )
     notes = []
-    if sweeper.get("sampler") is not None:
+    sampler = sweeper.get("sampler")
+    if sampler is not None and sweeper.get("algorithm"):
         notes.append(
-            f"{where}: 'sampler' is ignored: Vertex AI chooses the trials ('algorithm: bayesian' "
-            f"by default, or grid/random in this block); the local emulator stands in with Optuna"
+            f"{where}: 'sampler' is ignored: 'algorithm: {sweeper['algorithm']}' chooses how "
+            f"Vertex AI picks the trials"
         )
+    elif sampler is not None:
+        name, algorithm = sampler_algorithm(sampler)
+        if algorithm == "bayesian":
+            notes.append(
+                f"{where}: 'sampler' is ignored ({name or 'set'}): Vertex AI chooses the "
+                f"trials by Bayesian optimization (Vizier; locally, Optuna's GPSampler); the "
+                f"random and grid samplers map to Vertex's random and grid search"
+            )
     for key in ("storage", "study_name"):
         if sweeper.get(key) is not None:
             notes.append(
@@ -382,13 +392,40 @@ def sweeper_settings(data: Any, source: str = "<search space>") -> SweeperSettin
     for key in sorted(set(sweeper) - _SWEEPER_KEYS):
         if sweeper.get(key) is not None:
             notes.append(f"{where}: '{key}' is not read by hydra-vertex and is ignored")
+    seed = sampler.get("seed") if isinstance(sampler, Mapping) else None
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise SearchSpaceError(f"{where}: 'sampler.seed' must be an integer >= 0, got {seed!r}")
     return SweeperSettings(
         n_trials=count("n_trials"),
         n_jobs=count("n_jobs"),
         max_failure_rate=None if rate is None else float(rate),
+        seed=seed,
         source=where,
         notes=tuple(notes),
     )
+
+
+#: hydra-optuna-sweeper's sampler options (``hydra/sweeper/sampler``) and Optuna's sampler
+#: classes, by the Vertex algorithm that stands in for them: random and grid search are Vertex's
+#: own; every other sampler becomes Vertex's default, Bayesian optimization.
+_SAMPLER_NAMES = {
+    "TPESampler": "tpe", "RandomSampler": "random", "GridSampler": "grid", "GPSampler": "gp",
+    "CmaEsSampler": "cmaes", "NSGAIISampler": "nsgaii", "NSGAIIISampler": "nsgaiii",
+    "MOTPESampler": "motpe", "raise_motpe_removed": "motpe", "QMCSampler": "qmc",
+    "BruteForceSampler": "bruteforce",
+}
+_SAMPLER_ALGORITHMS: dict[str, Algorithm] = {"random": "random", "grid": "grid"}
+
+
+def sampler_algorithm(sampler: Any) -> tuple[str, Algorithm]:
+    """``(option name, Vertex algorithm)`` for a hydra-optuna-sweeper ``sampler`` setting: an
+    option name (``tpe``) or a config with Optuna's ``_target_``; ``("", "bayesian")`` for none."""
+    if sampler is None:
+        return "", "bayesian"
+    target = sampler.get("_target_") if isinstance(sampler, Mapping) else sampler
+    text = str(target or "")
+    name = _SAMPLER_NAMES.get(text.rsplit(".", 1)[-1], text.rsplit(".", 1)[-1].lower())
+    return name, _SAMPLER_ALGORITHMS.get(name, "bayesian")
 
 
 def _sweeper_block(data: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -462,8 +499,17 @@ def _build(
     )
 
 
-def _parse_entry(raw_key: str, spec: Any, source: str) -> Param:
-    where = f"{source}: parameter {raw_key!r}"
+def check_entry(raw_key: str, spec: Any, where: str) -> Param:
+    """One entry of ``params`` parsed and checked on its own, every error starting with ``where``
+    (the sweeper names it ``hydra.sweeper.params.<key>``). Rules between entries (conditions,
+    duplicates, grid search over intervals) are checked when the whole space is built."""
+    param = _parse_entry(raw_key, spec, where=where)
+    _validate_param(param, "", where=where)
+    return param
+
+
+def _parse_entry(raw_key: str, spec: Any, source: str = "", where: str = "") -> Param:
+    where = where or f"{source}: parameter {raw_key!r}"
     if raw_key.startswith("++"):
         raise SearchSpaceError(
             f"{where}: '++' (add or override) cannot be tuned: a trial sets a key the config has "
@@ -719,8 +765,8 @@ def _check_key(key: str, where: str) -> None:
         )
 
 
-def _validate_param(p: Param, src: str) -> None:
-    where = f"{src}: parameter {p.key!r}"
+def _validate_param(p: Param, src: str, where: str = "") -> None:
+    where = where or f"{src}: parameter {p.key!r}"
     _check_key(p.key, where)
     if p.kind in ("DOUBLE", "INTEGER"):
         if p.low is None or p.high is None:

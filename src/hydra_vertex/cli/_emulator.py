@@ -17,11 +17,19 @@ def register(sub: Any) -> None:
         "emulator",
         help="run the local Vertex AI emulator in the foreground (jobs, pipeline runs, "
         "schedules, Cloud Storage, Cloud Build, template registry, console)",
-        description="Serve the Vertex AI v1 REST subset hydra-vertex uses. Writes "
-        "STATE_DIR/endpoint.json (endpoint, token; mode 0600).",
+        description="Serve the Vertex AI v1 subset hydra-vertex uses, over REST and gRPC (TLS). "
+        "Writes STATE_DIR/endpoint.json (endpoint, token, grpc_endpoint, grpc_ca, grpc_roots; "
+        "mode 0600).",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
     p.add_argument("--port", type=_port, default=0, help="port (default: a free one)")
+    p.add_argument(
+        "--grpc-port",
+        type=_port,
+        default=0,
+        help="port of the gRPC (TLS) endpoint, the SDK's default transport (default: a free one)",
+    )
+    p.add_argument("--no-grpc", action="store_true", help="serve REST only")
     p.add_argument("--state-dir", default=".hydra-vertex/emulator", help="durable state directory")
     p.add_argument(
         "--image",
@@ -31,6 +39,13 @@ def register(sub: Any) -> None:
         help="run image NAME from local directory DIR (repeatable)",
     )
     p.add_argument("--seed", type=int, default=None, help="seed for trial suggestions")
+    p.add_argument(
+        "--gpus",
+        default=None,
+        metavar="LIST",
+        help="the GPUs trials share, comma-separated (0,1,2,3; '' for none); default "
+        "HYDRA_VERTEX_GPUS, then CUDA_VISIBLE_DEVICES, then nvidia-smi -L",
+    )
     p.add_argument(
         "--quiet", "-q", action="store_true", help="no progress of running tuning jobs"
     )
@@ -63,10 +78,24 @@ def _run(args: argparse.Namespace) -> int:
     from hydra_vertex.emulator import start
 
     images = _parse_images(args.image)
-    handle = start(args.state_dir, port=args.port, host=args.host, images=images, seed=args.seed)
+    handle = start(
+        args.state_dir,
+        port=args.port,
+        host=args.host,
+        images=images,
+        seed=args.seed,
+        gpus=args.gpus,
+        grpc_port=None if args.no_grpc else args.grpc_port,
+    )
+    grpc = f"; gRPC (TLS) on {handle.grpc_endpoint}" if handle.grpc_endpoint else ""
+    from hydra_vertex.local_details import emulator_devices
+
+    pool = emulator_devices(handle.endpoint, handle.token)
+    gpus = ",".join(pool.get("devices") or []) or "none"
     print(
-        f"hydra-vertex emulator listening on {handle.endpoint} "
+        f"hydra-vertex emulator listening on {handle.endpoint}{grpc} "
         f"(state: {args.state_dir}; token in endpoint.json)\n"
+        f"GPUs: {gpus} (from {pool.get('source', '?')})\n"
         f"console (read-only; the link carries the token, as Jupyter's does): "
         f"{handle.endpoint}/?token={handle.token}",
         flush=True,
@@ -78,10 +107,15 @@ def _run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    from hydra_vertex.progress import emulator_jobs, emulator_progress
+    from hydra_vertex.progress import emulator_details, emulator_jobs, emulator_progress
 
     mode = "quiet" if args.quiet else "auto"
-    with emulator_progress(emulator_jobs(handle.endpoint, handle.token), sys.stdout, mode=mode):
+    with emulator_progress(
+        emulator_jobs(handle.endpoint, handle.token),
+        sys.stdout,
+        mode=mode,
+        details=emulator_details(handle.endpoint, handle.token),
+    ):
         done.wait()
     handle.stop()
     return 0

@@ -1,37 +1,50 @@
-"""``python -m hydra_vertex.emulator.pipeline_main SPEC PARAMS ROOT RESULT``: one pipeline job.
+"""``python -m hydra_vertex.emulator.pipeline_main SPEC PARAMS ROOT RESULT EVENTS``: one pipeline
+job.
 
 The emulator starts this in its own process group for each pipeline job: the compiled spec is
-loaded with ``kfp.components.load_component_from_file`` and run by ``kfp.local`` (components in
-subprocesses of this Python), with the emulator's endpoint in the environment so that the
-components' own Vertex calls come back to it. The outcome goes to RESULT as JSON.
+loaded with ``kfp.components.load_component_from_file`` and run by ``kfp.local`` (lightweight
+Python components in subprocesses of this Python, container components with kfp.local's
+DockerRunner), with the emulator's endpoint in the environment so that the components' own Vertex
+calls come back to it. Every task's start and end goes to EVENTS
+(:mod:`~hydra_vertex.emulator.pipeline_events`), each component's output to a log of its own in
+``tasks/`` beside it; the outcome goes to RESULT as JSON.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
 
+from hydra_vertex import reasons
 from hydra_vertex.files import atomic_write_text
+
+_EMULATOR_ENV = ("HYDRA_VERTEX_EMULATOR", "HYDRA_VERTEX_EMULATOR_TOKEN", "STORAGE_EMULATOR_HOST")
 
 
 def main(argv: list[str]) -> int:
-    spec, params, root, result = argv
+    spec, params, root, result, events = argv
     from kfp import local
     from kfp.components import load_component_from_file
 
+    from hydra_vertex.emulator.pipeline_events import Recorder
+
+    docker_env = {k: os.environ[k] for k in _EMULATOR_ENV if k in os.environ}
+    events_path = Path(events).resolve()
+    Recorder(events_path, events_path.parent / "tasks", docker_env).install()
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=root)
-    pipeline = load_component_from_file(spec)
-    values = json.loads(Path(params).read_text())
     out: dict[str, object]
     try:
+        pipeline = load_component_from_file(spec)
+        values = json.loads(Path(params).read_text())
         task = pipeline(**values)
         outputs = dict(task.outputs) if task is not None else {}
         out = {"status": "succeeded", "outputs": outputs}
     except Exception as e:  # kfp.local raises RuntimeError naming the failed task
         traceback.print_exc()
-        out = {"status": "failed", "error": str(e)}
+        out = {"status": "failed", "error": reasons.first_line(str(e)) or type(e).__name__}
     atomic_write_text(result, json.dumps(out, default=str))
     return 0 if out["status"] == "succeeded" else 1
 

@@ -5,9 +5,12 @@
 - The run: ``pipeline_main`` in its own process group, with ``HYDRA_VERTEX_EMULATOR`` (+ token)
   so the components' Vertex calls come back here. Its pipeline root is the local backing of
   ``runtimeConfig.gcsOutputDirectory``/<job id>.
-- Task details: each task's state (from kfp.local's per-task ``executor_output.json``), its output
-  parameters as execution metadata (``output:<name>``, as Vertex shows them) and its artifacts;
-  a root task carries the pipeline's outputs.
+- Container components (anything kfp.local's SubprocessRunner refuses) run with kfp.local's
+  DockerRunner, so create refuses a spec that has one (400 naming the task and its component)
+  unless a Docker engine answers ``docker info``.
+- Task details: every task at every level, from the compiled spec and the run's task events
+  (:mod:`~hydra_vertex.emulator.pipeline_tasks`, :mod:`~hydra_vertex.emulator.pipeline_events`),
+  updated while the run goes and final when it ends.
 - Cancel kills the run's process group: the running component gets SIGTERM (``launch_tuning``
   then cancels its tuning job), and the job ends CANCELLED.
 - Restart: a pipeline job that was running is not resumed (its process group is killed) and ends
@@ -17,14 +20,17 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from hydra_vertex.emulator import executor
+from hydra_vertex import reasons
+from hydra_vertex.emulator import executor, pipeline_events, pipeline_tasks
 from hydra_vertex.emulator.router import ApiError
 from hydra_vertex.emulator.runners import CANCELLED, StoredJobRunner
 from hydra_vertex.emulator.store import Record, Store, now
@@ -50,6 +56,7 @@ def validate(job: dict[str, Any], where: str = "pipeline_job") -> None:
         load_component_from_text(json.dumps(spec))
     except Exception as e:
         raise ApiError(400, f"{where}.pipeline_spec does not load with kfp: {e}") from None
+    _check_containers(spec, where)
     declared = (spec["root"].get("inputDefinitions") or {}).get("parameters") or {}
     runtime = job.get("runtimeConfig") or {}
     given = runtime.get("parameterValues") or {}
@@ -93,55 +100,53 @@ def typed_parameters(spec: dict[str, Any], values: dict[str, Any]) -> dict[str, 
     return out
 
 
-# -- task details --------------------------------------------------------------------------------
-def _task_names(spec: dict[str, Any]) -> list[str]:
-    return list(((spec.get("root") or {}).get("dag") or {}).get("tasks") or {})
+def _check_containers(spec: dict[str, Any], where: str) -> None:
+    """400 if the spec has container components and no Docker engine can run them."""
+    needing = pipeline_tasks.container_tasks(spec)
+    if not needing:
+        return
+    why = docker_unavailable()
+    if why is None:
+        return
+    named = "; ".join(f"task {path!r} (component {comp!r})" for path, comp in needing[:5])
+    more = f" and {len(needing) - 5} more" if len(needing) > 5 else ""
+    raise ApiError(
+        400,
+        f"{where}.pipeline_spec: {named}{more} cannot run here: a container component runs "
+        f"with kfp.local's DockerRunner, and {why}; kfp.local's SubprocessRunner runs "
+        "lightweight Python components only",
+        "FAILED_PRECONDITION",
+    )
+
+
+def docker_unavailable() -> str | None:
+    """Why kfp.local's DockerRunner cannot run here, or None: ``docker info`` answers and the
+    ``docker`` package (which the DockerRunner drives) is installed."""
+    docker = shutil.which("docker")
+    if docker is None:
+        return "no Docker engine is reachable (no docker command on PATH)"
+    try:
+        proc = subprocess.run(
+            [docker, "info", "--format", "{{.ServerVersion}}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"no Docker engine is reachable ('docker info' failed: {e})"
+    if proc.returncode != 0:
+        line = reasons.deciding_line(proc.stderr, proc.stdout) or f"exit code {proc.returncode}"
+        return f"no Docker engine is reachable ('docker info' failed: {line})"
+    if importlib.util.find_spec("docker") is None:
+        return "the 'docker' Python package that it needs is not installed (pip install docker)"
+    return None
 
 
 def _to_gs(uri: str, local_root: Path, gs_root: str) -> str:
     text = str(uri)
     prefix = str(local_root)
     return gs_root.rstrip("/") + text[len(prefix) :] if text.startswith(prefix) else text
-
-
-def task_details(
-    spec: dict[str, Any], local_root: Path, gs_root: str, failed: bool
-) -> list[dict[str, Any]]:
-    """Task states and outputs from kfp.local's run directory (one run per job root)."""
-    runs = sorted(p for p in local_root.glob("*/") if p.is_dir())
-    run_dir = runs[-1] if runs else None
-    out: list[dict[str, Any]] = []
-    running_seen = False
-    for i, name in enumerate(_task_names(spec), start=1):
-        task_dir = run_dir / name if run_dir else None
-        detail: dict[str, Any] = {"taskId": str(i), "taskName": name, "state": "PENDING"}
-        result = task_dir / "executor_output.json" if task_dir else None
-        if result is not None and result.is_file():
-            detail["state"] = "SUCCEEDED"
-            try:
-                data = json.loads(result.read_text())
-            except (OSError, ValueError):
-                data = {}
-            meta = {f"output:{k}": v for k, v in (data.get("parameterValues") or {}).items()}
-            detail["execution"] = {"displayName": name, "state": "COMPLETE", "metadata": meta}
-            artifacts = {}
-            for key, value in (data.get("artifacts") or {}).items():
-                artifacts[key] = {
-                    "artifacts": [
-                        {
-                            "uri": _to_gs(a.get("uri", ""), local_root, gs_root),
-                            "metadata": a.get("metadata") or {},
-                        }
-                        for a in value.get("artifacts", [])
-                    ]
-                }
-            if artifacts:
-                detail["outputs"] = artifacts
-        elif task_dir is not None and task_dir.exists() and not running_seen:
-            detail["state"] = "FAILED" if failed else "RUNNING"
-            running_seen = True
-        out.append(detail)
-    return out
 
 
 # -- the runner -----------------------------------------------------------------------------------
@@ -162,27 +167,63 @@ class PipelineRunner(StoredJobRunner):
         rec = self.store.get(COLLECTION, self.job_id)
         return "" if rec is None else str(rec["resource"].get("state", ""))
 
+    def _paths(self, res: dict[str, Any]) -> tuple[Path, str, Path]:
+        """The run directory, the job's ``gs://`` root and its local backing."""
+        gs_root = f"{res['runtimeConfig']['gcsOutputDirectory'].rstrip('/')}/{self.job_id}"
+        return (
+            self.store.run_dir(self.job_id),
+            gs_root,
+            local_path(self.store.storage_root, gs_root),
+        )
+
+    def _details(
+        self, res: dict[str, Any], outcome: str, outputs: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        run_dir, gs_root, local_root = self._paths(res)
+        spec = res["pipelineSpec"]
+        run = pipeline_tasks.Run(
+            job_id=self.job_id,
+            pipeline_name=str((spec.get("pipelineInfo") or {}).get("name") or "pipeline"),
+            outcome=outcome,
+            start_time=res.get("startTime"),
+            end_time=None if outcome == "running" else now(),
+            outputs=outputs or {},
+        )
+        events = pipeline_events.read(run_dir / "events.jsonl")
+        return pipeline_tasks.details(
+            spec, events, run, lambda uri: _to_gs(uri, local_root, gs_root)
+        )
+
+    def _end(
+        self, state: str, outcome: str, error: dict[str, Any] | None = None, **extra: Any
+    ) -> None:
+        rec = self.store.get(COLLECTION, self.job_id)
+        if rec is None:
+            return
+        details = self._details(rec["resource"], outcome, extra.pop("outputs", None))
+        self.finish(state, error, jobDetail={"taskDetails": details})
+
     def run(self) -> None:
         rec = self.store.get(COLLECTION, self.job_id)
         if rec is None or rec["resource"].get("state") in TERMINAL:
             return
         if self.interrupted(rec, "PIPELINE_STATE_FAILED", "pipeline"):
+            self._set_tasks(self._details(rec["resource"], "failed"))
             return
         if self._state() == "PIPELINE_STATE_CANCELLING":
-            self.finish("PIPELINE_STATE_CANCELLED", CANCELLED)
+            self._end("PIPELINE_STATE_CANCELLED", "cancelled", CANCELLED)
             return
         res = rec["resource"]
-        run_dir = self.store.run_dir(self.job_id)
+        run_dir, _gs_root, local_root = self._paths(res)
         run_dir.mkdir(parents=True, exist_ok=True)
-        gs_root = f"{res['runtimeConfig']['gcsOutputDirectory'].rstrip('/')}/{self.job_id}"
-        local_root = local_path(self.store.storage_root, gs_root)
         local_root.mkdir(parents=True, exist_ok=True)
         spec_path, params_path = run_dir / "pipeline_spec.json", run_dir / "parameters.json"
-        result_path = run_dir / "result.json"
+        result_path, events_path = run_dir / "result.json", run_dir / "events.jsonl"
         spec_path.write_text(json.dumps(res["pipelineSpec"]))
         values = res["runtimeConfig"].get("parameterValues") or {}
         params_path.write_text(json.dumps(typed_parameters(res["pipelineSpec"], values)))
         result_path.unlink(missing_ok=True)
+        events_path.unlink(missing_ok=True)
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("HYDRA_VERTEX_EMULATOR")},
             "HYDRA_VERTEX_EMULATOR": self.endpoint,
@@ -197,6 +238,7 @@ class PipelineRunner(StoredJobRunner):
             str(params_path),
             str(local_root),
             str(result_path),
+            str(events_path),
         ]
         with open(run_dir / "pipeline.log", "ab") as log:
             proc = subprocess.Popen(
@@ -217,69 +259,61 @@ class PipelineRunner(StoredJobRunner):
                 r["resource"]["startTime"] = r["resource"]["updateTime"] = now()
 
         self.update(running)
-        spec = res["pipelineSpec"]
         last: list[dict[str, Any]] = []
         try:
             while proc.poll() is None:
                 if self.stop_event.is_set():
                     return  # emulator stopping: the group is killed below
-                if self._state() == "PIPELINE_STATE_CANCELLING":
-                    executor.kill_group(proc.pid, proc)
-                    details = task_details(spec, local_root, gs_root, failed=True)
-                    for d in details:
-                        if d["state"] in ("RUNNING", "FAILED"):
-                            d["state"] = "CANCELLED"
-                    self.finish(
-                        "PIPELINE_STATE_CANCELLED",
-                        CANCELLED,
-                        jobDetail={"taskDetails": details},
-                    )
+                current = self.store.get(COLLECTION, self.job_id)
+                if current is None:
                     return
-                details = task_details(spec, local_root, gs_root, failed=False)
+                if current["resource"].get("state") == "PIPELINE_STATE_CANCELLING":
+                    executor.kill_group(proc.pid, proc)
+                    self._end("PIPELINE_STATE_CANCELLED", "cancelled", CANCELLED)
+                    return
+                details = self._details(current["resource"], "running")
                 if details != last:
                     last = details
                     self._set_tasks(details)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(POLL_SECONDS)
-            self._finish_from(result_path, spec, local_root, gs_root, run_dir)
+            self._finish_from(result_path, run_dir)
         finally:
             if proc.poll() is None:
                 executor.kill_group(proc.pid, proc)
 
-    def _finish_from(
-        self,
-        result_path: Path,
-        spec: dict[str, Any],
-        local_root: Path,
-        gs_root: str,
-        run_dir: Path,
-    ) -> None:
+    def _finish_from(self, result_path: Path, run_dir: Path) -> None:
         try:
             result = json.loads(result_path.read_text())
         except (OSError, ValueError):
             result = {"status": "failed", "error": "the pipeline process ended without a result"}
-        ok = result.get("status") == "succeeded"
-        details = task_details(spec, local_root, gs_root, failed=not ok)
-        name = ((spec.get("pipelineInfo") or {}).get("name")) or "pipeline"
-        root_task = {
-            "taskId": "0",
-            "taskName": name,
-            "state": "SUCCEEDED" if ok else "FAILED",
-            "execution": {
-                "displayName": name,
-                "state": "COMPLETE" if ok else "FAILED",
-                "metadata": {f"output:{k}": v for k, v in (result.get("outputs") or {}).items()},
-            },
-        }
-        if ok:
-            self.finish(
-                "PIPELINE_STATE_SUCCEEDED", jobDetail={"taskDetails": [root_task, *details]}
-            )
+        outputs = result.get("outputs") or {}
+        if result.get("status") == "succeeded":
+            self._end("PIPELINE_STATE_SUCCEEDED", "succeeded", outputs=outputs)
             return
-        log_tail = executor.tail(run_dir / "pipeline.log", lines=15)
-        message = f"{result.get('error', 'failed')}\n{log_tail}".strip()
+        rec = self.store.get(COLLECTION, self.job_id)
+        details = self._details(rec["resource"], "failed") if rec is not None else []
         self.finish(
             "PIPELINE_STATE_FAILED",
-            {"code": 9, "message": message},
-            jobDetail={"taskDetails": [root_task, *details]},
+            {"code": 9, "message": failure_message(details, result, run_dir)},
+            jobDetail={"taskDetails": details},
         )
+
+
+def failure_message(
+    details: list[dict[str, Any]], result: dict[str, Any], run_dir: Path
+) -> str:
+    """A failed run's ``error.message``: the failed task and its deciding line first, then the
+    failed tasks as Vertex names them, then the pipeline log's path. No ANSI, no traceback."""
+    lines = []
+    first = pipeline_tasks.first_failure(details)
+    if first is not None:
+        name, message = first
+        lines.append(f"task {name} failed: {reasons.first_line(message)}")
+    else:
+        lines.append(reasons.first_line(str(result.get("error", ""))) or "the pipeline failed")
+    root = details[0] if details else {}
+    if (root.get("error") or {}).get("message"):
+        lines.append(str(root["error"]["message"]))
+    lines.append(f"pipeline log: {run_dir / 'pipeline.log'}")
+    return "\n".join(lines)

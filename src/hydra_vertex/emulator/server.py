@@ -13,13 +13,14 @@ import os
 import secrets
 import socket
 import threading
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from hydra_vertex import images
-from hydra_vertex.emulator import console, pipelines, schedules
+from hydra_vertex.emulator import console, devices, local_api, pipelines, schedules
 from hydra_vertex.emulator.cloudbuild import CloudBuildService
 from hydra_vertex.emulator.executor import Launcher
 from hydra_vertex.emulator.gcs import GcsService
@@ -32,6 +33,7 @@ from hydra_vertex.emulator.runners import (
     StoredJobRunner,
 )
 from hydra_vertex.emulator.store import Store
+from hydra_vertex.emulator.tls import TlsFiles
 from hydra_vertex.emulator.trial_loop import TuningJobRunner
 from hydra_vertex.emulator.vertex_api import VertexApi
 
@@ -61,7 +63,10 @@ class Emulator:
         image_map: dict[str, str] | None = None,
         token: str | None = None,
         seed: int | None = None,
+        gpus: str | Sequence[str] | None = None,
     ) -> None:
+        inventory = devices.detect(gpus)  # before the store: a bad list leaves nothing locked
+        self.devices = devices.DevicePool(inventory.devices, inventory.source)
         self.store = Store(state_dir)
         self.image_map = {k: Path(v).resolve() for k, v in (image_map or {}).items()}
         self.token = token if token is not None else secrets.token_urlsafe(32)
@@ -71,11 +76,14 @@ class Emulator:
         self.scheduler: schedules.Scheduler | None = None
         self._lock = threading.Lock()
         self.httpd: ThreadingHTTPServer | None = None
+        self.grpc_server: Any = None
+        self.grpc_endpoint = ""
+        self.tls: TlsFiles | None = None
         self.endpoint = ""
         self.port = 0
         self.allowed_hosts: set[str] = set()
         self.any_interface = False
-        self.vertex = VertexApi(self.store, self._run, self.resolve_image, seed)
+        self.vertex = VertexApi(self.store, self._run, self.resolve_image, seed, self.devices)
         self.router = Router(
             [
                 *self.vertex.routes(),
@@ -83,6 +91,7 @@ class Emulator:
                 *CloudBuildService(self.store).routes(),
                 *RegistryService(self.store).routes(),  # the KFP template registry
                 *console.routes(self.store),
+                *local_api.routes(self.store, self.devices),  # the emulator's own details
             ]
         )
 
@@ -116,11 +125,15 @@ class Emulator:
             if collection == pipelines.COLLECTION:
                 runner = pipelines.PipelineRunner(self.store, job_id, self.endpoint, self.token)
             else:
-                runner = _RUNNERS[collection](self.store, self.launcher, job_id)
+                runner = _RUNNERS[collection](
+                    self.store, self.launcher, job_id, devices=self.devices
+                )
             self.runners[f"{collection}/{job_id}"] = runner
             runner.start()
 
     def shutdown(self) -> None:
+        if self.grpc_server is not None:
+            self.grpc_server.stop(grace=1).wait(10)
         if self.scheduler is not None:
             self.scheduler.stop_event.set()
             self.scheduler.join(timeout=10)
@@ -147,6 +160,19 @@ class Emulator:
         self.port = bound
         self.endpoint = f"http://{host if host not in ('0.0.0.0', '') else '127.0.0.1'}:{bound}"
         return httpd
+
+    def serve_grpc(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Serve the Vertex AI routes over gRPC with TLS as well (``grpc_server``), with a
+        certificate made for this state directory (``tls``); the ``host:port`` to dial."""
+        from hydra_vertex.emulator import grpc_server, tls
+
+        files = tls.ensure(self.store.root, host)
+        api = grpc_server.VertexGrpc(self.router, self.token)
+        self.grpc_server, bound = grpc_server.serve(api, host, port, files)
+        self.tls = files
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        self.grpc_endpoint = f"[{shown}]:{bound}" if ":" in shown else f"{shown}:{bound}"
+        return self.grpc_endpoint
 
     def _host_allowed(self, host: str) -> bool:
         """The emulator's own address. Bound to all interfaces (0.0.0.0), any IP literal with

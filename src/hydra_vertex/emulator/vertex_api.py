@@ -31,6 +31,7 @@ from typing import Any
 
 from hydra_vertex import images
 from hydra_vertex.emulator import listing, pipelines, schedules
+from hydra_vertex.emulator.devices import DevicePool
 from hydra_vertex.emulator.operations import Operations
 from hydra_vertex.emulator.router import Answer, ApiError, Request, Route, json_body
 from hydra_vertex.emulator.runners import TERMINAL_JOB_STATES
@@ -122,12 +123,14 @@ class VertexApi:
         start_runner: Callable[[str, str], None],
         resolve_image: Callable[[str], Path | None],
         seed: int | None = None,
+        devices: DevicePool | None = None,
     ) -> None:
         self.store = store
         self.start_runner = start_runner
         self.resolve_image = resolve_image
         self.seed = seed
         self.operations = Operations(store.root)
+        self.devices = devices if devices is not None else DevicePool()
 
     # -- the table -------------------------------------------------------------------------------
     def routes(self) -> list[Route]:
@@ -319,6 +322,12 @@ class VertexApi:
                     f"{uri!r} has no ENTRYPOINT (no Dockerfile with one in {str(workdir)!r}): "
                     "give a command, or an ENTRYPOINT in the image's Dockerfile",
                 )
+        too_many = self.devices.refusal(  # more GPUs per process than this machine has
+            pool.machine_spec.accelerator_count,
+            f"{field}.worker_pool_specs[0].machine_spec.accelerator_count",
+        )
+        if too_many:
+            raise ApiError(400, too_many)
         if collection == "hyperparameterTuningJobs":
             if msg.max_trial_count <= 0:
                 raise ApiError(400, f"max_trial_count must be > 0, got {msg.max_trial_count}")

@@ -7,7 +7,7 @@ Vertex appends ``--param=value`` per trial and the shim turns them into typed Hy
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from hydra_vertex import jobs
@@ -85,12 +85,16 @@ def tuning_job(
 class _TrialLog:
     """One log line per trial that changes state, with the best value so far."""
 
-    def __init__(self, space: SearchSpace) -> None:
+    def __init__(self, space: SearchSpace, then: Callable[[Any], None] | None = None) -> None:
         self.space = space
         self.seen: dict[str, str] = {}
+        self.then = then
 
     def __call__(self, job: Any) -> None:
         from hydra_vertex.trials import trial_results
+
+        if self.then is not None:
+            self.then(job)
 
         results = trial_results(job) if job.study_spec.metrics else []
         for r in results:
@@ -129,8 +133,11 @@ def launch_tuning(
     trial_machine: Mapping[str, Any] | None = None,
     job_settings: Mapping[str, Any] | None = None,
     tuning_options: Mapping[str, Any] | None = None,
+    on_poll: Callable[[Any], None] | None = None,
 ) -> str:
     """Create (once) and wait for the tuning job; returns its resource name.
+
+    ``on_poll`` receives the job each time it is read (a progress display, say).
 
     ``trial_machine`` (:class:`~hydra_vertex.machine.Machine` settings over ``machine_type``),
     ``job_settings`` (:class:`~hydra_vertex.machine.JobSettings`) and ``tuning_options``
@@ -169,7 +176,7 @@ def launch_tuning(
         key=f"{launch_key}/launch-tuning",
         gcp_resources_path=gcp_resources_path,
         poll_seconds=poll_seconds,
-        on_poll=_TrialLog(space),
+        on_poll=_TrialLog(space, on_poll),
     )
     job_name = str(final.name)
     state = jobs.state_name(final)

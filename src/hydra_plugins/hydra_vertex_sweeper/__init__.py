@@ -1,0 +1,1 @@
+"""hydra-vertex's Hydra sweeper: ``python APP.py -m hydra/sweeper=vertex`` (see ``config.py``)."""

@@ -1,0 +1,304 @@
+"""A pipeline run's task events: kfp.local hooks that record when each task starts and ends.
+
+kfp.local (2.17) has no callbacks, and what it leaves on disk does not tell which tasks ran: a
+failed task leaves no directory, a skipped one nothing at all, and nothing says when a task
+started. So the pipeline process (``pipeline_main``) wraps the functions through which kfp.local's
+orchestrators run every task, and appends a JSON line per start and end to an events file:
+
+- ``orchestrator.task_executor.execute_single_task``: a component (container or importer); both
+  of kfp.local's orchestrators run every component through it;
+- ``orchestrator.enhanced_dag_orchestrator.execute_task``, for DAG components: nested pipelines,
+  conditions, the branches of If/Elif/Else, exit handler bodies, loop iterations (named
+  ``<loop>-iteration-<i>`` by kfp.local);
+- ``orchestrator.enhanced_dag_orchestrator._run_parallel_for_task``: a loop as a whole.
+
+A line: ``{"event": "start"|"end", "kind": "task"|"dag"|"loop", "scope", "component", "task",
+"time"}``; an end adds ``state`` (``SUCCEEDED``/``FAILED``), ``outputs`` (``parameters``: name ->
+value; ``artifacts``: name -> ``[{name, uri, schemaTitle, metadata}]``) and, for a failed task,
+``error``: the deciding line of its output (:mod:`hydra_vertex.reasons`), then its log's path.
+``scope`` is the loop iterations the task runs in: kfp.local's pipeline resource name without the
+run's own first part (``""`` at the top, ``for-loop-2-iteration-0`` inside a loop, and so on).
+
+Each component's output goes to a log of its own (``<logs>/<n>.log``) as well as to kfp.local's
+combined log on stdout. Container components (anything kfp.local's SubprocessRunner refuses) run
+with kfp.local's DockerRunner on the host network, with the emulator's environment; lightweight
+Python components keep the SubprocessRunner: the runner is chosen task by task.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+from hydra_vertex import reasons
+from hydra_vertex.emulator.store import now
+
+_INDENT = " " * 4  # kfp.local's indented_print writes this before each line, as its own write
+_local = threading.local()
+
+
+def read(path: Path) -> list[dict[str, Any]]:
+    """The events written so far (a torn last line, still being written, is skipped)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return []
+    out = []
+    for line in text.splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict):
+            out.append(event)
+    return out
+
+
+class _Tee:
+    """stdout that also copies what the current thread's running component prints to its log."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        sink = getattr(_local, "sink", None)
+        if sink is not None and text != _INDENT:
+            sink.write(text)
+        return self._stream.write(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+class Recorder:
+    """Writes the events; ``install()`` puts its hooks into kfp.local."""
+
+    def __init__(self, events: Path, logs: Path, docker_env: Mapping[str, str]) -> None:
+        self.events = events
+        self.logs = logs
+        self.docker_env = dict(docker_env)
+        self._lock = threading.Lock()
+        self._numbers = itertools.count(1)
+        self._docker: Any = None
+
+    def write(self, event: dict[str, Any]) -> None:
+        line = json.dumps({**event, "time": now()}, default=str)
+        with self._lock, open(self.events, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+    def new_log(self) -> Path:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            return self.logs / f"{next(self._numbers)}.log"
+
+    def docker_runner(self) -> Any:
+        """kfp.local's DockerRunner for container components: on the host network (the
+        emulator listens on the loopback), with the emulator's endpoint in the environment."""
+        from kfp import local
+
+        with self._lock:
+            if self._docker is None:
+                self._docker = local.DockerRunner(
+                    network_mode="host", environment=dict(self.docker_env)
+                )
+            return self._docker
+
+    # -- the hooks -------------------------------------------------------------------------------
+    def install(self) -> None:
+        import kfp
+        from kfp.local import subprocess_task_handler
+        from kfp.local.orchestrator import enhanced_dag_orchestrator, task_executor
+
+        needed = [
+            (task_executor, "execute_single_task"),
+            (enhanced_dag_orchestrator, "execute_task"),
+            (enhanced_dag_orchestrator, "_run_parallel_for_task"),
+            (subprocess_task_handler, "run_local_subprocess"),
+        ]
+        missing = [f"{m.__name__}.{name}" for m, name in needed if not hasattr(m, name)]
+        if missing:
+            raise RuntimeError(
+                f"kfp {kfp.__version__} has no {missing}: the emulator's task events hook into "
+                "kfp.local 2.17 (pyproject pins kfp>=2.17,<2.18)"
+            )
+
+        task_executor.execute_single_task = self._component(task_executor.execute_single_task)
+        enhanced_dag_orchestrator.execute_task = self._dag(enhanced_dag_orchestrator.execute_task)
+        enhanced_dag_orchestrator._run_parallel_for_task = self._loop(
+            enhanced_dag_orchestrator._run_parallel_for_task
+        )
+        subprocess_task_handler.run_local_subprocess = _captured(
+            subprocess_task_handler.run_local_subprocess
+        )
+        try:
+            from kfp.local import docker_task_handler
+        except ImportError:  # no docker package: container tasks fail in kfp.local, and say so
+            pass
+        else:
+            docker_task_handler.run_docker_container = _captured(
+                docker_task_handler.run_docker_container
+            )
+        if not isinstance(sys.stdout, _Tee):
+            sys.stdout = _Tee(sys.stdout)
+
+    def _component(self, run: Callable[..., Any]) -> Callable[..., Any]:
+        from kfp.local import status
+
+        from hydra_vertex.emulator.pipeline_tasks import lightweight_python
+
+        def execute_single_task(**kwargs: Any) -> Any:
+            key = _key("task", kwargs)
+            component = kwargs["components"][key["component"]]
+            executor = kwargs["executors"][component.executor_label]
+            if executor.WhichOneof("spec") == "container":
+                command = [*executor.container.command, *executor.container.args]
+                if not lightweight_python(command):
+                    kwargs["runner"] = self.docker_runner()
+            log = self.new_log()
+            self.write({"event": "start", **key})
+            _local.log, _local.exit_code = log, None
+            try:
+                outputs, task_status = run(**kwargs)
+            except BaseException as e:
+                self.write({"event": "end", **key, "state": "FAILED", "error": _raised(e, log)})
+                raise
+            finally:
+                _local.log = None
+            end: dict[str, Any] = {"event": "end", **key, "outputs": _outputs(outputs)}
+            if task_status == status.Status.SUCCESS:
+                end["state"] = "SUCCEEDED"
+            else:
+                end.update(state="FAILED", error=_failure(log, _local.exit_code))
+            self.write(end)
+            return outputs, task_status
+
+        return execute_single_task
+
+    def _dag(self, run: Callable[..., Any]) -> Callable[..., Any]:
+        from kfp.local import status
+
+        def execute_task(**kwargs: Any) -> Any:
+            key = _key("dag", kwargs)
+            if kwargs["components"][key["component"]].WhichOneof("implementation") != "dag":
+                return run(**kwargs)  # a component: execute_single_task records it
+            self.write({"event": "start", **key})
+            try:
+                outputs, task_status = run(**kwargs)
+            except BaseException as e:
+                self.write({"event": "end", **key, "state": "FAILED", "error": _raised(e, None)})
+                raise
+            ok = task_status == status.Status.SUCCESS
+            self.write(
+                {
+                    "event": "end",
+                    **key,
+                    "state": "SUCCEEDED" if ok else "FAILED",
+                    "outputs": _outputs(outputs),
+                }
+            )
+            return outputs, task_status
+
+        return execute_task
+
+    def _loop(self, run: Callable[..., bool]) -> Callable[..., bool]:
+        def run_parallel_for_task(**kwargs: Any) -> bool:
+            key = _key("loop", kwargs)
+            self.write({"event": "start", **key})
+            try:
+                failed = run(**kwargs)
+            except BaseException as e:
+                self.write({"event": "end", **key, "state": "FAILED", "error": _raised(e, None)})
+                raise
+            self.write({"event": "end", **key, "state": "FAILED" if failed else "SUCCEEDED"})
+            return failed
+
+        return run_parallel_for_task
+
+
+def _key(kind: str, kwargs: Mapping[str, Any]) -> dict[str, str]:
+    resource = str(kwargs["pipeline_resource_name"])
+    return {
+        "kind": kind,
+        "scope": resource.partition("/")[2],
+        "component": str(kwargs["task_spec"].component_ref.name),
+        "task": str(kwargs["task_name"]),
+    }
+
+
+def _captured(run: Callable[..., int]) -> Callable[..., int]:
+    """``run`` (kfp.local's function that runs a component's process or container and prints
+    its output) with that output copied to the current task's log, and its exit code kept."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> int:
+        log = getattr(_local, "log", None)
+        if log is None:
+            return run(*args, **kwargs)
+        with open(log, "a", encoding="utf-8") as sink:
+            _local.sink = sink
+            try:
+                code = run(*args, **kwargs)
+            finally:
+                _local.sink = None
+        _local.exit_code = code
+        return code
+
+    return wrapper
+
+
+def _outputs(outputs: Mapping[str, Any] | None) -> dict[str, Any]:
+    from kfp import dsl
+
+    parameters: dict[str, Any] = {}
+    artifacts: dict[str, list[dict[str, Any]]] = {}
+    for name, value in (outputs or {}).items():
+        items = value if isinstance(value, list) else [value]
+        if items and all(isinstance(a, dsl.Artifact) for a in items):
+            artifacts[name] = [
+                {
+                    "name": a.name,
+                    "uri": a.uri,
+                    "schemaTitle": a.schema_title,
+                    "metadata": dict(a.metadata or {}),
+                }
+                for a in items
+            ]
+        else:
+            parameters[name] = value
+    return {"parameters": parameters, "artifacts": artifacts}
+
+
+def _tail(log: Path) -> str:
+    try:
+        with open(log, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - reasons.TAIL_BYTES))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _failure(log: Path, exit_code: int | None) -> str:
+    """A failed component's reason: the deciding line of its output and how it exited."""
+    text = _tail(log)
+    if exit_code is not None:
+        signal = -exit_code if exit_code < 0 else None
+        line = reasons.exit_reason(text, exit_code=exit_code, signal=signal)
+    else:
+        line = reasons.deciding_line(text) or "the task failed"
+    return f"{line}\nits log: {log}"
+
+
+def _raised(error: BaseException, log: Path | None) -> str:
+    """The reason of a task whose run raised (kfp.local refusing it, a Docker error, ...)."""
+    line = f"{type(error).__name__}: {reasons.first_line(str(error))}".rstrip(": ")
+    if log is not None and log.is_file():
+        return f"{line}\nits log: {log}"
+    return line
