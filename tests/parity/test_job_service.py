@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 from google.api_core import exceptions
+from parity_support import PROJECT, SNIPPETS_IMAGE, create_tuning_job, load, wait_state
 
-from conftest import PROJECT, SNIPPETS_IMAGE, create_tuning_job, load, wait_state
 from hydra_vertex.emulator import EmulatorHandle
 
 helpers = load("job_service/helpers.py")
@@ -70,9 +70,15 @@ def test_create_get_cancel_delete_custom_job(
 def test_create_get_delete_hyperparameter_tuning_job(
     sdk: Any, job_client: Any, emulator: EmulatorHandle, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    name = create_tuning_job(emulator.endpoint, capsys, "temp_create_hyperparameter_tuning_job_test")
-    wait_state(lambda n: job_client.get_hyperparameter_tuning_job(name=n), name, "JOB_STATE_SUCCEEDED")
-    load("job_service/get_hyperparameter_tuning_job_sample.py").get_hyperparameter_tuning_job_sample(
+    name = create_tuning_job(
+        emulator.endpoint, capsys, "temp_create_hyperparameter_tuning_job_test"
+    )
+    wait_state(
+        lambda n: job_client.get_hyperparameter_tuning_job(name=n), name, "JOB_STATE_SUCCEEDED"
+    )
+    load(
+        "job_service/get_hyperparameter_tuning_job_sample.py"
+    ).get_hyperparameter_tuning_job_sample(
         project=PROJECT, hyperparameter_tuning_job_id=_id(name), api_endpoint=emulator.endpoint
     )
     out, _ = capsys.readouterr()
@@ -89,7 +95,9 @@ def test_create_get_delete_hyperparameter_tuning_job(
         [arg] = trial_job.job_spec.worker_pool_specs[0].container_spec.args
         assert arg.startswith("--lr=")
         assert f"argv=['{arg}']" in _stdout(emulator, _id(name), trial.id)
-    load("job_service/delete_hyperparameter_tuning_job_sample.py").delete_hyperparameter_tuning_job_sample(
+    load(
+        "job_service/delete_hyperparameter_tuning_job_sample.py"
+    ).delete_hyperparameter_tuning_job_sample(
         project=PROJECT, hyperparameter_tuning_job_id=_id(name), api_endpoint=emulator.endpoint
     )
     out, _ = capsys.readouterr()
@@ -101,9 +109,15 @@ def test_create_get_delete_hyperparameter_tuning_job(
 def test_cancel_hyperparameter_tuning_job(
     sdk: Any, job_client: Any, emulator: EmulatorHandle, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    name = create_tuning_job(emulator.endpoint, capsys, "temp_cancel_hyperparameter_tuning_job_test")
-    load("job_service/cancel_hyperparameter_tuning_job_sample.py").cancel_hyperparameter_tuning_job_sample(
+    name = create_tuning_job(
+        emulator.endpoint, capsys, "temp_cancel_hyperparameter_tuning_job_test"
+    )
+    load(
+        "job_service/cancel_hyperparameter_tuning_job_sample.py"
+    ).cancel_hyperparameter_tuning_job_sample(
         project=PROJECT, hyperparameter_tuning_job_id=_id(name), api_endpoint=emulator.endpoint
     )
-    wait_state(lambda n: job_client.get_hyperparameter_tuning_job(name=n), name, "JOB_STATE_CANCELLED")
+    wait_state(
+        lambda n: job_client.get_hyperparameter_tuning_job(name=n), name, "JOB_STATE_CANCELLED"
+    )
     assert job_client.get_hyperparameter_tuning_job(name=name).error.code == 1

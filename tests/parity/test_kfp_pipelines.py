@@ -10,17 +10,24 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conftest import load
+from parity_support import load
+
 from hydra_vertex.emulator import EmulatorHandle
 
 # vendored module -> (pipeline function, parameter values, the state it ends in)
 PIPELINES: dict[str, tuple[str, dict[str, Any], str]] = {
     "pipeline_with_condition": ("my_pipeline", {}, "PIPELINE_STATE_SUCCEEDED"),
-    "pipeline_with_loops": ("my_pipeline", {"loop_parameter": ["a", "b"]},
-                            "PIPELINE_STATE_SUCCEEDED"),
+    "pipeline_with_loops": (
+        "my_pipeline",
+        {"loop_parameter": ["a", "b"]},
+        "PIPELINE_STATE_SUCCEEDED",
+    ),
     "pipeline_with_exit_handler": ("my_pipeline", {}, "PIPELINE_STATE_FAILED"),
-    "lightweight_python_functions_pipeline": ("pipeline", {"message": "parity"},
-                                              "PIPELINE_STATE_SUCCEEDED"),
+    "lightweight_python_functions_pipeline": (
+        "pipeline",
+        {"message": "parity"},
+        "PIPELINE_STATE_SUCCEEDED",
+    ),
 }
 TERMINAL = ("PIPELINE_STATE_SUCCEEDED", "PIPELINE_STATE_FAILED", "PIPELINE_STATE_CANCELLED")
 

@@ -15,14 +15,23 @@ from typing import Any
 
 import pytest
 from google.api_core import exceptions
+from parity_support import (
+    LOCATION,
+    MODEL_BUILDER_IMAGE,
+    PROJECT,
+    create_tuning_job,
+    load,
+    wait_state,
+)
 
-from conftest import LOCATION, MODEL_BUILDER_IMAGE, PROJECT, create_tuning_job, load, wait_state
 from hydra_vertex.emulator import EmulatorHandle
 
 
 @pytest.mark.slow
 def test_create_get_delete_hyperparameter_tuning_job(sdk: Any) -> None:
-    job = load("model_builder/create_hyperparameter_tuning_job_sample.py").create_hyperparameter_tuning_job_sample(
+    job = load(
+        "model_builder/create_hyperparameter_tuning_job_sample.py"
+    ).create_hyperparameter_tuning_job_sample(
         project=PROJECT,
         location=LOCATION,
         staging_bucket="gs://parity-bucket/model-builder",
@@ -30,7 +39,9 @@ def test_create_get_delete_hyperparameter_tuning_job(sdk: Any) -> None:
         container_uri=MODEL_BUILDER_IMAGE,
     )
     assert job.state.name == "JOB_STATE_SUCCEEDED"
-    got = load("model_builder/get_hyperparameter_tuning_job_sample.py").get_hyperparameter_tuning_job_sample(
+    got = load(
+        "model_builder/get_hyperparameter_tuning_job_sample.py"
+    ).get_hyperparameter_tuning_job_sample(
         project=PROJECT, hyperparameter_tuning_job_id=job.resource_name, location=LOCATION
     )
     assert got.resource_name == job.resource_name and got.labels == {"my_key": "my_value"}
@@ -38,7 +49,9 @@ def test_create_get_delete_hyperparameter_tuning_job(sdk: Any) -> None:
     assert len(trials) == 128 and all(t.state.name == "SUCCEEDED" for t in trials)
     ids = {p.parameter_id for p in trials[0].parameters}
     assert ids == {"lr", "units", "activation", "batch_size"}
-    load("model_builder/delete_hyperparameter_tuning_job_sample.py").delete_hyperparameter_tuning_job_sample(
+    load(
+        "model_builder/delete_hyperparameter_tuning_job_sample.py"
+    ).delete_hyperparameter_tuning_job_sample(
         project=PROJECT, hyperparameter_tuning_job_id=job.resource_name, location=LOCATION
     )
     with pytest.raises(exceptions.NotFound):
@@ -49,15 +62,21 @@ def test_get_cancel_delete_hyperparameter_tuning_job(
     sdk: Any, emulator: EmulatorHandle, capsys: pytest.CaptureFixture[str]
 ) -> None:
     name = create_tuning_job(emulator.endpoint, capsys, "temp_model_builder_cancel")
-    job = load("model_builder/get_hyperparameter_tuning_job_sample.py").get_hyperparameter_tuning_job_sample(
+    job = load(
+        "model_builder/get_hyperparameter_tuning_job_sample.py"
+    ).get_hyperparameter_tuning_job_sample(
         project=PROJECT, hyperparameter_tuning_job_id=name, location=LOCATION
     )
     assert job.resource_name == name
-    load("model_builder/cancel_hyperparameter_tuning_job_sample.py").cancel_hyperparameter_tuning_job_sample(
+    load(
+        "model_builder/cancel_hyperparameter_tuning_job_sample.py"
+    ).cancel_hyperparameter_tuning_job_sample(
         project=PROJECT, hyperparameter_tuning_job_id=name, location=LOCATION
     )
     wait_state(sdk.HyperparameterTuningJob.get, name, "JOB_STATE_CANCELLED")
-    load("model_builder/delete_hyperparameter_tuning_job_sample.py").delete_hyperparameter_tuning_job_sample(
+    load(
+        "model_builder/delete_hyperparameter_tuning_job_sample.py"
+    ).delete_hyperparameter_tuning_job_sample(
         project=PROJECT, hyperparameter_tuning_job_id=name, location=LOCATION
     )
     with pytest.raises(exceptions.NotFound):

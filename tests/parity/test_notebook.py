@@ -12,12 +12,13 @@ from typing import Any
 
 import pytest
 from google.api_core import exceptions
-
-from conftest import NOTEBOOK_IMAGE, VENDORED
+from parity_support import NOTEBOOK_IMAGE, VENDORED
 
 
 def test_the_notebooks_sdk_calls(sdk: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    cells = runpy.run_path(str(VENDORED / "vertex_ai_samples" / "hyperparameter_tuning_tensorflow.py"))
+    cells = runpy.run_path(
+        str(VENDORED / "vertex_ai_samples" / "hyperparameter_tuning_tensorflow.py")
+    )
     assert cells["IMAGE_URI"] == NOTEBOOK_IMAGE
     hp_job = cells["hp_job"]
     final = hp_job.gca_resource  # as run() last read it (the job itself is deleted by now)

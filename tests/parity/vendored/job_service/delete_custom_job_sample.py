@@ -29,9 +29,7 @@ def delete_custom_job_sample(
     # Initialize client that will be used to create and send requests.
     # This client only needs to be created once, and can be reused for multiple requests.
     client = aiplatform.gapic.JobServiceClient(client_options=client_options, **EMULATOR)
-    name = client.custom_job_path(
-        project=project, location=location, custom_job=custom_job_id
-    )
+    name = client.custom_job_path(project=project, location=location, custom_job=custom_job_id)
     response = client.delete_custom_job(name=name)
     print("Long running operation:", response.operation.name)
     delete_custom_job_response = response.result(timeout=timeout)

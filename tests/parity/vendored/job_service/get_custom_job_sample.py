@@ -28,9 +28,7 @@ def get_custom_job_sample(
     # Initialize client that will be used to create and send requests.
     # This client only needs to be created once, and can be reused for multiple requests.
     client = aiplatform.gapic.JobServiceClient(client_options=client_options, **EMULATOR)
-    name = client.custom_job_path(
-        project=project, location=location, custom_job=custom_job_id
-    )
+    name = client.custom_job_path(project=project, location=location, custom_job=custom_job_id)
     response = client.get_custom_job(name=name)
     print("response:", response)
 

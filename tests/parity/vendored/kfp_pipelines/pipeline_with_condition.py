@@ -21,7 +21,8 @@ from kfp.dsl import component
 def flip_coin_op() -> str:
     """Flip a coin and output heads or tails randomly."""
     import random
-    result = 'heads' if random.randint(0, 1) == 0 else 'tails'
+
+    result = "heads" if random.randint(0, 1) == 0 else "tails"
     return result
 
 
@@ -31,18 +32,18 @@ def print_op(msg: str):
     print(msg)
 
 
-@dsl.pipeline(name='single-condition-pipeline')
-def my_pipeline(text: str = 'condition test'):
+@dsl.pipeline(name="single-condition-pipeline")
+def my_pipeline(text: str = "condition test"):
     flip1 = flip_coin_op().set_caching_options(False)
     print_op(msg=flip1.output)
 
-    with dsl.Condition(flip1.output == 'heads'):
+    with dsl.Condition(flip1.output == "heads"):
         flip2 = flip_coin_op().set_caching_options(False)
         print_op(msg=flip2.output)
         print_op(msg=text)
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     compiler.Compiler().compile(
-        pipeline_func=my_pipeline,
-        package_path=__file__.replace('.py', '.yaml'))
+        pipeline_func=my_pipeline, package_path=__file__.replace(".py", ".yaml")
+    )

@@ -28,21 +28,22 @@ def print_op(message: str):
 def fail_op(message: str):
     """Fails."""
     import sys
+
     print(message)
     sys.exit(1)
 
 
-@dsl.pipeline(name='pipeline-with-exit-handler')
-def my_pipeline(message: str = 'Hello World!'):
+@dsl.pipeline(name="pipeline-with-exit-handler")
+def my_pipeline(message: str = "Hello World!"):
 
-    exit_task = print_op(message='Exit handler has worked!')
+    exit_task = print_op(message="Exit handler has worked!")
 
     with dsl.ExitHandler(exit_task):
         print_op(message=message)
-        fail_op(message='Task failed.')
+        fail_op(message="Task failed.")
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     compiler.Compiler().compile(
-        pipeline_func=my_pipeline,
-        package_path=__file__.replace('.py', '.yaml'))
+        pipeline_func=my_pipeline, package_path=__file__.replace(".py", ".yaml")
+    )

@@ -21,7 +21,7 @@ from kfp.dsl import component
 
 @component
 def args_generator_op() -> List[Dict[str, str]]:
-    return [{'A_a': '1', 'B_b': '2'}, {'A_a': '10', 'B_b': '20'}]
+    return [{"A_a": "1", "B_b": "2"}, {"A_a": "10", "B_b": "20"}]
 
 
 @component
@@ -34,7 +34,7 @@ def print_struct(struct: Dict):
     print(struct)
 
 
-@dsl.pipeline(name='pipeline-with-loops')
+@dsl.pipeline(name="pipeline-with-loops")
 def my_pipeline(loop_parameter: List[str]):
 
     # Loop argument is from a pipeline input
@@ -49,14 +49,14 @@ def my_pipeline(loop_parameter: List[str]):
         print_text(msg=item.B_b)
 
     # Loop argument is a static value known at compile time
-    loop_args = [{'A_a': '1', 'B_b': '2'}, {'A_a': '10', 'B_b': '20'}]
+    loop_args = [{"A_a": "1", "B_b": "2"}, {"A_a": "10", "B_b": "20"}]
     with dsl.ParallelFor(loop_args) as item:
         print_struct(struct=item)
         print_text(msg=item.A_a)
         print_text(msg=item.B_b)
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     compiler.Compiler().compile(
-        pipeline_func=my_pipeline,
-        package_path=__file__.replace('.py', '.yaml'))
+        pipeline_func=my_pipeline, package_path=__file__.replace(".py", ".yaml")
+    )

@@ -44,7 +44,7 @@ def create_hyperparameter_tuning_job_sample(
     ]
 
     custom_job = aiplatform.CustomJob(
-        display_name='custom_job',
+        display_name="custom_job",
         worker_pool_specs=worker_pool_specs,
     )
 
@@ -52,17 +52,17 @@ def create_hyperparameter_tuning_job_sample(
         display_name=display_name,
         custom_job=custom_job,
         metric_spec={
-            'loss': 'minimize',
+            "loss": "minimize",
         },
         parameter_spec={
-            'lr': hpt.DoubleParameterSpec(min=0.001, max=0.1, scale='log'),
-            'units': hpt.IntegerParameterSpec(min=4, max=128, scale='linear'),
-            'activation': hpt.CategoricalParameterSpec(values=['relu', 'selu']),
-            'batch_size': hpt.DiscreteParameterSpec(values=[128, 256], scale='linear')
+            "lr": hpt.DoubleParameterSpec(min=0.001, max=0.1, scale="log"),
+            "units": hpt.IntegerParameterSpec(min=4, max=128, scale="linear"),
+            "activation": hpt.CategoricalParameterSpec(values=["relu", "selu"]),
+            "batch_size": hpt.DiscreteParameterSpec(values=[128, 256], scale="linear"),
         },
         max_trial_count=128,
         parallel_trial_count=8,
-        labels={'my_key': 'my_value'},
+        labels={"my_key": "my_value"},
     )
 
     hpt_job.run()

@@ -23,7 +23,9 @@
 from parity_endpoint import NOTEBOOK  # hydra-vertex: the values a reader fills in
 
 # cell 496fcb0092a7 (without its gcloud line)
-PROJECT_ID = NOTEBOOK["PROJECT_ID"]  # hydra-vertex: was "[your-project-id]"  # @param {type:"string"}
+PROJECT_ID = NOTEBOOK[
+    "PROJECT_ID"
+]  # hydra-vertex: was "[your-project-id]"  # @param {type:"string"}
 
 LOCATION = "us-central1"  # @param {type: "string"}
 
@@ -54,12 +56,10 @@ APPLICATION_DIR = "hptune"
 TRAINER_DIR = f"{APPLICATION_DIR}/trainer"
 
 # cell 8d79730faf62 (its Python line)
-REPO_NAME='horses-app'
+REPO_NAME = "horses-app"
 
 # cell 21f98973a812
-IMAGE_URI = (
-    f"{LOCATION}-docker.pkg.dev/{PROJECT_ID}/{REPO_NAME}/horse_human_hptune:latest"
-)
+IMAGE_URI = f"{LOCATION}-docker.pkg.dev/{PROJECT_ID}/{REPO_NAME}/horse_human_hptune:latest"
 
 # cell c066b586e18c
 # The spec of the worker pools including machine type and Docker image
