@@ -154,6 +154,10 @@ class PipelineRunner(StoredJobRunner):
     """Runs one pipeline job to its end; follows cancel requests; reflects task progress."""
 
     collection = COLLECTION
+    terminal_states = TERMINAL
+    cancelling_state = "PIPELINE_STATE_CANCELLING"
+    cancelled_state = "PIPELINE_STATE_CANCELLED"
+    failed_state = "PIPELINE_STATE_FAILED"
 
     def __init__(self, store: Store, job_id: str, endpoint: str, token: str) -> None:
         super().__init__(store, job_id)
@@ -203,11 +207,14 @@ class PipelineRunner(StoredJobRunner):
         details = self._details(rec["resource"], outcome, extra.pop("outputs", None))
         self.finish(state, error, jobDetail={"taskDetails": details})
 
-    def run(self) -> None:
+    def carry(self) -> None:
         rec = self.store.get(COLLECTION, self.job_id)
         if rec is None or rec["resource"].get("state") in TERMINAL:
             return
-        if self.interrupted(rec, "PIPELINE_STATE_FAILED", "pipeline"):
+        if rec["internal"].get("pid"):
+            executor.kill_leftover(rec["internal"])
+            why = "interrupted: the emulator stopped while the pipeline ran (not resumed)"
+            self.finish("PIPELINE_STATE_FAILED", {"code": 10, "message": why})
             self._set_tasks(self._details(rec["resource"], "failed"))
             return
         if self._state() == "PIPELINE_STATE_CANCELLING":
@@ -267,7 +274,7 @@ class PipelineRunner(StoredJobRunner):
                 current = self.store.get(COLLECTION, self.job_id)
                 if current is None:
                     return
-                if current["resource"].get("state") == "PIPELINE_STATE_CANCELLING":
+                if self.cancel_requested():
                     executor.kill_group(proc.pid, proc)
                     self._end("PIPELINE_STATE_CANCELLED", "cancelled", CANCELLED)
                     return
