@@ -73,3 +73,22 @@ def no_trial_processes(state_dir: Path) -> bool:
         if pid_alive(int(pidfile.read_text())):
             return False
     return True
+
+
+def marked_processes(job_id: str) -> dict[int, str]:
+    """The live processes started for a job, found by the marker the emulator puts in the
+    environment of each (``HYDRA_VERTEX_TRIAL_MARKER=<job id>/<trial id>/<nonce>``): pid -> the
+    trial id. Read here from /proc independently of the emulator's own code."""
+    needle = f"HYDRA_VERTEX_TRIAL_MARKER={job_id}/".encode()
+    out: dict[int, str] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            env = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        for var in env:
+            if var.startswith(needle) and pid_alive(int(proc.name)):
+                out[int(proc.name)] = var[len(needle) :].decode().split("/")[0]
+    return out
