@@ -211,11 +211,15 @@ def wait_gone(pid: int) -> None:
 
 
 def kill_group(
-    pgid: int, proc: subprocess.Popen[bytes] | None, grace: float = GRACE_SECONDS
+    pgid: int,
+    proc: subprocess.Popen[bytes] | None,
+    grace: float = GRACE_SECONDS,
+    hard: bool = False,
 ) -> None:
-    """SIGTERM the process group, wait up to ``grace`` seconds, then SIGKILL it."""
+    """SIGTERM the process group, wait up to ``grace`` seconds, then SIGKILL it (``hard``:
+    SIGKILL at once, so that nothing in it gets to act on a SIGTERM)."""
     try:
-        os.killpg(pgid, signal.SIGTERM)
+        os.killpg(pgid, signal.SIGKILL if hard else signal.SIGTERM)
     except (ProcessLookupError, PermissionError):
         return
     deadline = time.monotonic() + grace
@@ -423,10 +427,10 @@ def kill_marked(marker: str, found: Mapping[str, list[int]]) -> None:
             kill_group(os.getpgid(pid), None)
 
 
-def kill_leftover(info: dict[str, Any]) -> None:
+def kill_leftover(info: dict[str, Any], hard: bool = False) -> None:
     """Kill the group of a process recorded as ``{"pid", "start"}`` if it is still that one."""
     pid = int(info.get("pid", 0))
     current = proc_start(pid)
     # a vanished leader cannot have had its pid (= the group id) reused while the group lives
     if pid > 0 and (current is None or info.get("start") is None or current == info.get("start")):
-        kill_group(pid, None)
+        kill_group(pid, None, hard=hard)
