@@ -12,81 +12,18 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from _helpers import IMAGE, marked_processes
+from _helpers import CLI, IMAGE, Emulator, marked_processes, until
 
-BRANIN = Path(__file__).parent / "apps" / "branin"
 PARENT = "projects/test-project/locations/us-central1"
-CLI = Path(sys.executable).with_name("hydra-vertex")
+PARENT_LOCAL = "projects/local-project/locations/us-central1"
 SHIM = Path(sys.executable).with_name("hydra-vertex-shim")
 TERMINAL = ("JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED")
-
-
-class Emulator:
-    """One ``hydra-vertex emulator`` process on ``state``; ``fault``: its HYDRA_VERTEX_FAULT."""
-
-    count = 0
-
-    def __init__(self, state: Path, fault: str = "") -> None:
-        (state / "endpoint.json").unlink(missing_ok=True)
-        env = {k: v for k, v in os.environ.items() if k != "HYDRA_VERTEX_FAULT"}
-        if fault:
-            env["HYDRA_VERTEX_FAULT"] = fault
-        Emulator.count += 1
-        self.log = state.parent / f"emulator-{Emulator.count}.log"
-        state.mkdir(parents=True, exist_ok=True)
-        argv = [str(CLI), "emulator", "--state-dir", str(state), "--no-grpc", "--quiet"]
-        argv += ["--image", f"{IMAGE}={BRANIN}", "--seed", "3", "--gpus", "0,1"]
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
-        until(lambda: (state / "endpoint.json").exists(), "the emulator to start", self.proc)
-        info = json.loads((state / "endpoint.json").read_text())
-        from google.cloud import aiplatform_v1
-
-        from hydra_vertex.vertex import bearer_credentials
-
-        self.client = aiplatform_v1.JobServiceClient(
-            transport="rest",
-            client_options={"api_endpoint": info["endpoint"]},
-            credentials=bearer_credentials(info["token"]),
-        )
-
-    def kill(self) -> None:
-        """``kill -9``."""
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=60)
-
-    def died(self) -> None:
-        """Wait for the emulator to kill itself at its fault point."""
-        try:
-            code = self.proc.wait(timeout=180)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(f"the fault point was never reached; see {self.log}") from None
-        assert code == -signal.SIGKILL, f"exit {code}; see {self.log}"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=120)
-
-
-def until(check: Callable[[], Any], what: str, proc: subprocess.Popen[bytes] | None = None) -> Any:
-    deadline = time.monotonic() + 180
-    while not (result := check()):
-        assert proc is None or proc.poll() is None, f"the emulator exited while waiting for {what}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-    return result
 
 
 def _container(*args: str) -> dict[str, Any]:
@@ -197,8 +134,10 @@ def test_kill_9_at_every_point_loses_no_trial(tmp_path: Path) -> None:
         assert refused.returncode == 1 and "already using" in refused.stderr
 
         def ended(name: str) -> Any:
-            get = client.get_custom_job if "customJobs" in name else (
-                client.get_hyperparameter_tuning_job
+            get = (
+                client.get_custom_job
+                if "customJobs" in name
+                else (client.get_hyperparameter_tuning_job)
             )
             found = get(name=name)
             return found if found.state.name in TERMINAL else None
@@ -210,7 +149,9 @@ def test_kill_9_at_every_point_loses_no_trial(tmp_path: Path) -> None:
         succeeded = [t for t in final.trials if t.state.name == "SUCCEEDED"]
         assert len(succeeded) == 12
         assert len({t.id for t in final.trials}) == len(final.trials)
-        assert len({tuple((p.parameter_id, p.value) for p in t.parameters) for t in succeeded}) == 12
+        assert (
+            len({tuple((p.parameter_id, p.value) for p in t.parameters) for t in succeeded}) == 12
+        )
         others = [t for t in final.trials if t.state.name != "SUCCEEDED"]
         # only a trial whose process never started can be lost; it is replaced, not counted
         assert all("interrupted" in t.infeasible_reason for t in others), others
@@ -251,5 +192,96 @@ def test_cancelling_on_restart_ends_cancelled(tmp_path: Path) -> None:
         assert found.state.name == "JOB_STATE_CANCELLED"
         assert found.error.code == 1
         assert not marked_processes(job_id)
+    finally:
+        emulator.stop()
+
+
+@pytest.mark.slow
+def test_pipeline_killed_mid_tuning_resumes_after_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tune-and-retrain template on the digits example: ``kill -9`` of the emulator while its
+    tuning job runs; after a restart the run resumes (the image is not built again, the launcher
+    finds its tuning job, which kept its trials) and succeeds."""
+    from google.cloud import aiplatform
+    from google.cloud.aiplatform import pipeline_jobs
+
+    from hydra_vertex.emulator import connect
+
+    root = Path(__file__).resolve().parents[2]
+    digits = root / "examples" / "digits"
+    monkeypatch.setenv("HYDRA_VERTEX_IMAGES", str(tmp_path / "images"))
+    monkeypatch.setenv("HYDRA_VERTEX_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(pipeline_jobs, "_JOB_WAIT_TIME", 1)  # the SDK's poll interval
+    state = tmp_path / "state"
+
+    def reconnect(emulator: Emulator) -> None:
+        info = json.loads((state / "endpoint.json").read_text())
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", info["endpoint"])
+        connect(state, project="local-project", location="us-central1")
+
+    emulator = Emulator(state)
+    reconnect(emulator)
+    import yaml
+
+    job = aiplatform.PipelineJob(
+        display_name="digits",
+        template_path=str(root / "pipelines" / "tune_and_retrain.json"),
+        pipeline_root="gs://bucket/pipeline-root",
+        parameter_values={
+            "app_name": "digits",
+            "app_source": str(digits),
+            "app_command": ["python", "train.py"],
+            "search_space": yaml.safe_load((digits / "search_space.yaml").read_text()),
+            "project": "local-project",
+            "staging_bucket": "gs://bucket/runs",
+            "max_trial_count": 3,
+            "parallel_trial_count": 1,
+            "retrain_overrides": ["val_fraction=0.1"],
+            "seed": 1,
+        },
+        enable_caching=False,
+    )
+    job.submit()
+
+    def tuning_trial_active() -> Any:
+        jobs = emulator.client.list_hyperparameter_tuning_jobs(parent=PARENT_LOCAL)
+        return [j for j in jobs if any(t.state.name == "ACTIVE" for t in j.trials)]
+
+    [tuning] = until(tuning_trial_active, "a trial of the pipeline's tuning job", emulator.proc)
+    emulator.kill()  # mid-tuning
+
+    emulator = Emulator(state)
+    try:
+        reconnect(emulator)
+        until(
+            lambda: (
+                aiplatform.PipelineJob.get(job.resource_name).state.name
+                not in ("PIPELINE_STATE_PENDING", "PIPELINE_STATE_RUNNING")
+            ),
+            "the pipeline run to end",
+            emulator.proc,
+        )
+        run = aiplatform.PipelineJob.get(job.resource_name)
+        assert run.state.name == "PIPELINE_STATE_SUCCEEDED", run.error.message
+        tasks = {t.task_name: t.state.name for t in run.task_details}
+        assert set(tasks.values()) == {"SUCCEEDED"}, tasks
+        [again] = emulator.client.list_hyperparameter_tuning_jobs(parent=PARENT_LOCAL)
+        assert again.name == tuning.name, "the launcher found its tuning job again"
+        assert again.state.name == "JOB_STATE_SUCCEEDED"
+        assert sum(t.state.name == "SUCCEEDED" for t in again.trials) == 3
+        events = [
+            json.loads(line)
+            for line in (state / "runs" / _job_id(run.resource_name) / "events.jsonl")
+            .read_text()
+            .splitlines()
+        ]
+        builds = [e for e in events if e["task"] == "build-image" and e["event"] == "start"]
+        assert len(builds) == 1, "the image built before the kill is not built again"
+        for name in (
+            again.name,
+            *(j.name for j in emulator.client.list_custom_jobs(parent=PARENT_LOCAL)),
+        ):
+            assert not marked_processes(_job_id(name)), "no process is left behind"
     finally:
         emulator.stop()
