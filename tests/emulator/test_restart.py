@@ -99,6 +99,8 @@ def test_kill_9_at_every_point_loses_no_trial(tmp_path: Path) -> None:
     unrecorded = set(marked_processes(job_id).values())
     assert unrecorded, "the trials started before the kill run on (their own sessions)"
 
+    # a trial stored ACTIVE, its process not started yet: it is replaced, not counted
+    Emulator(state, fault="trial-stored:die:2").died()
     Emulator(state, fault="trial-ended:die:2").died()  # between two trials
 
     emulator = Emulator(state)
