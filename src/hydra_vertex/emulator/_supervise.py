@@ -15,8 +15,8 @@ status in a file the emulator reads whenever it comes to look (:mod:`executor`).
   written: the emulator knows why, it sent it).
 - It exits with ARGV's exit code (128 + N for a signal, as a shell does).
 
-Standard library only, started with ``-I -S`` (no site, no user paths): it adds about ten
-milliseconds and a few MiB per trial (``bench/supervisor.py``).
+Standard library only, started with ``-I -S`` (no site, no user paths), so that it adds little
+to each trial's start.
 """
 
 from __future__ import annotations
