@@ -67,15 +67,25 @@ def start(
     seed: int | None = None,
     gpus: str | Sequence[str] | None = None,
     grpc_port: int | None = 0,
+    console_actions: bool = False,
 ) -> EmulatorHandle:
     """Start an emulator in a background thread; writes ``state_dir/endpoint.json``.
 
     REST on ``host:port``; gRPC with TLS on ``host:grpc_port`` as well (0: a free port; None:
     no gRPC). ``gpus``: the machine's GPUs that trials share (``"0,1,2,3"`` or a list; ``""``:
-    none); default ``HYDRA_VERTEX_GPUS``, then ``CUDA_VISIBLE_DEVICES``, then ``nvidia-smi -L``."""
+    none); default ``HYDRA_VERTEX_GPUS``, then ``CUDA_VISIBLE_DEVICES``, then ``nvidia-smi -L``.
+    ``console_actions``: the console's cancel button works for every console visitor, not only
+    for those with the API token."""
     from hydra_vertex.emulator.server import Emulator
 
-    emulator = Emulator(state_dir, image_map=images, token=token, seed=seed, gpus=gpus)
+    emulator = Emulator(
+        state_dir,
+        image_map=images,
+        token=token,
+        seed=seed,
+        gpus=gpus,
+        console_actions=console_actions,
+    )
     try:
         httpd = emulator.serve(host, port)
         if grpc_port is not None:
