@@ -10,6 +10,8 @@ Rules (the same on Vertex and on the emulator):
   first) wins, so re-reading a job always picks the same winner.
 - No successful trial is a :class:`~hydra_vertex.errors.TuningError` that says how many trials
   failed and why.
+- Several metrics: each trial also carries ``values`` (one per metric), and the winner is the
+  trial of the Pareto front that the ``select`` rule picks (:mod:`hydra_vertex.pareto`).
 """
 
 from __future__ import annotations
