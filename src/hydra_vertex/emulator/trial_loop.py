@@ -199,7 +199,7 @@ class TuningJobRunner(JobRunner):
                         )
                         for t in trials
                     ]
-                    params = suggester.suggest(spec, past, seed=seed)
+                    params = suggester.suggest(spec, past, seed=seed, budget=max_trials)
                     if params is None:
                         exhausted = True
                         break
