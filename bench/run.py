@@ -110,10 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         if "A" in parts:
             t = time.perf_counter()
-            values = search_quality.collect(
+            values, short = search_quality.collect(
                 PROBLEMS, seeds, cfg["trials"], cfg["parallel"], sweeper_py
             )
-            result["search_quality"] = search_quality.summarize(values)
+            result["search_quality"] = search_quality.summarize(values, short=short)
             for prob, ms in search_quality.bench_asks(PROBLEMS, cfg["trials"]).items():
                 result["search_quality"][prob]["ask_ms_at_50"] = ms["wall"]
                 result["search_quality"][prob]["ask_cpu_ms_at_50"] = ms["cpu"]

@@ -51,10 +51,24 @@ def test_async_loop_keeps_two_pending_and_never_repeats_a_point() -> None:
 
 
 def test_values_come_in_the_order_asked_so_a_prefix_is_a_shorter_job() -> None:
-    """The first b values of a 12-trial run are the values of a b-trial run (same seed)."""
-    long = search_quality.run_async("branin", 3, 12, 2, "bayesian")
-    short = search_quality.run_async("branin", 3, 8, 2, "bayesian")
+    """Without the budget, the first b values of a 12-trial run are the values of a b-trial run
+    (same seed); told its budget, the engine exploits at the end, so a shorter job differs."""
+    long = search_quality.run_async("branin", 3, 12, 2, "bayesian", budget=False)
+    short = search_quality.run_async("branin", 3, 8, 2, "bayesian", budget=False)
     assert long[:8] == short
+    aware = search_quality.run_async("branin", 3, 8, 2, "bayesian")
+    assert aware[:5] == short[:5] and aware != short
+
+
+def test_a_budget_aware_method_is_read_from_its_own_job_at_each_budget() -> None:
+    """The ratio at budget 1 comes from the 1-trial job, not from the longer job's first trial."""
+    opt = problems.optimum("branin")
+    values = {"branin": {"random": {0: [opt + 2.0, opt + 2.0], 1: [opt + 4.0, opt + 4.0]},
+                         "hydra_vertex": {0: [opt + 2.0, opt + 2.0], 1: [opt + 4.0, opt + 4.0]}}}
+    short = {"branin": {"hydra_vertex": {1: {0: [opt + 0.2], 1: [opt + 0.4]}}}}
+    out = search_quality.summarize(values, budgets=(1, 2), short=short)["branin"]
+    assert out["hydra_vertex"]["regret_ratio_vs_random_at"]["1"] == pytest.approx(0.1, rel=2e-2)
+    assert out["hydra_vertex"]["regret_ratio_vs_random_at"]["2"] == 1.0
 
 
 def _fake(opt: float) -> dict[str, dict[str, dict[int, list[float]]]]:
