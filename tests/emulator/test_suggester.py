@@ -285,8 +285,9 @@ def test_sixteen_trial_branin_jobs_end_near_the_optimum(sdk: Any) -> None:
     0.5 of Branin's optimum on at least 9 of 10 seeds (the jobs run side by side).
 
     The runner tells the engine the job's budget, so its last trials refine the best basin found
-    (the local phase): 10 of 10, every gap under 0.13, in the two runs counted here. Optuna's GP left
-    global reached it on about half the seeds; the others stuck on the box's edge at (10, 3)."""
+    (the local phase): 10 of 10, every gap under 0.13, in the two runs counted here. Optuna's GP
+    left global reached it on about half the seeds; the others stuck on the box's edge at
+    (10, 3)."""
     from google.cloud.aiplatform import hyperparameter_tuning as hpt
 
     shim = str(Path(sys.executable).with_name("hydra-vertex-shim"))
