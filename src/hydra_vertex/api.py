@@ -102,11 +102,9 @@ def _pipeline_job(
 ) -> PipelineJob:
     from google.cloud import aiplatform
 
-    from hydra_vertex.local_run import pipeline_parameters
-    from hydra_vertex.pipelines.tune_and_retrain import PIPELINE_NAME, TEMPLATE
+    from hydra_vertex.pipelines.job_request import TEMPLATE, request
 
-    parameters = pipeline_parameters(spec, space_data)
-    parameters["app_source"] = source_uri
+    run = request(spec, space_data, source_uri)
     if template_path is None:
         template_path = str(TEMPLATE)
         if components_image:
@@ -121,15 +119,15 @@ def _pipeline_job(
 
         template_path = resolve_template_path(template_path)
     return aiplatform.PipelineJob(
-        display_name=f"{spec.name}-{PIPELINE_NAME.removeprefix('hydra-vertex-')}",
+        display_name=run.display_name,
         template_path=template_path,
-        pipeline_root=f"{spec.vertex.staging_bucket.rstrip('/')}/pipeline-root",
-        parameter_values=parameters,
+        pipeline_root=run.pipeline_root,
+        parameter_values=run.parameter_values,
         project=spec.vertex.project,
         location=spec.vertex.region,
         enable_caching=False,
-        labels={"hydra-vertex-app": spec.name, **spec.vertex.job.labels},
-        encryption_spec_key_name=spec.vertex.job.encryption_key,
+        labels=run.labels,
+        encryption_spec_key_name=run.encryption_key,
     )
 
 

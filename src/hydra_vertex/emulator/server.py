@@ -103,7 +103,9 @@ class Emulator:
 
     # -- runners ---------------------------------------------------------------------------------
     def start_runners(self) -> None:
-        """Start runners for every unfinished job (after a restart), and the scheduler."""
+        """Start runners for every unfinished job (after a restart), and the scheduler; warm
+        the server that pipeline processes fork from."""
+        pipelines.warm_up()
         for collection in _RUNNERS:
             for job_id, rec in self.store.items(collection):
                 if rec["resource"].get("state") not in TERMINAL_JOB_STATES:
