@@ -7,7 +7,7 @@ left, by the run that gives the last one back (or by the emulator itself, when e
 without giving its lease back). Layout under the state directory::
 
     leases.lock                 flock held while leases are taken, given back or counted
-    leases/<pid>-<start>.json   {"pid", "start"}: one per run using the emulator
+    leases/<pid>-<random>.json  {"pid", "start"}: one per run using the emulator
     auto-emulator.json          {"pid", "start"}: the emulator a run started (absent otherwise)
 
 A lease is alive while its process is: the pid exists and started at ``start`` (the kernel's
@@ -21,6 +21,7 @@ import contextlib
 import fcntl
 import json
 import os
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,9 +115,10 @@ def locked(state_dir: Path, *, wait: bool = True) -> Iterator[bool]:
 
 
 def take(state_dir: Path, pid: int | None = None) -> Path:
-    """A lease for process ``pid`` (default: this one); call with the lock held."""
+    """A lease for process ``pid`` (default: this one); call with the lock held. Each call
+    takes a lease of its own (one process may run two runs)."""
     holder = Holder.of(pid if pid is not None else os.getpid())
-    path = state_dir / LEASES_DIR / f"{holder.pid}-{holder.start or 0}.json"
+    path = state_dir / LEASES_DIR / f"{holder.pid}-{secrets.token_hex(4)}.json"
     atomic_write_text(path, holder.to_json(), mode=0o600)
     return path
 

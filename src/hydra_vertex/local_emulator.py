@@ -293,4 +293,8 @@ def _stop_if_unused(state_dir: Path, handle: EmulatorHandle) -> bool:
 
 
 if __name__ == "__main__":
-    sys.exit(serve())
+    code = serve()
+    sys.stdout.flush()
+    # Stopped and saved: skip the interpreter's teardown, which would wait for the suggester's
+    # background imports (seconds) while the run that stopped this emulator waits for its exit.
+    os._exit(code)

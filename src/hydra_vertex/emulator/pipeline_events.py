@@ -434,9 +434,35 @@ def _tail(log: Path) -> str:
         return ""
 
 
+# hydra-vertex's own errors are written for the user: their message, lines and all, is the reason
+_OUR_ERROR_RE = re.compile(r"^hydra_vertex\.errors\.\w+: (?P<message>.*)$")
+
+
+def _our_error(text: str) -> list[str] | None:
+    """The message of the hydra-vertex error a component raised last (its first line, then its
+    continuation lines), without the exception's module path; None if it raised none."""
+    lines = reasons.strip_ansi(text).splitlines()
+    for i in range(len(lines) - 1, -1, -1):
+        match = _OUR_ERROR_RE.match(lines[i])
+        if match is None:
+            continue
+        out = [match.group("message").strip()]
+        for extra in lines[i + 1 :]:
+            if not extra.strip() or extra.startswith(("[KFP", "Traceback")):
+                break
+            out.append(extra.rstrip())
+        return out
+    return None
+
+
 def _failure(log: Path, exit_code: int | None) -> str:
-    """A failed component's reason: the deciding line of its output and how it exited."""
+    """A failed component's reason: the deciding line of its output (the message of the
+    hydra-vertex error it raised, whole, when it raised one) and how it exited."""
     text = _tail(log)
+    ours = _our_error(text)
+    if ours is not None:
+        how = f" (exit code {exit_code})" if exit_code is not None else ""
+        return "\n".join([ours[0] + how, *ours[1:], f"its log: {log}"])
     if exit_code is not None:
         signal = -exit_code if exit_code < 0 else None
         line = reasons.exit_reason(text, exit_code=exit_code, signal=signal)

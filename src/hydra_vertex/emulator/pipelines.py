@@ -338,10 +338,16 @@ def _start(args: list[str], env: dict[str, str], run_dir: Path, name: str) -> An
 
 
 def warm_up() -> None:
-    """Start the warm server in the background (the first pipeline job need not wait for its
-    imports)."""
-    if forkserver.available():
-        threading.Thread(target=forkserver.warm, name="pipeline-forkserver", daemon=True).start()
+    """In the background: kfp's imports here (create validates a spec with kfp) and the warm
+    server (the first pipeline job need not wait for either)."""
+
+    def warm() -> None:
+        import kfp.components
+        import kfp.dsl.component_factory  # noqa: F401
+
+        forkserver.warm()
+
+    threading.Thread(target=warm, name="pipeline-warm-up", daemon=True).start()
 
 
 def launched_jobs(details: list[dict[str, Any]]) -> list[tuple[str, str]]:
