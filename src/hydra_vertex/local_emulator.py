@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -99,11 +100,19 @@ class Lease:
         self.state_dir = state_dir
         self.path = path
         self.started = started
+        self.used = False  # set by use(): a run that never got this far leaves nothing behind
         self._info = known
 
     @property
     def started_here(self) -> bool:
         return self.started is not None
+
+    def use(self) -> EmulatorInfo:
+        """:meth:`info`, for a run that now puts something on the emulator (its state then
+        stays when the run ends)."""
+        info = self.info()
+        self.used = True
+        return info
 
     def info(self, timeout: float = START_TIMEOUT_SECONDS) -> EmulatorInfo:
         if self._info is not None:
@@ -153,6 +162,7 @@ def lease(state_dir: Path, seed: int | None = None) -> Iterator[Lease]:
         yield Lease(None, known=EmulatorInfo(explicit.rstrip("/"), token, None, False))
         return
     state_dir = Path(state_dir).absolute()
+    fresh = not state_dir.exists()
     started: subprocess.Popen[bytes] | None = None
     with leases.locked(state_dir):
         path = leases.take(state_dir)
@@ -160,34 +170,42 @@ def lease(state_dir: Path, seed: int | None = None) -> Iterator[Lease]:
         if known is None and leases.auto_emulator(state_dir) is None:
             started = _spawn(state_dir, seed)
             leases.set_auto_emulator(state_dir, started.pid)
+    held = Lease(state_dir, known=known, started=started, path=path)
     try:
-        yield Lease(state_dir, known=known, started=started, path=path)
+        yield held
     finally:
-        release(state_dir, path)
+        release(state_dir, path, remove=fresh and not held.used)
 
 
-def release(state_dir: Path, path: Path) -> None:
+def release(state_dir: Path, path: Path, *, remove: bool = False) -> None:
     """Give the lease at ``path`` back; the last one out stops the emulator started for runs
-    (and waits until it has, so the state directory is free when this returns)."""
+    (and waits until it has, so the state directory is free when this returns). ``remove``: a
+    state directory this run created and never used goes too (nobody else used it either)."""
     with leases.locked(state_dir):
         leases.give_back(path)
         _reap()
         if leases.holders(state_dir):
             return
-        auto = leases.auto_emulator(state_dir)
-        if auto is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(auto.pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
-        while auto.alive() and time.monotonic() < deadline:
-            time.sleep(0.02)
-            _reap()
-        if auto.alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(auto.pid, signal.SIGKILL)
-        leases.set_auto_emulator(state_dir, None)
+        _stop_auto_emulator(state_dir)
+        if remove and not list((state_dir / "jobs").glob("*/*.json")):
+            shutil.rmtree(state_dir, ignore_errors=True)
     _reap()
+
+
+def _stop_auto_emulator(state_dir: Path) -> None:
+    auto = leases.auto_emulator(state_dir)
+    if auto is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(auto.pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+    while auto.alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
+        _reap()
+    if auto.alive():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(auto.pid, signal.SIGKILL)
+    leases.set_auto_emulator(state_dir, None)
 
 
 def _reap() -> None:
@@ -218,7 +236,7 @@ def _spawn(state_dir: Path, seed: int | None) -> subprocess.Popen[bytes]:
 def emulator(state_dir: Path, seed: int | None = None) -> Iterator[EmulatorInfo]:
     """The emulator to use while inside (a :func:`lease`, waited for)."""
     with lease(state_dir, seed) as held:
-        yield held.info()
+        yield held.use()
 
 
 @contextlib.contextmanager

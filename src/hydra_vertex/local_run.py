@@ -134,7 +134,7 @@ def run_local(
         image = build_image(spec, mode, out)
         if preflight.enabled():
             run_preflight(spec, space, image, mode, out)
-        emu = held.info()
+        emu = held.use()
         with pointed_at(emu):
             run = _Run(spec, space, emu, mode, out, started)
             signalled = run.run(image.ref)

@@ -38,7 +38,6 @@ is cached as JSON keyed by the file's content hash (:func:`load_cached`).
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import math
@@ -887,6 +886,8 @@ def load_cached(path: str | os.PathLike[str]) -> SearchSpace:
         raw = p.read_bytes()
     except OSError as e:
         raise SearchSpaceError(f"cannot read search-space file {str(p)!r}: {e.strerror}") from None
+    import hashlib  # here: the shim's inline (--search-space-json) path needs no hashing
+
     digest = hashlib.sha256(raw).hexdigest()
     cache = _cache_dir() / f"{digest}-v{SCHEMA_VERSION}.json"
     try:

@@ -78,6 +78,6 @@ def test_a_failed_component_gives_its_errors_whole_message_first(tmp_path: Path)
     assert code == 1
     assert "Traceback" in log.read_text()  # the whole story stays in the task's log
     reason = pipeline_events._failure(log, code).splitlines()
-    assert reason[0] == "no trial succeeded (3 trials) (exit code 1)"
+    assert reason[0] == "no trial succeeded (3 trials)"
     assert reason[1:3] == ["  3 x diverged at lr=0.5", "Look at a trial's log"]
     assert reason[-1] == f"its log: {log}"

@@ -456,13 +456,12 @@ def _our_error(text: str) -> list[str] | None:
 
 
 def _failure(log: Path, exit_code: int | None) -> str:
-    """A failed component's reason: the deciding line of its output (the message of the
-    hydra-vertex error it raised, whole, when it raised one) and how it exited."""
+    """A failed component's reason: the message of the hydra-vertex error it raised, whole,
+    when it raised one; else the deciding line of its output and how it exited."""
     text = _tail(log)
     ours = _our_error(text)
-    if ours is not None:
-        how = f" (exit code {exit_code})" if exit_code is not None else ""
-        return "\n".join([ours[0] + how, *ours[1:], f"its log: {log}"])
+    if ours is not None:  # the step's own error says why: the exit code adds nothing
+        return "\n".join([*ours, f"its log: {log}"])
     if exit_code is not None:
         signal = -exit_code if exit_code < 0 else None
         line = reasons.exit_reason(text, exit_code=exit_code, signal=signal)
