@@ -387,8 +387,23 @@ def build_image(spec: jobfile.JobSpec, mode: str, out: TextIO) -> images.LocalIm
 def run_preflight(
     spec: jobfile.JobSpec, space: SearchSpace, image: images.LocalImage, mode: str, out: TextIO
 ) -> None:
-    """Compose the app's config in the image for every branch of the space, before any trial."""
+    """Compose the app's config in the image for every branch of the space, before any trial;
+    once per image, space and command (an unchanged app re-run is not checked again)."""
+    marker = _preflight_marker(spec, space, image)
+    if marker.is_file():
+        if mode != "quiet":
+            print(
+                f"pre-flight: the app's config composed for {marker.read_text().strip()} "
+                "branch(es) of the space (this image, space and command: checked before)",
+                file=out,
+                flush=True,
+            )
+        return
     count, seconds = preflight.check(space, spec.command, images.runtime(image.workdir))
+    with contextlib.suppress(OSError):  # a read-only cache only means checking again next time
+        from hydra_vertex.files import atomic_write_text
+
+        atomic_write_text(marker, f"{count}\n")
     if mode != "quiet":
         print(
             f"pre-flight: the app's config composes for {count} branch(es) of the space "
@@ -396,3 +411,19 @@ def run_preflight(
             file=out,
             flush=True,
         )
+
+
+def _preflight_marker(spec: jobfile.JobSpec, space: SearchSpace, image: images.LocalImage) -> Path:
+    """Where a passed pre-flight is remembered: keyed by the image (source snapshot and
+    environment, by content), the space and the app command."""
+    import hashlib
+    import json
+
+    from hydra_vertex.search_space import cache_dir
+
+    key = json.dumps(
+        [image.ref, str(image.environment.python), space.to_dict(), list(spec.command)],
+        sort_keys=True,
+        default=str,
+    )
+    return cache_dir() / "preflight" / hashlib.sha256(key.encode()).hexdigest()
