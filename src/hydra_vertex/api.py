@@ -28,7 +28,6 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["compile", "pipeline_job", "run", "schedule", "submit"]
 
 
-
 def run(
     job_file: str | os.PathLike[str],
     output: str | os.PathLike[str] | None = None,
@@ -39,7 +38,9 @@ def run(
     """Run build -> tune -> best trial -> retrain on this machine (the local emulator).
 
     Returns the :class:`~hydra_vertex.summary.Summary` (``status`` ``failed`` with ``error`` when
-    a step failed; what finished is in it). ``output`` also writes it as JSON.
+    a step failed; what finished is in it). ``output`` also writes it as JSON. Ctrl-C (or
+    SIGTERM) cancels the run's pipeline job, waits for it, then raises ``KeyboardInterrupt``
+    (``SystemExit(143)``).
     """
     from hydra_vertex.local_run import run_local
 

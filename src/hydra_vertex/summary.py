@@ -4,12 +4,13 @@ Fields (design.md fixes the first five): ``best_trial_id``, ``best_value``, ``be
 ``trials`` (each ``id``, ``state``, ``parameters``, ``value``, ``infeasible_reason`` (the whole
 record: the deciding line, then the log's last lines), ``reason`` (the deciding line alone) and
 ``output_dir`` (the trial's Hydra output directory)), ``model_dir``; and ``status``
-(``succeeded``/``failed``), ``error``, ``name``, ``metric``, ``direction``, ``best_parameters``,
-``retrain_overrides``, ``model_uri``, ``model_dir_empty`` (true when the retrain wrote nothing
-under ``AIP_MODEL_DIR``; null when there was no retrain), ``retrain_output_dir`` (the retrain's
-Hydra output directory), ``image_uri``, ``tuning_job``, ``retrain_job``, ``elapsed_seconds``,
-``log`` (the pipeline's), ``trial_logs`` (the emulator's directory of per-trial logs), ``report``
-(the HTML report). ``model_dir`` stays a string. No string holds an ANSI escape sequence.
+(``succeeded``/``failed``/``cancelled``), ``error``, ``name``, ``metric``, ``direction``,
+``best_parameters``, ``retrain_overrides``, ``model_uri``, ``model_dir_empty`` (true when the
+retrain wrote nothing under ``AIP_MODEL_DIR``; null when there was no retrain),
+``retrain_output_dir`` (the retrain's Hydra output directory), ``image_uri``, ``tuning_job``,
+``retrain_job``, ``elapsed_seconds``, ``log`` (the pipeline job's, in the emulator's state),
+``trial_logs`` (the emulator's directory of per-trial logs), ``report`` (the HTML report).
+``model_dir`` stays a string. No string holds an ANSI escape sequence.
 """
 
 from __future__ import annotations
