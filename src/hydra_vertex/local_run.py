@@ -113,6 +113,7 @@ def run_local(
     (``status`` ``cancelled``), then raises ``KeyboardInterrupt`` (SIGINT) or ``SystemExit(143)``.
     """
     out = stream or sys.stdout
+    _import_in_background("google.cloud.aiplatform_v1")  # the client, while the rest gets ready
     spec, space, notes = load_space(jobfile.load(job_file))
     mode = progress
     if mode == "auto":
@@ -120,7 +121,6 @@ def run_local(
     if mode != "quiet":
         for note in notes:
             print(f"hydra-vertex: {note}", file=sys.stderr, flush=True)
-    _import_in_background("google.cloud.aiplatform_v1")  # the client, while the image builds
     summary = Summary(
         name=spec.name,
         metric=space.metric,
@@ -204,6 +204,16 @@ class _Run:
     job: Any = None
     signalled: int | None = None
     _tuning: Any = field(default=None, repr=False)
+    _jobs: Any = field(default=None, repr=False)
+
+    @property
+    def jobs(self) -> Any:
+        """The v1 ``JobServiceClient`` (one, made when first needed)."""
+        if self._jobs is None:
+            from hydra_vertex.vertex import job_client
+
+            self._jobs = job_client(self.spec.vertex.region)
+        return self._jobs
 
     @property
     def parent(self) -> str:
@@ -255,14 +265,16 @@ class _Run:
         return job
 
     def _show(self, job: Any, display: Display) -> Hashable:
-        """Show the run's progress; returns what counts as progress for the poll pace."""
+        """Show the run's progress; returns what counts as progress for the poll pace: the
+        tasks' states and, while the retrain runs, its job's (the run ends right after it, and
+        polls quicken when it does)."""
         from hydra_vertex import pipeline_runs
 
-        marks = pipeline_runs.task_states(job)
+        running = pipeline_runs.running_task(job)
+        marks = (pipeline_runs.task_states(job), self._retrain_state(job, running))
         if self.mode == "quiet":
             return marks
         snap = Snapshot(max_trials=self.spec.tuning.max_trials, started=self.started)
-        running = pipeline_runs.running_task(job)
         ended = _ENDED.get(pipeline_runs.state(job))
         snap.stage = ended or _STAGES.get(running or "", "starting")
         tuning = self._tuning_job(job)
@@ -273,6 +285,17 @@ class _Run:
             snap.best = best_of(snap.trials, self.space.direction == "minimize")
         display.update(snap)
         return marks
+
+    def _retrain_state(self, job: Any, running: str | None) -> str:
+        from hydra_vertex import pipeline_runs
+        from hydra_vertex.jobs import state_name
+
+        name = pipeline_runs.launched(job, "retrain", "CustomJob") if running == "retrain" else None
+        if name is None:
+            return ""
+        with contextlib.suppress(Exception):  # only the pace depends on it
+            return state_name(self.jobs.get_custom_job(name=name))
+        return ""
 
     def _tuning_job(self, job: Any) -> Any | None:
         """The tuning job the run's launch-tuning task created, as it is now (None before)."""
@@ -285,7 +308,7 @@ class _Run:
         if name is None:
             return None
         with contextlib.suppress(Exception):  # progress never breaks the run
-            self._tuning = _job_client(self.spec).get_hyperparameter_tuning_job(name=name)
+            self._tuning = self.jobs.get_hyperparameter_tuning_job(name=name)
         return self._tuning
 
     def collect(self, summary: Summary) -> None:
@@ -308,9 +331,9 @@ class _Run:
         retrain = outs.get("retrain_job") or pipeline_runs.launched(job, "retrain", "CustomJob")
         if tuning:
             with contextlib.suppress(Exception):
-                trials_of(summary, _job_client(self.spec).get_hyperparameter_tuning_job(
-                    name=str(tuning)
-                ), self.space)
+                trials_of(
+                    summary, self.jobs.get_hyperparameter_tuning_job(name=str(tuning)), self.space
+                )
         if state == "PIPELINE_STATE_SUCCEEDED":
             summary.status = "succeeded"
             summary.best_trial_id = str(outs["best_trial_id"])
@@ -332,12 +355,6 @@ class _Run:
             where_things_land(summary, self.emu.storage_root.resolve(), summary.retrain_job)
         elif summary.model_uri:
             summary.model_dir = summary.model_uri
-
-
-def _job_client(spec: jobfile.JobSpec) -> Any:
-    from hydra_vertex.vertex import job_client
-
-    return job_client(spec.vertex.region)
 
 
 def _job_id(name: str) -> str:

@@ -30,7 +30,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -338,16 +337,12 @@ def _start(args: list[str], env: dict[str, str], run_dir: Path, name: str) -> An
 
 
 def warm_up() -> None:
-    """In the background: kfp's imports here (create validates a spec with kfp) and the warm
-    server (the first pipeline job need not wait for either)."""
-
-    def warm() -> None:
-        import kfp.components
-        import kfp.dsl.component_factory  # noqa: F401
-
-        forkserver.warm()
-
-    threading.Thread(target=warm, name="pipeline-warm-up", daemon=True).start()
+    """The warm server the pipeline processes fork from (started first: it imports in a process
+    of its own), then kfp's imports here (create validates a spec with kfp). Slow: call it in
+    the background."""
+    forkserver.warm()
+    import kfp.components
+    import kfp.dsl.component_factory  # noqa: F401
 
 
 def launched_jobs(details: list[dict[str, Any]]) -> list[tuple[str, str]]:
