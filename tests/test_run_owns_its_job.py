@@ -5,6 +5,7 @@ command, signals sent to it, job states read back through the SDK (slow)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -60,6 +61,18 @@ def _run(job: Path, cwd: Path, env: dict[str, str], *args: str) -> subprocess.Po
         [str(CLI), "run", "--local", str(job), "--output", "SUMMARY.json", *args],
         cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+
+
+@contextlib.contextmanager
+def _running(job: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
+    """A run of ``job`` that is killed if the test leaves before it ended."""
+    run = _run(job, job.parent, env)
+    try:
+        yield run
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait(timeout=30)
 
 
 def _until(fetch: Callable[[], T | None], what: str, timeout: float = 300) -> T:
@@ -152,15 +165,11 @@ def test_ctrl_c_cancels_the_pipeline_job_and_its_tuning_job_then_exits_130(
             HYDRA_VERTEX_EMULATOR_TOKEN=emulator.token,
         )
         jobs, pipelines = _clients(emulator.endpoint, emulator.token)
-        run = _run(job, job.parent, env)
-        try:
+        with _running(job, env) as run:
             tuning = _until(lambda: _running_trial(jobs), "a running trial")
             _until(lambda: len(_alive(pids)) == 2, "both trials' processes")
             run.send_signal(signal.SIGINT)
             _, err = run.communicate(timeout=300)
-        finally:
-            if run.poll() is None:
-                run.kill()
         assert run.returncode == 130, err
         [pipeline] = pipelines.list_pipeline_jobs(parent=LOCATION)
         assert pipeline.state.name == "PIPELINE_STATE_CANCELLED"
@@ -180,8 +189,7 @@ def test_sigterm_during_the_retrain_cancels_it_then_exits_143(tmp_path: Path, im
     job = _job(
         tmp_path / "run", trials=2, retrain=(f"gate={tmp_path / 'never'}", f"pids={pids}")
     )
-    run = _run(job, job.parent, _env(tmp_path))  # the emulator is started for this run
-    try:
+    with _running(job, _env(tmp_path)) as run:  # the emulator is started for this run
         info = _until(
             lambda: json.loads((state / "endpoint.json").read_text())
             if (state / "endpoint.json").is_file() else None,
@@ -196,9 +204,6 @@ def test_sigterm_during_the_retrain_cancels_it_then_exits_143(tmp_path: Path, im
         _until(lambda: _alive(pids), "the retrain's process")
         run.send_signal(signal.SIGTERM)
         _, err = run.communicate(timeout=300)
-    finally:
-        if run.poll() is None:
-            run.kill()
     assert run.returncode == 143, err
     assert "CANCELLED" in err and "Traceback" not in err
     assert _alive(pids) == []

@@ -46,8 +46,9 @@ def names(text: str, resource_type: str | None = None) -> list[str]:
         data = json.loads(text)
     except ValueError:
         return []
+    resources = data.get("resources") if isinstance(data, dict) else None
     out = []
-    for r in data.get("resources", []) if isinstance(data, dict) else []:
+    for r in resources if isinstance(resources, list) else []:
         uri = str(r.get("resourceUri", "")) if isinstance(r, dict) else ""
         if resource_type not in (None, r.get("resourceType")) or "/v1/" not in uri:
             continue
