@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from hydra_vertex import images, jobfile, preflight
+from hydra_vertex.local_details import JobDetails
 from hydra_vertex.local_emulator import DEFAULT_STATE_DIR, EmulatorInfo, lease, pointed_at
 from hydra_vertex.progress import Display, Snapshot, best_of
 from hydra_vertex.results import (  # noqa: F401 (the CLI imports the table from here)
@@ -93,8 +94,6 @@ def load_space_data(spec: jobfile.JobSpec) -> tuple[dict[str, Any], SearchSpace]
     parsed space: no ``null`` reaches kfp), and parsed."""
     _, space, _ = load_space(spec)
     return space.to_mapping(), space
-
-
 
 
 def run_local(
@@ -281,10 +280,24 @@ class _Run:
         if tuning is not None:
             from hydra_vertex.trials import trial_results
 
-            snap.trials = trial_results(tuning)
+            details = self._details(tuning.name)
+            snap.trials = trial_results(tuning, details)
+            snap.warnings = list(details.warnings)
             snap.best = best_of(snap.trials, self.space.direction == "minimize")
+        if running == "retrain":
+            from hydra_vertex import pipeline_runs as runs
+
+            retrain = runs.launched(job, "retrain", "CustomJob")
+            if retrain is not None:
+                snap.warnings += list(self._details(retrain).warnings)
         display.update(snap)
         return marks
+
+    def _details(self, job_name: str) -> JobDetails:
+        """The emulator's own details of a job (devices, early stops, warnings)."""
+        from hydra_vertex.local_details import job_details
+
+        return job_details(self.emu.endpoint, self.emu.token, job_name)
 
     def _retrain_state(self, job: Any, running: str | None) -> str:
         from hydra_vertex import pipeline_runs
@@ -332,7 +345,10 @@ class _Run:
         if tuning:
             with contextlib.suppress(Exception):
                 trials_of(
-                    summary, self.jobs.get_hyperparameter_tuning_job(name=str(tuning)), self.space
+                    summary,
+                    self.jobs.get_hyperparameter_tuning_job(name=str(tuning)),
+                    self.space,
+                    self._details(str(tuning)),
                 )
         if state == "PIPELINE_STATE_SUCCEEDED":
             summary.status = "succeeded"
@@ -389,7 +405,9 @@ def build_image(spec: jobfile.JobSpec, mode: str, out: TextIO) -> images.LocalIm
             image = images.build_local(spec.source, spec.name, log=update, **kwargs)
     elif mode == "lines":
         image = images.build_local(
-            spec.source, spec.name, log=lambda line: print(f"image: {line}", file=out, flush=True),
+            spec.source,
+            spec.name,
+            log=lambda line: print(f"image: {line}", file=out, flush=True),
             **kwargs,
         )
     else:

@@ -12,11 +12,14 @@ import os
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from hydra_vertex.search_space import SearchSpace
 from hydra_vertex.summary import Summary
-from hydra_vertex.trials import short_reason
+from hydra_vertex.trials import early_stopping_totals, short_reason
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hydra_vertex.local_details import JobDetails
 
 __all__ = [
     "best_so_far",
@@ -28,13 +31,22 @@ __all__ = [
 ]
 
 
-def trials_of(summary: Summary, job: Any, space: SearchSpace) -> None:
-    """The tuning job's name, trials (parameters typed as the app receives them) and image."""
+def trials_of(
+    summary: Summary, job: Any, space: SearchSpace, details: JobDetails | None = None
+) -> None:
+    """The tuning job's name, trials (parameters typed as the app receives them) and image.
+
+    ``details``: the emulator's own details of the job (devices, stopped early); by default read
+    from the emulator named in the environment (nothing on Vertex)."""
+    from hydra_vertex.local_details import from_environment
     from hydra_vertex.trials import trial_results, typed_parameters
 
     summary.tuning_job = str(job.name)
+    if details is None:
+        details = from_environment(summary.tuning_job)
     summary.trials = [
-        replace(t, parameters=typed_parameters(space, t.parameters)) for t in trial_results(job)
+        replace(t, parameters=typed_parameters(space, t.parameters))
+        for t in trial_results(job, details)
     ]
     with contextlib.suppress(IndexError, AttributeError):
         summary.image_uri = job.trial_job_spec.worker_pool_specs[0].container_spec.image_uri
@@ -67,12 +79,32 @@ def where_things_land(summary: Summary, storage_root: Path, retrain_job: str | N
     if retrain_job:
         outputs = runs / retrain_job.rsplit("/", 1)[-1] / "outputs"
         summary.retrain_output_dir = str(outputs) if outputs.is_dir() else None
+        metric_file = runs / retrain_job.rsplit("/", 1)[-1] / "metrics" / "output.metrics"
+        summary.retrain_value = last_reported(metric_file, summary.metric)
     if summary.model_uri:
         from hydra_vertex.local_conventions import local_path
 
         model_dir = local_path(storage_root, summary.model_uri)
         summary.model_dir = str(model_dir) + os.sep
         summary.model_dir_empty = not (model_dir.is_dir() and any(model_dir.iterdir()))
+
+
+def last_reported(path: Path, metric: str) -> float | None:
+    """The last finite value of ``metric`` in a cloudml-hypertune metric file (one JSON object
+    per line, values as strings), or None."""
+    import json
+    import math
+
+    found: float | None = None
+    with contextlib.suppress(OSError):
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                value = float(json.loads(line)[metric])
+            except (ValueError, KeyError, TypeError):
+                continue  # a torn last line, another tag
+            if math.isfinite(value):
+                found = value
+    return found
 
 
 def write_report(summary: Summary, directory: Path) -> str | None:
@@ -108,14 +140,23 @@ def print_summary(summary: Summary, stream: TextIO) -> None:
         if t.infeasible_reason:
             detail = t.reason or short_reason(t.infeasible_reason)
         style = "green" if mark else ("red" if t.state == "INFEASIBLE" else None)
-        table.add_row(f"{t.id}{mark}", t.state, value, detail, style=style)
+        state = f"{t.state} (stopped early)" if t.stopped_early else t.state
+        table.add_row(f"{t.id}{mark}", state, value, detail, style=style)
     console.print(table)
+    totals = early_stopping_totals(summary.trials)
+    if totals["stopped_trials"]:
+        console.print(
+            f"stopped early: {totals['stopped_trials']} trials, saving about "
+            f"{totals['saved_steps']} steps and {totals['saved_seconds']:.1f}s of trial time"
+        )
     if summary.best_trial_id is not None and summary.best_value is not None:
         console.print(
             f"best trial {summary.best_trial_id}: {summary.metric}={summary.best_value:.6g}"
         )
     if summary.best_overrides:
         console.print("best overrides: " + " ".join(summary.best_overrides), soft_wrap=True)
+    if summary.retrain_value is not None:
+        console.print(f"retrain: {summary.metric}={summary.retrain_value:.6g}")
     if summary.model_dir:
         empty = " (empty)" if summary.model_dir_empty else ""
         console.print(f"model: {summary.model_dir}{empty}", soft_wrap=True)

@@ -90,22 +90,24 @@ def emulator_init_kwargs(endpoint: str, token: str | None) -> dict[str, Any]:
     }
 
 
-def job_client(location: str, endpoint: str | None = None) -> Any:
+def job_client(location: str, endpoint: str | Endpoint | None = None) -> Any:
     """A v1 ``JobServiceClient`` for ``location``: the emulator over REST, or Google's regional
     endpoint as the aiplatform SDK computes it (never hard-coded here)."""
     return _client("JobServiceClient", location, endpoint)
 
 
-def pipeline_client(location: str, endpoint: str | None = None) -> Any:
+def pipeline_client(location: str, endpoint: str | Endpoint | None = None) -> Any:
     """A v1 ``PipelineServiceClient`` for ``location``, resolved as :func:`job_client`."""
     return _client("PipelineServiceClient", location, endpoint)
 
 
-def _client(service: str, location: str, endpoint: str | None) -> Any:
+def _client(service: str, location: str, endpoint: str | Endpoint | None) -> Any:
+    """``endpoint``: an address (resolved as :func:`resolve_endpoint` does) or an already resolved
+    :class:`Endpoint`."""
     from google.cloud import aiplatform_v1
 
     cls = getattr(aiplatform_v1, service)
-    resolved = resolve_endpoint(endpoint)
+    resolved = endpoint if isinstance(endpoint, Endpoint) else resolve_endpoint(endpoint)
     if resolved.is_emulator:
         return emulator_client(str(resolved.api_endpoint), resolved.token, service)
     if resolved.api_endpoint:
@@ -132,6 +134,41 @@ def emulator_client(endpoint: str, token: str | None, service: str) -> Any:
         client_options={"api_endpoint": endpoint},
         credentials=bearer_credentials(token),
     )
+
+
+def logging_client(project: str, endpoint: Endpoint | None = None) -> Any:
+    """A ``google.cloud.logging.Client`` for ``project``: Google's Cloud Logging, or the emulator
+    (which answers the ``entries:list`` subset over the JSON API; the library's gRPC transport
+    cannot take an ``http://`` endpoint)."""
+    from google.cloud import logging as cloud_logging
+
+    resolved = endpoint or resolve_endpoint()
+    if resolved.is_emulator:
+        return cloud_logging.Client(
+            project=project,
+            credentials=bearer_credentials(resolved.token),
+            client_options={"api_endpoint": resolved.api_endpoint},
+            _use_grpc=False,
+        )
+    if resolved.api_endpoint:
+        return cloud_logging.Client(
+            project=project, client_options={"api_endpoint": resolved.api_endpoint}
+        )
+    return cloud_logging.Client(project=project)
+
+
+#: Where a Vertex project can be configured outside a job file (gcloud's and the client
+#: libraries' variables), in the order they are read.
+PROJECT_ENV = ("GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT", "GCLOUD_PROJECT")
+
+
+def configured_project() -> tuple[str, str] | None:
+    """``(project, variable)`` when the environment names a Google Cloud project, else None."""
+    for name in PROJECT_ENV:
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value, name
+    return None
 
 
 def api_base(location: str, endpoint: str | None = None) -> str:

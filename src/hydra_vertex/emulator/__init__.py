@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,15 +65,27 @@ def start(
     images: dict[str, str] | None = None,
     token: str | None = None,
     seed: int | None = None,
+    gpus: str | Sequence[str] | None = None,
     grpc_port: int | None = 0,
+    console_actions: bool = False,
 ) -> EmulatorHandle:
     """Start an emulator in a background thread; writes ``state_dir/endpoint.json``.
 
     REST on ``host:port``; gRPC with TLS on ``host:grpc_port`` as well (0: a free port; None:
-    no gRPC)."""
+    no gRPC). ``gpus``: the machine's GPUs that trials share (``"0,1,2,3"`` or a list; ``""``:
+    none); default ``HYDRA_VERTEX_GPUS``, then ``CUDA_VISIBLE_DEVICES``, then ``nvidia-smi -L``.
+    ``console_actions``: the console's cancel button works for every console visitor, not only
+    for those with the API token."""
     from hydra_vertex.emulator.server import Emulator
 
-    emulator = Emulator(state_dir, image_map=images, token=token, seed=seed)
+    emulator = Emulator(
+        state_dir,
+        image_map=images,
+        token=token,
+        seed=seed,
+        gpus=gpus,
+        console_actions=console_actions,
+    )
     try:
         httpd = emulator.serve(host, port)
         if grpc_port is not None:
@@ -139,6 +152,10 @@ def connect(
 ) -> dict[str, str]:
     """``aiplatform.init`` against the emulator whose ``endpoint.json`` is in ``state_dir``.
 
+    It also sets ``STORAGE_EMULATOR_HOST`` (scheme included) to the emulator's HTTP endpoint, so
+    google-cloud-storage (``PipelineJob.submit()``'s bucket check, uploads) talks to its Cloud
+    Storage subset instead of Google's host (where it would wait on retries with no network).
+
     ``api_transport="grpc"`` uses the SDK's default transport, gRPC over TLS, to the emulator's
     gRPC port. gRPC trusts the emulator's CA through its default trust store:
     ``GRPC_DEFAULT_SSL_ROOTS_FILE_PATH`` is pointed at ``grpc_roots`` (the public roots plus the
@@ -168,6 +185,7 @@ def connect(
         kwargs.update(api_endpoint=info["grpc_endpoint"], api_transport="grpc")
     elif api_transport != "rest":
         raise EmulatorError(f"api_transport must be 'rest' or 'grpc', got {api_transport!r}")
+    os.environ["STORAGE_EMULATOR_HOST"] = info["endpoint"]  # Cloud Storage: the HTTP endpoint
     aiplatform.init(project=project, location=location, **kwargs, **init_kwargs)
     return {
         "endpoint": info["endpoint"],

@@ -13,16 +13,18 @@ import os
 import secrets
 import socket
 import threading
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from hydra_vertex import images
-from hydra_vertex.emulator import console, pipelines, schedules
+from hydra_vertex.emulator import console, devices, local_api, pipelines, schedules
 from hydra_vertex.emulator.cloudbuild import CloudBuildService
 from hydra_vertex.emulator.executor import Launcher
 from hydra_vertex.emulator.gcs import GcsService
+from hydra_vertex.emulator.logging_api import LoggingApi
 from hydra_vertex.emulator.registry import RegistryService
 from hydra_vertex.emulator.router import ApiError, Match, Raw, Request, Router
 from hydra_vertex.emulator.runners import (
@@ -74,7 +76,11 @@ class Emulator:
         image_map: dict[str, str] | None = None,
         token: str | None = None,
         seed: int | None = None,
+        gpus: str | Sequence[str] | None = None,
+        console_actions: bool = False,
     ) -> None:
+        inventory = devices.detect(gpus)  # before the store: a bad list leaves nothing locked
+        self.devices = devices.DevicePool(inventory.devices, inventory.source)
         self.store = Store(state_dir)
         self.image_map = {k: Path(v).resolve() for k, v in (image_map or {}).items()}
         self.token = token if token is not None else secrets.token_urlsafe(32)
@@ -91,16 +97,22 @@ class Emulator:
         self.port = 0
         self.allowed_hosts: set[str] = set()
         self.any_interface = False
-        self.vertex = VertexApi(self.store, self._run, self.resolve_image, seed)
+        self.vertex = VertexApi(self.store, self._run, self.resolve_image, seed, self.devices)
         self.router = Router(
             [
                 *self.vertex.routes(),
                 *GcsService(self.store).routes(),
                 *CloudBuildService(self.store).routes(),
                 *RegistryService(self.store).routes(),  # the KFP template registry
-                *console.routes(self.store),
+                *LoggingApi(self.store).routes(),  # Cloud Logging's entries:list
+                *console.routes(self.store, actions=console_actions, api=self._call),
+                *local_api.routes(self.store, self.devices),  # the emulator's own details
             ]
         )
+
+    def _call(self, method: str, path: str) -> Any:
+        """The emulator's own API, called in process (the console's actions go through it)."""
+        return self.router.resolve(method, path)(Request(method, path, {}, {}, b""))
 
     # -- images ----------------------------------------------------------------------------------
     def resolve_image(self, uri: str) -> Path | None:
@@ -135,7 +147,9 @@ class Emulator:
             if collection == pipelines.COLLECTION:
                 runner = pipelines.PipelineRunner(self.store, job_id, self.endpoint, self.token)
             else:
-                runner = _RUNNERS[collection](self.store, self.launcher, job_id)
+                runner = _RUNNERS[collection](
+                    self.store, self.launcher, job_id, devices=self.devices
+                )
             self.runners[f"{collection}/{job_id}"] = runner
             runner.start()
 
@@ -219,6 +233,8 @@ class Emulator:
             if match is not None and match.route.browser and not auth:
                 auth = f"Bearer {query.get('token', '')}"  # a browser cannot send the header
             if not hmac.compare_digest(auth.encode(), f"Bearer {self.token}".encode()):
+                if match is not None and match.route.browser and method in ("GET", "HEAD"):
+                    return console.login(split.path, query)  # a page for a person, not JSON
                 raise ApiError(401, "missing or invalid bearer token (see endpoint.json)")
         if match is None:
             raise unrouted
