@@ -17,8 +17,13 @@
   then cancels its tuning job, ``retrain`` its custom job); any job a task launched (its
   ``gcp_resources``) that is still going is cancelled here too, and the pipeline job ends
   CANCELLED once those jobs have ended.
-- Restart: a pipeline job that was running is not resumed (its process group is killed) and ends
-  FAILED ("interrupted").
+- Restart (after ``kill -9`` or a graceful stop): a pipeline job that was running resumes from its
+  last finished tasks. What is left of its process group is killed (SIGKILL: a component that
+  got SIGTERM would cancel its Vertex job), and ``pipeline_main`` runs again on the same events
+  file: tasks that SUCCEEDED are not run again, their outputs are reused
+  (:mod:`~hydra_vertex.emulator.pipeline_events`); ``PIPELINE_JOB_ID`` is the job id, so the
+  launchers find the jobs they created (which the emulator itself re-adopted) instead of creating
+  new ones.
 """
 
 from __future__ import annotations
@@ -166,6 +171,10 @@ class PipelineRunner(StoredJobRunner):
     """Runs one pipeline job to its end; follows cancel requests; reflects task progress."""
 
     collection = COLLECTION
+    terminal_states = TERMINAL
+    cancelling_state = "PIPELINE_STATE_CANCELLING"
+    cancelled_state = "PIPELINE_STATE_CANCELLED"
+    failed_state = "PIPELINE_STATE_FAILED"
 
     def __init__(self, store: Store, job_id: str, endpoint: str, token: str) -> None:
         super().__init__(store, job_id)
@@ -215,13 +224,13 @@ class PipelineRunner(StoredJobRunner):
         details = self._details(rec["resource"], outcome, extra.pop("outputs", None))
         self.finish(state, error, jobDetail={"taskDetails": details})
 
-    def run(self) -> None:
+    def carry(self) -> None:
         rec = self.store.get(COLLECTION, self.job_id)
         if rec is None or rec["resource"].get("state") in TERMINAL:
             return
-        if self.interrupted(rec, "PIPELINE_STATE_FAILED", "pipeline"):
-            self._set_tasks(self._details(rec["resource"], "failed"))
-            return
+        resumed = bool(rec["internal"].get("pid"))
+        if resumed:  # the emulator stopped while it ran: what is left of it goes
+            executor.kill_leftover(rec["internal"], hard=True)
         if self._state() == "PIPELINE_STATE_CANCELLING":
             self._end("PIPELINE_STATE_CANCELLED", "cancelled", CANCELLED)
             return
@@ -235,7 +244,8 @@ class PipelineRunner(StoredJobRunner):
         values = res["runtimeConfig"].get("parameterValues") or {}
         params_path.write_text(json.dumps(typed_parameters(res["pipelineSpec"], values)))
         result_path.unlink(missing_ok=True)
-        events_path.unlink(missing_ok=True)
+        if not resumed:  # a resumed run skips the tasks its events say are done
+            events_path.unlink(missing_ok=True)
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("HYDRA_VERTEX_EMULATOR")},
             "HYDRA_VERTEX_EMULATOR": self.endpoint,
@@ -243,6 +253,7 @@ class PipelineRunner(StoredJobRunner):
             "STORAGE_EMULATOR_HOST": self.endpoint,
         }
         args = [str(p) for p in (spec_path, params_path, local_root, result_path, events_path)]
+        args.append(self.job_id)
         proc = _start(args, env, run_dir, f"pipeline-{self.job_id}")
         start = executor.proc_start(proc.pid)
         self.update(lambda r: r["internal"].update(pid=proc.pid, start=start))
@@ -256,12 +267,13 @@ class PipelineRunner(StoredJobRunner):
         last: list[dict[str, Any]] = []
         try:
             while proc.poll() is None:
-                if self.stop_event.is_set():
-                    return  # emulator stopping: the group is killed below
+                if self.stop_event.is_set():  # emulator stopping: the next start resumes it
+                    executor.kill_group(proc.pid, proc, hard=True)
+                    return
                 current = self.store.get(COLLECTION, self.job_id)
                 if current is None:
                     return
-                if current["resource"].get("state") == "PIPELINE_STATE_CANCELLING":
+                if self.cancel_requested():
                     launched = launched_jobs(self._details(current["resource"], "running"))
                     executor.kill_group(proc.pid, proc)  # a launcher cancels its job on SIGTERM
                     self._cancel_jobs(launched)
@@ -361,9 +373,7 @@ def launched_jobs(details: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return found
 
 
-def failure_message(
-    details: list[dict[str, Any]], result: dict[str, Any], run_dir: Path
-) -> str:
+def failure_message(details: list[dict[str, Any]], result: dict[str, Any], run_dir: Path) -> str:
     """A failed run's ``error.message``: the failed task and its deciding line first, then the
     failed tasks as Vertex names them, then the pipeline log's path. No ANSI, no traceback."""
     lines = []
