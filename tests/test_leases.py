@@ -62,10 +62,10 @@ def test_the_lock_can_be_tried_without_waiting(tmp_path: Path) -> None:
 def test_runs_share_one_emulator_and_the_last_one_out_stops_it(tmp_path: Path) -> None:
     state = tmp_path / "state"
     with lease(state) as first:
-        one = first.info()
+        one = first.use()  # as a run does: a used state directory is kept, log and all
         assert first.started_here and one.started_here
         with lease(state) as second:
-            two = second.info()
+            two = second.use()
             assert two.endpoint == one.endpoint and not second.started_here
         assert alive(one.endpoint, one.token)  # the first run still has it
         assert not _gone(state)
