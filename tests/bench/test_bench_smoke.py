@@ -165,10 +165,41 @@ def test_committed_results_hold_the_small_budget_figures() -> None:
 
 
 @pytest.mark.slow
-def test_overhead_part_runs_real_trials(tmp_path: Path) -> None:
+def test_overhead_part_runs_real_trials_on_a_regular_and_an_editable_install(tmp_path: Path) -> None:
     import processes
 
     out = processes.overhead(2, tmp_path)
-    assert out["trials"] >= 2
-    assert out["direct_ms"] > 0 and out["emulator_ms_per_trial"] > 0
-    assert math.isfinite(out["added"]) and out["gp_ask_ms"] > 0
+    for figures in (out, out["editable"]):
+        assert figures["trials"] >= 2
+        assert figures["direct_ms"] > 0 and figures["emulator_ms_per_trial"] > 0
+        assert math.isfinite(figures["added"])
+    assert out["gp_ask_ms"] > 0
+    # the headline figure is a wheel installed in a venv of its own; the other, this checkout's
+    assert out["install"].startswith("regular") and out["python"].startswith(str(tmp_path))
+    assert out["editable"]["install"].startswith("editable") and out["editable"]["python"] == sys.executable
+
+
+def test_the_table_names_each_figures_install_and_load(capsys: pytest.CaptureFixture[str]) -> None:
+    import run as bench
+
+    def figures(install: str, added: float) -> dict[str, object]:
+        return {"install": install, "trials": 8, "direct_ms": 300.0, "emulator_ms_per_trial": 340.0,
+                "added": added, "trial_span_ms": 330.0}
+
+    load = {"start": [1.5, 1.2, 1.0], "end": [1.7, 1.3, 1.0]}
+    result = {
+        "overhead_ms_per_trial": {**figures("regular (wheel, bytecode)", 40.0), "gp_ask_ms": 30.0,
+                                  "editable": figures("editable (pip install -e)", 70.0),
+                                  "load_average": load},
+        "pipeline": {"runs": [{"wall": 16.0, "ideal_seconds": 14.5, "tuning_job_seconds": 13.8}],
+                     "load_average": load},
+        "pipeline_overhead_ratio": 16.0 / 14.5,
+        "timings_seconds": {"B1": 60.0, "C": 20.0, "total": 80.0},
+    }
+    result["targets"] = bench.check_targets(result)
+    bench.print_table(result)
+    out = capsys.readouterr().out
+    assert "regular (wheel, bytecode)" in out and "-> added 40 ms" in out
+    assert "editable (pip install -e)" in out and "-> added 70 ms" in out
+    assert out.count("load avg 1.5 -> 1.7") == 2
+    assert result["targets"]["overhead_ms"]["met"] and result["targets"]["pipeline_ratio"]["met"]
