@@ -26,6 +26,7 @@ SHARED = {
     "hydra_vertex.report_charts",  # the console draws the report's charts
     "hydra_vertex.trials",  # trial values and the best trial: one rule for every page
     "hydra_vertex.pareto",  # several objectives: the front and the select rule, same reason
+    "hydra_vertex.gcp_resources",  # the launchers' output format: cancel reaches their jobs
 }
 
 

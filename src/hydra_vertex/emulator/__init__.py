@@ -110,7 +110,11 @@ def start(
         }
     write_endpoint_file(Path(state_dir), emulator.endpoint, emulator.token, **grpc_info)
     emulator.start_runners()
-    thread = threading.Thread(target=httpd.serve_forever, name="emulator-http", daemon=True)
+    # stop() waits for serve_forever's next poll: 50 ms, not the default half second
+    thread = threading.Thread(
+        target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="emulator-http",
+        daemon=True,
+    )
     thread.start()
     return EmulatorHandle(
         emulator.endpoint,
