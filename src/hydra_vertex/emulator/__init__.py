@@ -65,14 +65,16 @@ def start(
     token: str | None = None,
     seed: int | None = None,
     grpc_port: int | None = 0,
+    limits: Any = None,
 ) -> EmulatorHandle:
     """Start an emulator in a background thread; writes ``state_dir/endpoint.json``.
 
     REST on ``host:port``; gRPC with TLS on ``host:grpc_port`` as well (0: a free port; None:
-    no gRPC)."""
+    no gRPC). ``limits``: a :class:`~hydra_vertex.emulator.limits.Limits` (connections, timeouts,
+    sizes; the defaults when None)."""
     from hydra_vertex.emulator.server import Emulator
 
-    emulator = Emulator(state_dir, image_map=images, token=token, seed=seed)
+    emulator = Emulator(state_dir, image_map=images, token=token, seed=seed, limits=limits)
     try:
         httpd = emulator.serve(host, port)
         if grpc_port is not None:
@@ -95,7 +97,13 @@ def start(
             "grpc_ca": str(tls.ca),
             "grpc_roots": str(tls.roots),
         }
-    write_endpoint_file(Path(state_dir), emulator.endpoint, emulator.token, **grpc_info)
+    try:
+        write_endpoint_file(Path(state_dir), emulator.endpoint, emulator.token, **grpc_info)
+    except OSError as e:
+        _close(emulator)
+        raise EmulatorError(
+            f"cannot write {str(Path(state_dir) / 'endpoint.json')!r}: {e.strerror or e}"
+        ) from None
     emulator.start_runners()
     thread = threading.Thread(target=httpd.serve_forever, name="emulator-http", daemon=True)
     thread.start()

@@ -23,6 +23,7 @@ from typing import Any
 from hydra_vertex.emulator import pipelines, schedules
 from hydra_vertex.emulator.router import Answer, ApiError, Request, Route, json_body
 from hydra_vertex.emulator.runners import TERMINAL_JOB_STATES
+from hydra_vertex.emulator.seeds import job_seed
 from hydra_vertex.emulator.store import COLLECTIONS, Store, now, valid_id
 
 DEFAULT_PAGE_SIZE = 100
@@ -181,9 +182,7 @@ class VertexApi:
         self._validate(collection, msg)
         job_id = self.store.new_id(collection)
         _created(data, f"{parent}/{collection}/{job_id}", "JOB_STATE_PENDING", _JOB_OUTPUTS)
-        labels = data.get("labels", {})
-        seed = labels.get("hydra-vertex-seed", self.seed)
-        internal = {"seed": int(seed) if seed is not None else secrets.randbelow(2**31)}
+        internal = {"seed": job_seed(data.get("labels", {}), self.seed)}
         self.store.put(collection, job_id, {"resource": data, "internal": internal})
         self.start_runner(collection, job_id)
         return data
