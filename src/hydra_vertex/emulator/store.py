@@ -190,8 +190,8 @@ class Store:
             n += 1
         os.replace(path, dest)
         log.warning(
-            "state: quarantined %s: %s; moved to %s (the emulator runs without it)",
-            path.relative_to(self.root),
+            "quarantined %s: %s; moved to %s (the emulator runs without it)",
+            path,
             " ".join(why.split()),
             dest.relative_to(self.root),
         )
