@@ -230,21 +230,13 @@ def test_a_full_disk_is_a_state_write_error_and_nothing_half_saved(small_disk: P
 
 
 def test_a_full_disk_answers_one_line_500(
-    small_disk: Path, caplog: pytest.LogCaptureFixture
+    small_disk: Path, caplog: pytest.LogCaptureFixture, sdk_rest: Any
 ) -> None:
     from google.api_core import exceptions
     from google.cloud import aiplatform_v1
 
-    from hydra_vertex.vertex import bearer_credentials
-
     with start(small_disk / "state", images={IMAGE: str(BRANIN)}, grpc_port=None) as handle:
-        from google.api_core.client_options import ClientOptions
-
-        client = aiplatform_v1.JobServiceClient(
-            transport="rest",
-            client_options=ClientOptions(api_endpoint=handle.endpoint),
-            credentials=bearer_credentials(handle.token),
-        )
+        client = sdk_rest(handle)
         _fill(small_disk)
         pool = worker_pool(["true"])[0]
         job = aiplatform_v1.CustomJob(
