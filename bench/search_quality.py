@@ -6,23 +6,37 @@ Methods (all read the same Hydra sweep-grammar search space, ``problems.PROBLEMS
 - ``random``: the emulator's RANDOM_SEARCH engine (Optuna ``RandomSampler``).
 - ``tpe_sequential``: Optuna's ``TPESampler`` with its defaults, one trial at a time.
 - ``sync_batch``: hydra-optuna-sweeper's own loop and default sampler, in its own environment
-  (``_sweeper_sync.py``): ask ``n_jobs`` trials, wait for all, tell, repeat.
-- ``hydra_vertex``: ``hydra_vertex.emulator.suggester.suggest`` exactly as the emulator's tuning
-  runner calls it: default (Bayesian) algorithm, the job seed, asynchronous with ``parallel`` slots,
-  every trial passed in id order with running ones as pending; a slot is refilled the moment a trial
-  ends on the simulated clock.
+  (``_sweeper_sync.py``): ask ``n_jobs`` (2) trials, wait for all, tell, repeat.
+- ``hydra_vertex`` / ``hydra_vertex_p4``: ``hydra_vertex.emulator.suggester.suggest`` exactly as
+  the emulator's tuning runner calls it: default (Bayesian) algorithm, the job seed, asynchronous
+  with 2 (4) parallel slots, every trial passed in id order with running ones as pending; a slot is
+  refilled the moment a trial ends on the simulated clock.
+
+Budgets: every run is ``n_trials`` long and values are kept in the order the trials were asked, so
+the first ``b`` of them are exactly the trials a ``b``-trial job would have run (a suggestion
+depends only on what happened before it was asked; the simulated durations are fixed per seed).
+
+Figures per problem, method and budget ``b`` (paired over seeds: the same seed for every method):
+
+- ``regret_ratio_vs_random_at[b]``: the median over seeds of (best - optimum) / (random's best -
+  optimum) after ``b`` trials, with a bootstrap 95% interval of that median (seeds resampled);
+- ``log_efficiency_vs_random_at[b]``: Vizier's log-efficiency score against random search (its
+  ``LogEfficiencyConvergenceCurveComparator``, on median curves): ``ln(n_random / n_method)``, where
+  ``n_x`` is the number of trials the median best-so-far curve of ``x`` needs to reach random
+  search's median best after ``b`` trials. ``+0.69`` means half the trials. A method that does not
+  reach it within ``n_trials`` counts ``n_trials + 1`` (so its score is an upper bound). Paired
+  bootstrap interval: seeds resampled jointly for both curves.
 """
 
 from __future__ import annotations
 
 import heapq
 import json
-import math
 import os
-import random
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +44,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import problems
 
-METHODS = ("random", "tpe_sequential", "sync_batch", "hydra_vertex")
+METHODS = ("random", "tpe_sequential", "sync_batch", "hydra_vertex", "hydra_vertex_p4")
+BUDGETS = (10, 20, 50)
 SIGMA = 0.5  # log-normal sigma of simulated trial durations
+BOOTSTRAP = 2000
+# method -> parallel slots of the emulator's runner loop (None: not run through it)
+_PARALLEL = {"hydra_vertex": 2, "hydra_vertex_p4": 4}
 
 
 def study_spec(problem: str, algorithm: str = "bayesian") -> Any:
@@ -47,7 +65,12 @@ def study_spec(problem: str, algorithm: str = "bayesian") -> Any:
 
 
 def run_async(problem: str, seed: int, n_trials: int, parallel: int, algorithm: str) -> list[float]:
-    """The emulator's runner loop on a simulated clock; values in completion order."""
+    """The emulator's runner loop on a simulated clock; values in the order trials were asked."""
+    past = _run_async(problem, seed, n_trials, parallel, algorithm)
+    return [float(t.value) for t in past]  # type: ignore[arg-type]
+
+
+def _run_async(problem: str, seed: int, n_trials: int, parallel: int, algorithm: str) -> list[Any]:
     from hydra_vertex.emulator.suggester import PastTrial, suggest
 
     spec = study_spec(problem, algorithm)
@@ -55,7 +78,6 @@ def run_async(problem: str, seed: int, n_trials: int, parallel: int, algorithm: 
     past: list[PastTrial] = []
     running: list[tuple[float, int]] = []
     clock = 0.0
-    values: list[float] = []
     while len(past) < n_trials or running:
         while len(running) < parallel and len(past) < n_trials:
             params = suggest(spec, past, seed=seed)
@@ -65,8 +87,7 @@ def run_async(problem: str, seed: int, n_trials: int, parallel: int, algorithm: 
         clock, idx = heapq.heappop(running)
         value = problems.evaluate(problem, past[idx].parameters)
         past[idx] = PastTrial(past[idx].parameters, value, pending=False)
-        values.append(value)
-    return values
+    return past
 
 
 def run_tpe(problem: str, seed: int, n_trials: int) -> list[float]:
@@ -75,8 +96,8 @@ def run_tpe(problem: str, seed: int, n_trials: int) -> list[float]:
     from hydra_vertex.emulator import suggester
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    specs = suggester._specs(study_spec(problem))
-    dists = {s.pid: suggester._distributions(s) for s in specs}
+    tree = suggester._tree(suggester._space(study_spec(problem)))
+    dists = {n.pid: suggester._distribution(n.param) for n in tree}
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
     values = []
     for _ in range(n_trials):
@@ -89,7 +110,7 @@ def run_tpe(problem: str, seed: int, n_trials: int) -> list[float]:
 
 def _one(args: tuple[str, str, int, int, int]) -> tuple[str, str, int, list[float]]:
     method, problem, seed, n_trials, parallel = args
-    if method == "hydra_vertex":
+    if method in _PARALLEL:
         values = run_async(problem, seed, n_trials, parallel, "bayesian")
     elif method == "random":
         values = run_async(problem, seed, n_trials, parallel, "random")
@@ -116,15 +137,19 @@ def collect(
     sweeper_py: Path | None,
     workers: int = 2,
 ) -> dict[str, dict[str, dict[int, list[float]]]]:
-    """values[problem][method][seed] -> objective values in completion order."""
+    """values[problem][method][seed] -> objective values in the order the trials were asked.
+
+    ``parallel`` is the slots of ``hydra_vertex`` and of the sweeper's batches; ``hydra_vertex_p4``
+    runs 4."""
     from concurrent.futures import ProcessPoolExecutor
 
     out: dict[str, dict[str, dict[int, list[float]]]] = {
         p: {m: {} for m in METHODS} for p in problem_names
     }
+    slots = {**_PARALLEL, "hydra_vertex": parallel}
     jobs = [
-        (m, p, s, n_trials, parallel)
-        for m in ("hydra_vertex", "random", "tpe_sequential")
+        (m, p, s, n_trials, slots.get(m, parallel))
+        for m in ("hydra_vertex", "hydra_vertex_p4", "random", "tpe_sequential")
         for p in problem_names
         for s in seeds
     ]
@@ -154,52 +179,127 @@ def collect(
     return out
 
 
-def _best_trace(values: list[float]) -> list[float]:
-    best, trace = math.inf, []
-    for v in values:
-        best = min(best, v)
-        trace.append(best)
-    return trace
+def ask_ms(problem: str, n_past: int = 50, parallel: int = 2, repeats: int = 5) -> dict[str, float]:
+    """Median wall and CPU time (ms) of one Bayesian ask with ``n_past`` trials of a
+    ``hydra_vertex`` run, ``parallel - 1`` of them running: the runner's ask late in a job. The
+    CPU time tells the engine's cost apart from waiting for a core on a shared machine."""
+    from hydra_vertex.emulator.suggester import PastTrial, suggest
+
+    spec = study_spec(problem)
+    past = _run_async(problem, 0, n_past, parallel, "bayesian")
+    for i in range(n_past - (parallel - 1), n_past):
+        past[i] = PastTrial(past[i].parameters, None, pending=True)
+    wall, cpu = [], []
+    for r in range(repeats + 1):
+        t0, c0 = time.perf_counter(), time.process_time()
+        suggest(spec, past, seed=r)
+        if r:  # the first ask pays the imports
+            wall.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+    return {"wall": 1000 * statistics.median(wall), "cpu": 1000 * statistics.median(cpu)}
 
 
-def _bootstrap_ci(xs: list[float], n: int = 2000, seed: int = 0) -> tuple[float, float]:
-    rng = random.Random(seed)
-    means = sorted(statistics.fmean(rng.choices(xs, k=len(xs))) for _ in range(n))
-    return means[int(0.025 * n)], means[int(0.975 * n) - 1]
+def _traces(runs: dict[int, list[float]], seeds: list[int], horizon: int) -> Any:
+    """[seeds x horizon] best-so-far values (a short run keeps its last best)."""
+    import numpy as np
+
+    rows = []
+    for s in seeds:
+        trace = np.minimum.accumulate(np.asarray(runs[s], dtype=float))
+        rows.append(np.concatenate([trace, np.full(horizon - len(trace), trace[-1])]))
+    return np.vstack(rows)
 
 
-def summarize(values: dict[str, dict[str, dict[int, list[float]]]]) -> dict[str, Any]:
-    """Per problem and method: regret ratio vs random (median over seeds of the paired ratio),
-    trials to reach random search's final median, paired log-ratio mean with a bootstrap 95% CI."""
+def _first_reach(curves: Any, targets: Any, horizon: int) -> Any:
+    """Per row: trials (1-based) until the curve is <= its target; horizon + 1 if never."""
+    import numpy as np
+
+    hit = curves <= targets[:, None]
+    return np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, horizon + 1)
+
+
+def _interval(samples: Any) -> list[float]:
+    import numpy as np
+
+    lo, hi = np.percentile(samples, [2.5, 97.5])
+    return [float(lo), float(hi)]
+
+
+def summarize(
+    values: dict[str, dict[str, dict[int, list[float]]]],
+    budgets: tuple[int, ...] = BUDGETS,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Per problem and method: the figures of the module docstring, plus trials to reach random
+    search's final median and the paired log-ratio of regrets at the largest budget."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
     result: dict[str, Any] = {}
     for problem, by_method in values.items():
         opt = problems.optimum(problem)
-        regrets = {
-            m: {s: max(min(v) - opt, 0.0) for s, v in runs.items()}
-            for m, runs in by_method.items()
-            if runs
-        }
-        seeds = sorted(regrets["random"])
-        rand_final = statistics.median(min(by_method["random"][s]) for s in seeds)
+        seeds = sorted(by_method["random"])
+        horizon = max(len(v) for runs in by_method.values() for v in runs.values())
+        budgets_here = tuple(b for b in budgets if b <= horizon) or (horizon,)
+        top = budgets_here[-1]
+        idx = rng.integers(0, len(seeds), size=(BOOTSTRAP, len(seeds)))  # paired resamples
+        base = _traces(by_method["random"], seeds, horizon)
+        base_regret = np.maximum(base - opt, 0.0)
         # regrets can be 0 on a finite table: a small floor keeps ratios and logs finite
-        floor = max(1e-3 * statistics.median(regrets["random"].values()), 1e-12)
+        floor = max(1e-3 * float(np.median(base_regret[:, top - 1])), 1e-12)
+        base_median = np.median(base, axis=0)
+        base_boot = np.median(base[idx], axis=1)  # [BOOTSTRAP x horizon]
+        rand_final = float(base_median[top - 1])
         result[problem] = {"optimum": opt, "random_final_median": rand_final}
-        for method, reg in regrets.items():
-            ratios = [(reg[s] + floor) / (regrets["random"][s] + floor) for s in seeds]
-            logs = [math.log(r) for r in ratios]
-            hits = []
-            for s in seeds:
-                trace = _best_trace(by_method[method][s])
-                hit = next((i + 1 for i, b in enumerate(trace) if b <= rand_final), None)
-                hits.append(math.inf if hit is None else hit)
-            ttt = statistics.median(hits)
-            lo, hi = _bootstrap_ci(logs)
+        for method, runs in by_method.items():
+            if not runs:
+                continue
+            curves = _traces(runs, seeds, horizon)
+            regret = np.maximum(curves - opt, 0.0)
+            ratio_at: dict[str, float] = {}
+            ratio_ci: dict[str, list[float]] = {}
+            eff_at: dict[str, float] = {}
+            eff_ci: dict[str, list[float]] = {}
+            regret_at: dict[str, float] = {}
+            curve_boot = np.median(curves[idx], axis=1)
+            for b in budgets_here:
+                ratios = (regret[:, b - 1] + floor) / (base_regret[:, b - 1] + floor)
+                ratio_at[str(b)] = float(np.median(ratios))
+                ratio_ci[str(b)] = _interval(np.median(ratios[idx], axis=1))
+                regret_at[str(b)] = float(np.median(regret[:, b - 1]))
+                eff_at[str(b)] = _log_efficiency(
+                    base_median[None, :], np.median(curves, axis=0)[None, :], b, horizon
+                )[0]
+                eff_ci[str(b)] = _interval(_log_efficiency(base_boot, curve_boot, b, horizon))
+            hits = _first_reach(curves, np.full(len(seeds), rand_final), horizon)
+            ttt = float(np.median(hits))
+            logs = np.log((regret[:, top - 1] + floor) / (base_regret[:, top - 1] + floor))
             result[problem][method] = {
-                "regret_ratio_vs_random": statistics.median(ratios),
-                "median_regret": statistics.median(reg.values()),
-                "trials_to_target": None if math.isinf(ttt) else ttt,
-                "log_ratio_mean": statistics.fmean(logs),
-                "log_ratio_ci95": [lo, hi],
+                "regret_ratio_vs_random": ratio_at[str(top)],
+                "regret_ratio_vs_random_at": ratio_at,
+                "regret_ratio_ci95_at": ratio_ci,
+                "log_efficiency_vs_random_at": eff_at,
+                "log_efficiency_ci95_at": eff_ci,
+                "median_regret_at": regret_at,
+                "median_regret": regret_at[str(top)],
+                "trials_to_target": None if ttt > horizon else ttt,
+                "log_ratio_mean": float(np.mean(logs)),
+                "log_ratio_ci95": _interval(np.mean(logs[idx], axis=1)),
                 "seeds": len(seeds),
             }
     return result
+
+
+def _log_efficiency(base: Any, curves: Any, budget: int, horizon: int) -> list[float]:
+    """Row-wise ln(n_base / n_curve) to reach base's value after ``budget`` trials."""
+    import numpy as np
+
+    target = base[:, budget - 1]
+    n_base = _first_reach(base, target, horizon)
+    n_curve = _first_reach(curves, target, horizon)
+    return [float(x) for x in np.log(n_base / n_curve)]
+
+
+def bench_asks(problem_names: list[str], n_past: int) -> dict[str, dict[str, float]]:
+    """``ask_ms`` per problem (in the main process, after the pool: nothing else of ours runs)."""
+    return {p: ask_ms(p, n_past) for p in problem_names}

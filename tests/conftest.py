@@ -17,4 +17,7 @@ TEST_ENVS = Path(
 @pytest.fixture(autouse=True)
 def _test_envs(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("HYDRA_VERTEX_ENVS", str(TEST_ENVS))
+    # The emulators started here lend no GPU unless the caller names some: the tests do not
+    # depend on the machine's GPUs (a job asking for 2 would be refused on a 1-GPU machine).
+    monkeypatch.setenv("HYDRA_VERTEX_GPUS", os.environ.get("HYDRA_VERTEX_GPUS", ""))
     yield

@@ -62,6 +62,48 @@ def test_lines_mode_prints_each_finished_trial_once_with_the_best_so_far() -> No
     assert not ANSI.search(out.getvalue())
 
 
+def test_lines_show_each_trials_gpus_the_stopped_ones_and_each_warning_once() -> None:
+    from dataclasses import replace
+
+    out = io.StringIO()
+    warning = "warning: the job asks for 2 x NVIDIA_TESLA_T4 per trial but this machine has no GPU"
+    snap = Snapshot(stage="tuning", max_trials=2, warnings=[warning])
+    with Display("lines", "loss", out) as display:
+        snap.trials = [replace(_t("1", "ACTIVE", None), devices=("0", "1")),
+                       replace(_t("2", "ACTIVE", None), devices=())]  # no GPU asked for
+        display.update(snap)
+        display.update(snap)
+        snap.trials = [
+            replace(_t("1", "SUCCEEDED", 3.0), devices=("0", "1"), stopped_early=True),
+            replace(_t("2", "SUCCEEDED", 0.5), devices=()),
+        ]
+        snap.best = best_of(snap.trials, minimize=True)
+        display.update(snap)
+    assert out.getvalue().splitlines() == [
+        f"hydra-vertex emulator: {warning}",
+        "[tuning]",
+        "trial   1 ACTIVE     on GPU 0,1",
+        "trial   1 SUCCEEDED  loss=3 (stopped early) (best 0.5, trial 2) [2/2] on GPU 0,1",
+        "trial   2 SUCCEEDED  loss=0.5 (best 0.5, trial 2) [2/2]",
+    ]
+
+
+def test_the_live_panel_shows_where_trials_run_and_the_warnings() -> None:
+    from dataclasses import replace
+
+    from rich.console import Console
+
+    snap = Snapshot(stage="tuning", max_trials=4, warnings=["warning: no GPU"])
+    snap.trials = [replace(_t("3", "ACTIVE", None), devices=("2", "3")),
+                   replace(_t("4", "ACTIVE", None), devices=("0", "1"))]
+    out = io.StringIO()
+    Console(file=out, width=100, force_terminal=False).print(
+        Display("live", "loss", io.StringIO())._panel(snap)
+    )
+    assert "running: trial 3 on GPU 2,3 · trial 4 on GPU 0,1" in out.getvalue()
+    assert "warning: no GPU" in out.getvalue()
+
+
 def test_quiet_mode_prints_nothing() -> None:
     out = io.StringIO()
     with Display("quiet", "loss", out) as display:

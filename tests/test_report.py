@@ -181,6 +181,28 @@ def test_load_summary_round_trips_the_written_file(tmp_path: Path) -> None:
         report.load_summary(tmp_path / "bad.json")
 
 
+def test_trials_stopped_early_are_marked_and_what_they_saved_is_totalled(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    s = _summary()
+    why = "best 3.0 at step 1 worse than median 1.5"
+    s.trials[0] = replace(s.trials[0], stopped_early=True, stop_reason=why, saved_steps=39,
+                          saved_seconds=3.9, devices=("0", "1"))
+    s.trials[3] = replace(s.trials[3], stopped_early=True, stop_reason=why, saved_steps=20,
+                          saved_seconds=2.05, devices=("2", "3"))
+    data = s.to_dict()
+    assert data["early_stopping"] == {"stopped_trials": 2, "saved_steps": 59, "saved_seconds": 5.95}
+    assert data["trials"][0]["stopped_early"] is True and data["trials"][0]["devices"] == ["0", "1"]
+    assert data["trials"][1]["stopped_early"] is False and data["trials"][1]["devices"] is None
+    s.write(tmp_path / "SUMMARY.json")
+    assert report.load_summary(tmp_path / "SUMMARY.json") == s
+    html = report.render(s)
+    rows = [a for t, a in _parse(html).tags if t == "tr" and "data-trial" in a]
+    assert [r["data-trial"] for r in rows if r.get("data-stopped-early") == "true"] == ["1", "4"]
+    assert f'<span class="stopped" title="{why}">stopped early</span>' in html
+    assert "<dt>stopped early</dt><dd>2 trials, saving about 59 steps and 6.0 s</dd>" in html
+
+
 def _tuning_job(name: str) -> Any:
     from google.cloud.aiplatform_v1.types import HyperparameterTuningJob, Measurement, StudySpec
     from google.cloud.aiplatform_v1.types import Trial as T

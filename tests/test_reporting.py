@@ -373,3 +373,27 @@ def test_numpy_scalars_and_dictconfig() -> None:
     assert check_objective(np.array(2.0)) == 2.0
     with pytest.raises(ReportingError, match="not a real number"):
         check_objective(np.array([1.0, 2.0]))
+
+
+def test_the_hugging_face_callback_reports_each_evaluation_in_a_trial(
+    fresh_state: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from transformers import TrainerControl, TrainerState
+
+    from hydra_vertex.hf import ReportEvaluationCallback
+
+    callback = ReportEvaluationCallback("eval_loss")
+    monkeypatch.setenv("HYDRA_VERTEX_METRIC", "val_loss")
+    monkeypatch.delenv("CLOUD_ML_TRIAL_ID", raising=False)
+    callback.on_evaluate(None, TrainerState(global_step=10), TrainerControl(), {"eval_loss": 0.9})
+    assert not fresh_state.exists()  # not a trial: nothing written
+    monkeypatch.setenv("CLOUD_ML_TRIAL_ID", "3")
+    for step, loss in ((10, 0.9), (20, 0.7), (30, float("nan")), (40, 0.5)):
+        callback.on_evaluate(None, TrainerState(global_step=step), TrainerControl(),
+                             {"eval_loss": loss, "epoch": step / 10})
+    callback.on_evaluate(None, TrainerState(global_step=50), TrainerControl(), {"loss": 0.1})
+    entries = _read(fresh_state)
+    assert [(e["val_loss"], e["global_step"]) for e in entries] == [
+        ("0.9", "10"), ("0.7", "20"), ("0.5", "40"),
+    ]
+    assert "hydra-vertex: the reported value is nan" in capsys.readouterr().err

@@ -7,8 +7,10 @@ Nothing is downloaded: the model is built from a ``BertConfig``, the tokenizer i
 ``tokenizers`` model trained on the shipped ``data/reviews.tsv`` and wrapped in
 ``PreTrainedTokenizerFast``. The Trainer logs to W&B (``report_to: wandb``); the run's name is
 ``cfg.run_name``. Returns the validation loss of the best epoch (lower is better): hydra-vertex
-reports it as the tuning objective. With ``AIP_MODEL_DIR`` set (a Vertex or emulator job), the
-model and its tokenizer are saved there and load back with ``from_pretrained``.
+reports it as the tuning objective, and each epoch's ``eval_loss`` as an intermediate measurement
+(``hydra_vertex.hf.ReportEvaluationCallback``: early stopping judges them). With
+``AIP_MODEL_DIR`` set (a Vertex or emulator job), the model and its tokenizer are saved there and
+load back with ``from_pretrained``.
 """
 
 from __future__ import annotations
@@ -107,6 +109,8 @@ def main(cfg: DictConfig) -> float:
     import torch
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
 
+    from hydra_vertex.hf import ReportEvaluationCallback
+
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     set_seed(int(cfg.seed))
     rows = read_rows(HERE / str(cfg.data.path))
@@ -151,6 +155,7 @@ def main(cfg: DictConfig) -> float:
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=accuracy,
+        callbacks=[ReportEvaluationCallback("eval_loss")],  # each epoch's eval_loss, in a trial
     )
     trainer.train()
     metrics = trainer.evaluate()  # the best checkpoint (load_best_model_at_end)

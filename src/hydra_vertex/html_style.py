@@ -25,6 +25,7 @@ h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 17px; margin: 28px 0 8p
 .badge.failed, .badge.INFEASIBLE, .badge.FAILED, .badge.CANCELLED { background: var(--bad); }
 .badge.running, .badge.ACTIVE, .badge.RUNNING, .badge.REQUESTED, .badge.PENDING,
 .badge.QUEUED, .badge.STOPPING { background: var(--run); }
+.stopped { font-size: 12px; color: var(--muted); margin-left: 6px; white-space: nowrap; }
 .error { border-left: 4px solid var(--bad); background: #fdecea; padding: 8px 12px;
   white-space: pre-wrap; font-family: ui-monospace, monospace; font-size: 13px; }
 .best { border: 1px solid var(--line); background: var(--panel); padding: 12px 16px;

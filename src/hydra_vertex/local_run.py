@@ -31,6 +31,7 @@ from typing import Any, TextIO
 from hydra_vertex import images, jobfile, preflight
 from hydra_vertex.local_emulator import DEFAULT_STATE_DIR, EmulatorInfo, emulator, pointed_at
 from hydra_vertex.progress import Display, Snapshot, Watcher, best_of
+from hydra_vertex.reasons import strip_ansi
 from hydra_vertex.results import (  # noqa: F401 (the CLI imports the table from here)
     model_warning,
     print_summary,
@@ -128,6 +129,7 @@ class _Jobs:
 
 def _snapshot(jobs: _Jobs, spec: jobfile.JobSpec, minimize: bool, started: float) -> Snapshot:
     from hydra_vertex.jobs import state_name
+    from hydra_vertex.local_details import from_environment
     from hydra_vertex.trials import trial_results
 
     snap = Snapshot(max_trials=spec.tuning.max_trials, started=started)
@@ -135,21 +137,27 @@ def _snapshot(jobs: _Jobs, spec: jobfile.JobSpec, minimize: bool, started: float
     if job is None:
         snap.stage = "building image"
         return snap
-    snap.trials = trial_results(job)
+    details = from_environment(job.name)
+    snap.trials = trial_results(job, details)
+    snap.warnings = list(details.warnings)
     snap.best = best_of(snap.trials, minimize)
     state = state_name(job)
     if state in ("JOB_STATE_QUEUED", "JOB_STATE_PENDING", "JOB_STATE_RUNNING"):
         snap.stage = "tuning"
     elif state != "JOB_STATE_SUCCEEDED":
         snap.stage = f"tuning {state.removeprefix('JOB_STATE_').lower()}"
-    elif jobs.retrain() is None:
+    elif (retrain := jobs.retrain()) is None:
         snap.stage = "picking the best trial"
     else:
         snap.stage = "retraining"
+        snap.warnings += list(from_environment(retrain.name).warnings)
     return snap
 
 
 _OUR_ERROR_RE = re.compile(r"^hydra_vertex\.errors\.\w+: (.*)$")
+# An error answer of the API (the emulator's 400 naming a field): the message after the code and
+# the request line ("400 POST http://...: <message>").
+_API_ERROR_RE = re.compile(r"^google\.api_core\.exceptions\.\w+: (?:\d{3} )?(?:[A-Z]+ \S+: )?(.*)$")
 _ANY_ERROR_RE = re.compile(r"^\w*(?:Error|Exception): (.*)$")
 
 
@@ -157,12 +165,10 @@ def pipeline_error(log_text: str) -> str | None:
     """The message of the last exception a component raised, from the pipeline's log.
 
     Our own errors (``hydra_vertex.errors.*``, with their continuation lines) are preferred over
-    whatever else failed.
+    the API's error answers, and those over whatever else failed.
     """
-    from hydra_vertex.reasons import strip_ansi
-
     lines = [line.strip() for line in strip_ansi(log_text).splitlines()]
-    for pattern in (_OUR_ERROR_RE, _ANY_ERROR_RE):
+    for pattern in (_OUR_ERROR_RE, _API_ERROR_RE, _ANY_ERROR_RE):
         for i in range(len(lines) - 1, -1, -1):
             m = pattern.match(lines[i])
             if not m:
@@ -310,7 +316,7 @@ def _run_pipeline(
             log.flush()
             detail = pipeline_error(log_path.read_text(errors="replace"))
             raise _PipelineFailed(
-                (detail or str(e)) + f"\n(the pipeline's log: {log_path})"
+                (detail or strip_ansi(str(e))) + f"\n(the pipeline's log: {log_path})"
             ) from None
     return dict(task.outputs)
 
@@ -319,12 +325,13 @@ def _collect(
     summary: Summary, jobs: _Jobs, outputs: dict[str, Any], emu: EmulatorInfo, space: SearchSpace
 ) -> None:
     """Fill the summary from the pipeline's outputs and, for what they lack, from the jobs."""
+    from hydra_vertex.local_details import job_details
     from hydra_vertex.results import best_so_far, trials_of
 
     with contextlib.suppress(Exception):
         job = jobs.tuning()
         if job is not None:
-            trials_of(summary, job, space)
+            trials_of(summary, job, space, job_details(emu.endpoint, emu.token, job.name))
     if outputs:
         summary.best_trial_id = str(outputs["best_trial_id"])
         summary.best_value = float(outputs["best_value"])

@@ -11,9 +11,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from hydra_vertex.trials import TrialResult, short_reason
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hydra_vertex.local_details import JobDetails
 
 
 @dataclass
@@ -23,6 +26,7 @@ class Snapshot:
     max_trials: int = 0
     best: TrialResult | None = None
     started: float = field(default_factory=time.monotonic)
+    warnings: list[str] = field(default_factory=list)  # the emulator's, about the jobs shown
 
     def count(self, *states: str) -> int:
         return sum(1 for t in self.trials if t.state in states)
@@ -37,6 +41,11 @@ def best_of(trials: list[TrialResult], minimize: bool) -> TrialResult | None:
         return select_best(trials, minimize=minimize)
     except TuningError:
         return None
+
+
+def _on(trial: TrialResult) -> str:
+    """`` on GPU 0,1`` for a trial that was lent GPUs (the emulator's details), else ``""``."""
+    return f" on GPU {','.join(trial.devices)}" if trial.devices else ""
 
 
 def _fmt_params(params: dict[str, Any]) -> str:
@@ -77,6 +86,8 @@ class Display:
         self.metric = metric
         self.stream = stream
         self._printed: set[str] = set()
+        self._started: set[str] = set()
+        self._warned: set[str] = set()
         self._live: Any = None
         self._stage = ""
         self._tuning_since: tuple[float, int] | None = None
@@ -107,20 +118,29 @@ class Display:
         if self.mode == "live":
             self._live.update(self._panel(snap))
             return
+        for warning in snap.warnings:
+            if warning not in self._warned:
+                self._warned.add(warning)
+                self._line(f"hydra-vertex emulator: {warning}")
         for t in snap.trials:
             if t.state in ("SUCCEEDED", "INFEASIBLE") and t.id not in self._printed:
                 self._printed.add(t.id)
                 value = f"{self.metric}={t.value:.6g}" if t.value is not None else ""
                 reason = short_reason(t.infeasible_reason)
+                stopped = " (stopped early)" if t.stopped_early else ""
                 best = f" (best {snap.best.value:.6g}, trial {snap.best.id})" if snap.best else ""
                 done = snap.count("SUCCEEDED", "INFEASIBLE")
                 self._line(
-                    f"trial {t.id:>3} {t.state:<10} {value or reason}{best} "
-                    f"[{done}/{snap.max_trials}]"
+                    f"trial {t.id:>3} {t.state:<10} {value or reason}{stopped}{best} "
+                    f"[{done}/{snap.max_trials}]{_on(t)}"
                 )
         if snap.stage != self._stage:
             self._stage = snap.stage
             self._line(f"[{snap.stage}]")
+        for t in snap.trials:  # where each trial runs, when it was lent GPUs
+            if t.state == "ACTIVE" and t.devices and t.id not in self._started:
+                self._started.add(t.id)
+                self._line(f"trial {t.id:>3} {t.state:<10}{_on(t)}")
 
     def _line(self, text: str) -> None:
         self.stream.write(text + "\n")
@@ -152,6 +172,10 @@ class Display:
             _bar(done, snap.max_trials),
             counts,
         ]
+        on_gpus = [f"{t.id}{_on(t)}" for t in snap.trials if t.state == "ACTIVE" and t.devices]
+        if on_gpus:
+            parts.append(Text("running: trial " + " · trial ".join(on_gpus)))
+        parts.extend(Text(w, "yellow") for w in snap.warnings)
         if snap.best is not None and snap.best.value is not None:
             parts.append(
                 Text(
@@ -211,12 +235,15 @@ def _seconds_since(stamp: Any) -> float | None:
 
 
 def tuning_snapshot(
-    jobs: Sequence[Any], prefer: str | None = None
+    jobs: Sequence[Any],
+    prefer: str | None = None,
+    details: Callable[[str], JobDetails] | None = None,
 ) -> tuple[str, str, Snapshot] | None:
     """``(job name, metric, snapshot)`` of the tuning job to show among ``jobs``
     (``aiplatform_v1`` ``HyperparameterTuningJob``s, as the API lists them): the newest running
     one, else ``prefer`` (the job shown so far, to show how it ended), else the newest; None when
-    there is none."""
+    there is none. ``details(job name)``: the emulator's details of the job (GPUs, stopped
+    trials, warnings)."""
     from hydra_vertex._study_spec import goal_direction
     from hydra_vertex.jobs import state_name
     from hydra_vertex.trials import trial_results
@@ -231,12 +258,14 @@ def tuning_snapshot(
     state = state_name(job)
     name = job.display_name or job.name
     ago = _seconds_since(job.start_time or job.create_time)
+    local = details(job.name) if details is not None else None
     snap = Snapshot(
         stage=f"{name}: " + ("tuning" if state in _JOB_RUNNING else
                              state.removeprefix("JOB_STATE_").lower()),
-        trials=trial_results(job),
+        trials=trial_results(job, local),
         max_trials=job.max_trial_count,
         started=time.monotonic() - (ago or 0.0),
+        warnings=list(local.warnings) if local is not None else [],
     )
     snap.best = best_of(snap.trials, goal_direction(metric) == "minimize")
     return job.name, metric.metric_id, snap
@@ -247,13 +276,19 @@ class JobsWatch:
     lists them through the API): follows the newest tuning job and sets the display's metric to
     that job's (a new job starts its trial lines afresh)."""
 
-    def __init__(self, list_jobs: Callable[[], Sequence[Any]], display: Display) -> None:
+    def __init__(
+        self,
+        list_jobs: Callable[[], Sequence[Any]],
+        display: Display,
+        details: Callable[[str], JobDetails] | None = None,
+    ) -> None:
         self.list_jobs = list_jobs
         self.display = display
+        self.details = details
         self.job = ""
 
     def __call__(self) -> Snapshot | None:
-        found = tuning_snapshot(self.list_jobs(), prefer=self.job or None)
+        found = tuning_snapshot(self.list_jobs(), prefer=self.job or None, details=self.details)
         if found is None:
             return None
         job, metric, snap = found
@@ -261,7 +296,15 @@ class JobsWatch:
             self.job = job
             self.display.metric = metric
             self.display._printed.clear()
+            self.display._started.clear()
         return snap
+
+
+def emulator_details(endpoint: str, token: str) -> Callable[[str], JobDetails]:
+    """The emulator's details of a job by name (:func:`local_details.job_details`)."""
+    from hydra_vertex.local_details import job_details
+
+    return lambda name: job_details(endpoint, token, name)
 
 
 def emulator_jobs(endpoint: str, token: str) -> Callable[[], list[Any]]:
@@ -292,11 +335,13 @@ class emulator_progress:
         stream: TextIO,
         mode: str = "auto",
         interval: float = 0.5,
+        details: Callable[[str], JobDetails] | None = None,
     ):
         if mode == "auto":
             mode = "live" if stream.isatty() else "lines"
         self.display = Display(mode, "objective", stream)
-        self.watcher = Watcher(JobsWatch(list_jobs, self.display), self.display, interval)
+        watch = JobsWatch(list_jobs, self.display, details)
+        self.watcher = Watcher(watch, self.display, interval)
 
     def __enter__(self) -> emulator_progress:
         self.display.__enter__()

@@ -29,7 +29,7 @@ from hydra_vertex.errors import UsageError
 from hydra_vertex.html_style import STYLE, csp
 from hydra_vertex.reasons import strip_ansi
 from hydra_vertex.summary import Summary
-from hydra_vertex.trials import TrialResult, short_reason
+from hydra_vertex.trials import TrialResult, early_stopping_totals, short_reason
 
 __all__ = [
     "csp",
@@ -57,6 +57,11 @@ def _trial_from_dict(d: Mapping[str, Any]) -> TrialResult:
         infeasible_reason=str(d.get("infeasible_reason") or ""),
         reason=str(d.get("reason") or ""),
         output_dir=d.get("output_dir") or None,
+        stopped_early=bool(d.get("stopped_early")),
+        stop_reason=str(d.get("stop_reason") or ""),
+        saved_steps=d.get("saved_steps"),
+        saved_seconds=d.get("saved_seconds"),
+        devices=None if d.get("devices") is None else tuple(str(x) for x in d["devices"]),
     )
 
 
@@ -114,6 +119,7 @@ def summary_from_tuning_job(job: Any) -> Summary:
     from hydra_vertex._study_spec import goal_direction
     from hydra_vertex.errors import TuningError
     from hydra_vertex.jobs import state_name
+    from hydra_vertex.local_details import from_environment
     from hydra_vertex.search_space import SearchSpace
     from hydra_vertex.trials import best_trial, trial_results, typed_parameters
 
@@ -133,7 +139,7 @@ def summary_from_tuning_job(job: Any) -> Summary:
         space = SearchSpace.from_study_spec(job.study_spec, source=f"{job.name} study_spec")
     except Exception:  # a spec this library would not write: show the raw values
         space = None
-    results = trial_results(job)
+    results = trial_results(job, from_environment(job.name))
     summary.trials = [
         replace(t, parameters=typed_parameters(space, t.parameters)) if space else t
         for t in results
@@ -203,6 +209,15 @@ def _meta(summary: Summary) -> str:
     ]
     if summary.elapsed_seconds:
         rows.append(("elapsed", f"{summary.elapsed_seconds:.1f} s"))
+    totals = early_stopping_totals(summary.trials)
+    if totals["stopped_trials"]:
+        rows.append(
+            (
+                "stopped early",
+                f"{totals['stopped_trials']} trials, saving about {totals['saved_steps']} steps "
+                f"and {totals['saved_seconds']:.1f} s",
+            )
+        )
     for label, attr in (
         ("tuning job", "tuning_job"),
         ("retrain job", "retrain_job"),
@@ -270,11 +285,17 @@ def _trials_table(summary: Summary, links: Mapping[str, str]) -> str:
                 if link
                 else "<td></td>"
             )
+        stopped = (
+            f' <span class="stopped" title="{_e(t.stop_reason)}">stopped early</span>'
+            if t.stopped_early
+            else ""
+        )
         rows.append(
             f'<tr data-trial="{_e(t.id)}" data-state="{_e(t.state)}"'
+            f'{" data-stopped-early=" + chr(34) + "true" + chr(34) if t.stopped_early else ""}'
             f'{" class=" + chr(34) + "best-row" + chr(34) if best else ""}>'
             f'<td class="num">{_e(t.id)}{" ★" if best else ""}</td>'
-            f'<td><span class="badge {_e(t.state)}">{_e(t.state)}</span></td>'
+            f'<td><span class="badge {_e(t.state)}">{_e(t.state)}</span>{stopped}</td>'
             f'<td class="num" data-value="{_e(t.value)}">{_e(_value(t.value))}</td>'
             f'<td class="params">{_e(_params_text(t.parameters))}</td>'
             f'<td class="reason" title="{_e(t.infeasible_reason)}">'

@@ -12,11 +12,14 @@ import os
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from hydra_vertex.search_space import SearchSpace
 from hydra_vertex.summary import Summary
-from hydra_vertex.trials import short_reason
+from hydra_vertex.trials import early_stopping_totals, short_reason
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hydra_vertex.local_details import JobDetails
 
 __all__ = [
     "best_so_far",
@@ -28,13 +31,22 @@ __all__ = [
 ]
 
 
-def trials_of(summary: Summary, job: Any, space: SearchSpace) -> None:
-    """The tuning job's name, trials (parameters typed as the app receives them) and image."""
+def trials_of(
+    summary: Summary, job: Any, space: SearchSpace, details: JobDetails | None = None
+) -> None:
+    """The tuning job's name, trials (parameters typed as the app receives them) and image.
+
+    ``details``: the emulator's own details of the job (devices, stopped early); by default read
+    from the emulator named in the environment (nothing on Vertex)."""
+    from hydra_vertex.local_details import from_environment
     from hydra_vertex.trials import trial_results, typed_parameters
 
     summary.tuning_job = str(job.name)
+    if details is None:
+        details = from_environment(summary.tuning_job)
     summary.trials = [
-        replace(t, parameters=typed_parameters(space, t.parameters)) for t in trial_results(job)
+        replace(t, parameters=typed_parameters(space, t.parameters))
+        for t in trial_results(job, details)
     ]
     with contextlib.suppress(IndexError, AttributeError):
         summary.image_uri = job.trial_job_spec.worker_pool_specs[0].container_spec.image_uri
@@ -108,8 +120,15 @@ def print_summary(summary: Summary, stream: TextIO) -> None:
         if t.infeasible_reason:
             detail = t.reason or short_reason(t.infeasible_reason)
         style = "green" if mark else ("red" if t.state == "INFEASIBLE" else None)
-        table.add_row(f"{t.id}{mark}", t.state, value, detail, style=style)
+        state = f"{t.state} (stopped early)" if t.stopped_early else t.state
+        table.add_row(f"{t.id}{mark}", state, value, detail, style=style)
     console.print(table)
+    totals = early_stopping_totals(summary.trials)
+    if totals["stopped_trials"]:
+        console.print(
+            f"stopped early: {totals['stopped_trials']} trials, saving about "
+            f"{totals['saved_steps']} steps and {totals['saved_seconds']:.1f}s of trial time"
+        )
     if summary.best_trial_id is not None and summary.best_value is not None:
         console.print(
             f"best trial {summary.best_trial_id}: {summary.metric}={summary.best_value:.6g}"

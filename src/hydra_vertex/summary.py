@@ -3,7 +3,9 @@
 Fields (design.md fixes the first five): ``best_trial_id``, ``best_value``, ``best_overrides``,
 ``trials`` (each ``id``, ``state``, ``parameters``, ``value``, ``infeasible_reason`` (the whole
 record: the deciding line, then the log's last lines), ``reason`` (the deciding line alone) and
-``output_dir`` (the trial's Hydra output directory)), ``model_dir``; and ``status``
+``output_dir`` (the trial's Hydra output directory); from the emulator also ``stopped_early``,
+``stop_reason``, ``saved_steps``, ``saved_seconds`` and ``devices``), ``model_dir``; and
+``early_stopping`` (``stopped_trials``, ``saved_steps``, ``saved_seconds``: the totals), ``status``
 (``succeeded``/``failed``), ``error``, ``name``, ``metric``, ``direction``, ``best_parameters``,
 ``retrain_overrides``, ``model_uri``, ``model_dir_empty`` (true when the retrain wrote nothing
 under ``AIP_MODEL_DIR``; null when there was no retrain), ``retrain_output_dir`` (the retrain's
@@ -31,7 +33,7 @@ def _clean(value: Any) -> Any:
         return strip_ansi(value)
     if isinstance(value, dict):
         return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return [_clean(v) for v in value]
     return value
 
@@ -62,7 +64,11 @@ class Summary:
     report: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return cast(dict[str, Any], _clean(asdict(self)))
+        from hydra_vertex.trials import early_stopping_totals
+
+        data = asdict(self)
+        data["early_stopping"] = early_stopping_totals(self.trials)
+        return cast(dict[str, Any], _clean(data))
 
     def write(self, path: str | os.PathLike[str]) -> Path:
         return atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")

@@ -27,6 +27,7 @@ from hydra_vertex.reasons import strip_ansi
 if TYPE_CHECKING:  # pragma: no cover
     from google.cloud.aiplatform_v1.types import HyperparameterTuningJob, Measurement, Trial
 
+    from hydra_vertex.local_details import JobDetails, TrialDetails
     from hydra_vertex.search_space import SearchSpace
 
 @dataclass(frozen=True)
@@ -38,6 +39,12 @@ class TrialResult:
     infeasible_reason: str = ""
     reason: str = ""  # the deciding line of an infeasible trial (hydra_vertex.reasons)
     output_dir: str | None = None  # the trial's Hydra output directory, where known
+    # Known from the emulator only (hydra_vertex.local_details); Vertex's API does not say:
+    stopped_early: bool = False  # stopped by the early-stopping rule (it ended SUCCEEDED)
+    stop_reason: str = ""  # the rule's line
+    saved_steps: int | None = None  # what stopping it saved (an estimate)
+    saved_seconds: float | None = None
+    devices: tuple[str, ...] | None = None  # the GPUs it ran on (None: the machine has none)
 
     def __post_init__(self) -> None:
         if self.infeasible_reason and not self.reason:
@@ -80,8 +87,11 @@ def _id_key(trial_id: str) -> tuple[int, str]:
     return (int(trial_id), "") if trial_id.isdigit() else (2**63, trial_id)
 
 
-def trial_results(job: HyperparameterTuningJob) -> list[TrialResult]:
-    """Every trial of the job as plain data (ids ascending)."""
+def trial_results(
+    job: HyperparameterTuningJob, details: JobDetails | None = None
+) -> list[TrialResult]:
+    """Every trial of the job as plain data (ids ascending), with the emulator's ``details`` of
+    each (:mod:`hydra_vertex.local_details`) where given."""
     from google.cloud.aiplatform_v1.types import Trial
 
     from hydra_vertex._study_spec import goal_direction, measurement_selection
@@ -95,6 +105,7 @@ def trial_results(job: HyperparameterTuningJob) -> list[TrialResult]:
         state = Trial.State(t.state).name
         value = trial_value(t, metric.metric_id, minimize, best) if state == "SUCCEEDED" else None
         reason = strip_ansi(t.infeasible_reason)
+        local = details.trials.get(t.id) if details is not None else None
         out.append(
             TrialResult(
                 id=t.id,
@@ -102,9 +113,31 @@ def trial_results(job: HyperparameterTuningJob) -> list[TrialResult]:
                 parameters={p.parameter_id: p.value for p in t.parameters},
                 value=value,
                 infeasible_reason=reason,
+                **(_local_fields(local) if local is not None else {}),
             )
         )
     return sorted(out, key=lambda r: _id_key(r.id))
+
+
+def _local_fields(local: TrialDetails) -> dict[str, Any]:
+    return {
+        "stopped_early": local.stopped_early,
+        "stop_reason": strip_ansi(local.stop_reason),
+        "saved_steps": local.saved_steps,
+        "saved_seconds": local.saved_seconds,
+        "devices": local.devices,
+    }
+
+
+def early_stopping_totals(trials: Iterable[TrialResult]) -> dict[str, Any]:
+    """How many trials were stopped early and what that saved in all (estimates: each stopped
+    trial's steps and seconds left to the completed trials' median length)."""
+    stopped = [t for t in trials if t.stopped_early]
+    return {
+        "stopped_trials": len(stopped),
+        "saved_steps": sum(t.saved_steps or 0 for t in stopped),
+        "saved_seconds": round(sum(t.saved_seconds or 0.0 for t in stopped), 3),
+    }
 
 
 def select_best(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -34,9 +35,14 @@ def test_durations_are_fixed_per_problem_and_seed() -> None:
 
 @pytest.mark.parametrize("problem", ["branin", "digits"])
 def test_each_method_runs_through_the_shared_space(problem: str) -> None:
-    for method in ("random", "tpe_sequential", "hydra_vertex"):
-        _, _, _, values = search_quality._one((method, problem, 0, 4, 2))
-        assert len(values) == 4 and all(math.isfinite(v) for v in values)
+    for method, parallel in (
+        ("random", 2),
+        ("tpe_sequential", 1),
+        ("hydra_vertex", 2),
+        ("hydra_vertex_p4", 4),
+    ):
+        _, _, _, values = search_quality._one((method, problem, 0, 6, parallel))
+        assert len(values) == 6 and all(math.isfinite(v) for v in values)
 
 
 def test_async_loop_keeps_two_pending_and_never_repeats_a_point() -> None:
@@ -44,24 +50,104 @@ def test_async_loop_keeps_two_pending_and_never_repeats_a_point() -> None:
     assert len(set(values)) == 6
 
 
-def test_summary_ratios_are_paired_against_random() -> None:
-    opt = problems.optimum("branin")
-    values = {
+def test_values_come_in_the_order_asked_so_a_prefix_is_a_shorter_job() -> None:
+    """The first b values of a 12-trial run are the values of a b-trial run (same seed)."""
+    long = search_quality.run_async("branin", 3, 12, 2, "bayesian")
+    short = search_quality.run_async("branin", 3, 8, 2, "bayesian")
+    assert long[:8] == short
+
+
+def _fake(opt: float) -> dict[str, dict[str, dict[int, list[float]]]]:
+    return {
         "branin": {
-            "random": {0: [opt + 2.0], 1: [opt + 4.0]},
-            "tpe_sequential": {0: [opt + 1.0], 1: [opt + 1.0]},
+            "random": {0: [opt + 2.0, opt + 2.0], 1: [opt + 4.0, opt + 4.0]},
+            "tpe_sequential": {0: [opt + 1.0, opt + 1.0], 1: [opt + 1.0, opt + 1.0]},
             "sync_batch": {},
-            "hydra_vertex": {0: [opt + 3.5, opt + 0.2], 1: [opt + 0.4]},
+            "hydra_vertex": {0: [opt + 3.5, opt + 0.2], 1: [opt + 0.4, opt + 0.4]},
         }
     }
-    out = search_quality.summarize(values)["branin"]
-    assert out["random"]["regret_ratio_vs_random"] == pytest.approx(1.0)
+
+
+def test_summary_ratios_are_paired_against_random_at_each_budget() -> None:
+    opt = problems.optimum("branin")
+    out = search_quality.summarize(_fake(opt), budgets=(1, 2))["branin"]
+    assert out["random"]["regret_ratio_vs_random_at"] == {"1": 1.0, "2": 1.0}
+    hv = out["hydra_vertex"]
+    assert hv["regret_ratio_vs_random_at"]["1"] == pytest.approx((1.75 + 0.1) / 2, rel=2e-2)
+    assert hv["regret_ratio_vs_random_at"]["2"] == pytest.approx(0.1, rel=2e-2)
+    assert hv["regret_ratio_vs_random"] == hv["regret_ratio_vs_random_at"]["2"]
     assert out["tpe_sequential"]["regret_ratio_vs_random"] == pytest.approx(0.375, rel=1e-2)
-    assert out["hydra_vertex"]["regret_ratio_vs_random"] == pytest.approx(0.1, rel=2e-2)
-    assert out["hydra_vertex"]["trials_to_target"] == 1.5  # median of 2 and 1
-    lo, hi = out["hydra_vertex"]["log_ratio_ci95"]
-    assert lo <= out["hydra_vertex"]["log_ratio_mean"] <= hi
+    assert hv["trials_to_target"] == 1.5  # median of 2 and 1
+    for b in ("1", "2"):
+        lo, hi = hv["regret_ratio_ci95_at"][b]
+        assert lo <= hv["regret_ratio_vs_random_at"][b] <= hi
+    lo, hi = hv["log_ratio_ci95"]
+    assert lo <= hv["log_ratio_mean"] <= hi
     assert "sync_batch" not in out
+
+
+def test_log_efficiency_counts_how_many_times_fewer_trials() -> None:
+    """Random's median best after 4 trials is 2; a method there after 1 trial scores ln(4)."""
+    runs = {
+        "random": {s: [5.0, 4.0, 3.0, 2.0] for s in range(3)},
+        "fast": {s: [2.0, 2.0, 2.0, 2.0] for s in range(3)},
+        "never": {s: [9.0, 9.0, 9.0, 9.0] for s in range(3)},
+    }
+    out = search_quality.summarize({"branin": runs}, budgets=(2, 4))["branin"]
+    assert out["random"]["log_efficiency_vs_random_at"] == {"2": 0.0, "4": 0.0}
+    assert out["fast"]["log_efficiency_vs_random_at"]["4"] == pytest.approx(math.log(4))
+    assert out["fast"]["log_efficiency_vs_random_at"]["2"] == pytest.approx(math.log(2))
+    # never reached within the 4 trials: counted as 5, an upper bound
+    assert out["never"]["log_efficiency_vs_random_at"]["4"] == pytest.approx(math.log(4 / 5))
+    lo, hi = out["fast"]["log_efficiency_ci95_at"]["4"]
+    assert lo <= math.log(4) <= hi
+
+
+def test_targets_read_every_budget() -> None:
+    import run
+
+    def method(ratio: float) -> dict[str, object]:
+        return {"regret_ratio_vs_random_at": {"10": ratio, "20": ratio, "50": ratio}}
+
+    sq = {
+        "branin": {"hydra_vertex": method(0.05), "sync_batch": method(0.5),
+                   "tpe_sequential": method(0.3), "ask_ms_at_50": 60.0},
+        "hartmann6": {"hydra_vertex": method(0.7), "sync_batch": method(0.6),
+                      "tpe_sequential": method(0.3)},
+        "digits": {"hydra_vertex": method(0.4), "sync_batch": method(0.5),
+                   "tpe_sequential": method(0.3)},
+    }  # fmt: skip
+    t = run.search_targets(sq)
+    assert t["branin_regret_ratio_at_20"]["met"] and t["branin_regret_ratio_at_50"]["met"]
+    assert not t["hartmann6_regret_ratio_at_20"]["met"]
+    assert t["digits_no_worse_than_tpe_sequential"] == {"worse_at": [10, 20, 50], "met": False}
+    assert t["no_worse_than_sync_batch"]["worse_on"] == ["hartmann6@10", "hartmann6@20",
+                                                         "hartmann6@50"]  # fmt: skip
+    assert t["ask_ms_at_50"]["met"]
+
+
+def test_committed_results_hold_the_small_budget_figures() -> None:
+    """bench/results.json (a full run) carries every figure the README quotes."""
+    results = json.loads((BENCH / "results.json").read_text())
+    sq = results["search_quality"]
+    for problem in ("branin", "hartmann6", "ackley5", "digits"):
+        for method in search_quality.METHODS:
+            x = sq[problem][method]
+            assert set(x["regret_ratio_vs_random_at"]) == {"10", "20", "50"}
+            assert x["regret_ratio_vs_random"] == x["regret_ratio_vs_random_at"]["50"]
+            assert set(x["log_efficiency_vs_random_at"]) == {"10", "20", "50"}
+            assert set(x["regret_ratio_ci95_at"]) == set(x["log_efficiency_ci95_at"])
+        assert sq[problem]["ask_ms_at_50"] > 0
+    for key in (
+        "branin_regret_ratio_at_20",
+        "hartmann6_regret_ratio_at_20",
+        "branin_regret_ratio_at_50",
+        "hartmann6_regret_ratio_at_50",
+        "digits_no_worse_than_tpe_sequential",
+        "no_worse_than_sync_batch",
+        "ask_ms_at_50",
+    ):
+        assert "met" in results["targets"][key]
 
 
 @pytest.mark.slow

@@ -40,6 +40,13 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--seed", type=int, default=None, help="seed for trial suggestions")
     p.add_argument(
+        "--gpus",
+        default=None,
+        metavar="LIST",
+        help="the GPUs trials share, comma-separated (0,1,2,3; '' for none); default "
+        "HYDRA_VERTEX_GPUS, then CUDA_VISIBLE_DEVICES, then nvidia-smi -L",
+    )
+    p.add_argument(
         "--quiet", "-q", action="store_true", help="no progress of running tuning jobs"
     )
     p.set_defaults(func=_run)
@@ -77,12 +84,18 @@ def _run(args: argparse.Namespace) -> int:
         host=args.host,
         images=images,
         seed=args.seed,
+        gpus=args.gpus,
         grpc_port=None if args.no_grpc else args.grpc_port,
     )
     grpc = f"; gRPC (TLS) on {handle.grpc_endpoint}" if handle.grpc_endpoint else ""
+    from hydra_vertex.local_details import emulator_devices
+
+    pool = emulator_devices(handle.endpoint, handle.token)
+    gpus = ",".join(pool.get("devices") or []) or "none"
     print(
         f"hydra-vertex emulator listening on {handle.endpoint}{grpc} "
         f"(state: {args.state_dir}; token in endpoint.json)\n"
+        f"GPUs: {gpus} (from {pool.get('source', '?')})\n"
         f"console (read-only; the link carries the token, as Jupyter's does): "
         f"{handle.endpoint}/?token={handle.token}",
         flush=True,
@@ -94,10 +107,15 @@ def _run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    from hydra_vertex.progress import emulator_jobs, emulator_progress
+    from hydra_vertex.progress import emulator_details, emulator_jobs, emulator_progress
 
     mode = "quiet" if args.quiet else "auto"
-    with emulator_progress(emulator_jobs(handle.endpoint, handle.token), sys.stdout, mode=mode):
+    with emulator_progress(
+        emulator_jobs(handle.endpoint, handle.token),
+        sys.stdout,
+        mode=mode,
+        details=emulator_details(handle.endpoint, handle.token),
+    ):
         done.wait()
     handle.stop()
     return 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,17 +65,22 @@ def start(
     images: dict[str, str] | None = None,
     token: str | None = None,
     seed: int | None = None,
+    gpus: str | Sequence[str] | None = None,
     grpc_port: int | None = 0,
     limits: Any = None,
 ) -> EmulatorHandle:
     """Start an emulator in a background thread; writes ``state_dir/endpoint.json``.
 
     REST on ``host:port``; gRPC with TLS on ``host:grpc_port`` as well (0: a free port; None:
-    no gRPC). ``limits``: a :class:`~hydra_vertex.emulator.limits.Limits` (connections, timeouts,
-    sizes; the defaults when None)."""
+    no gRPC). ``gpus``: the machine's GPUs that trials share (``"0,1,2,3"`` or a list; ``""``:
+    none); default ``HYDRA_VERTEX_GPUS``, then ``CUDA_VISIBLE_DEVICES``, then ``nvidia-smi -L``.
+    ``limits``: a :class:`~hydra_vertex.emulator.limits.Limits` (connections, timeouts, sizes;
+    the defaults when None)."""
     from hydra_vertex.emulator.server import Emulator
 
-    emulator = Emulator(state_dir, image_map=images, token=token, seed=seed, limits=limits)
+    emulator = Emulator(
+        state_dir, image_map=images, token=token, seed=seed, gpus=gpus, limits=limits
+    )
     try:
         httpd = emulator.serve(host, port)
         if grpc_port is not None:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from hydra_vertex import images, reasons
+from hydra_vertex.emulator.devices import device_env
 from hydra_vertex.overrides import OUTPUT_DIR_ENV
 
 GRACE_SECONDS = 5.0
@@ -206,7 +207,10 @@ class Launcher:
         trial_id: str | None = None,
         trial_args: list[str] | None = None,
         notify: threading.Event | None = None,
+        devices: tuple[str, ...] | None = None,
     ) -> TrialProcess:
+        """``devices``: the GPUs lent to this process (``()``: none), None on a machine with no
+        GPU (nothing is set; see :mod:`devices`)."""
         container = job_spec["workerPoolSpecs"][0]["containerSpec"]
         cwd = self.resolve_image(container.get("imageUri", ""))
         if cwd is None:
@@ -236,6 +240,8 @@ class Launcher:
         )
         if trial_id:
             extra["CLOUD_ML_TRIAL_ID"] = trial_id
+        if devices is not None:  # the lent devices win over the container's own variables
+            extra.update(device_env(devices, {**os.environ, **extra}))
         env = trial_env(dict(os.environ), extra, image.path)
         timeout = parse_duration((job_spec.get("scheduling") or {}).get("timeout"))
         return TrialProcess(argv, cwd, env, run_dir, timeout=timeout, notify=notify)

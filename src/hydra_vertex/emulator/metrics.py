@@ -22,14 +22,19 @@ _NOT_METRICS = ("timestamp", "trial", "global_step", "checkpoint_path")
 
 @dataclass(frozen=True)
 class Point:
-    """One report of the objective: its step (``global_step``) and value."""
+    """One report of the objective: its step (``global_step``), value, and seconds since the
+    trial started (from the report's ``timestamp``; None when unknown)."""
 
     step: int
     value: float
+    elapsed: float | None = None
 
 
-def read_metric_file(path: Path, tag: str) -> tuple[list[Point], set[str]]:
-    """The reports of ``tag`` in a cloudml-hypertune file, in order, and every tag seen."""
+def read_metric_file(
+    path: Path, tag: str, started: float | None = None
+) -> tuple[list[Point], set[str]]:
+    """The reports of ``tag`` in a cloudml-hypertune file, in order, and every tag seen.
+    ``started``: the trial's start (``time.time()``), for each report's elapsed seconds."""
     points: list[Point] = []
     seen: set[str] = set()
     try:
@@ -49,8 +54,18 @@ def read_metric_file(path: Path, tag: str) -> tuple[list[Point], set[str]]:
                 point = Point(int(float(obj.get("global_step", 0) or 0)), float(obj[tag]))
             except (TypeError, ValueError):
                 point = Point(0, math.nan)
-            points.append(point)
+            points.append(_with_elapsed(point, obj.get("timestamp"), started))
     return points, seen
+
+
+def _with_elapsed(point: Point, timestamp: Any, started: float | None) -> Point:
+    if started is None:
+        return point
+    try:
+        elapsed = float(timestamp) - started
+    except (TypeError, ValueError):
+        return point
+    return Point(point.step, point.value, max(0.0, elapsed)) if math.isfinite(elapsed) else point
 
 
 def finite(points: Sequence[Point]) -> list[Point]:
@@ -67,21 +82,39 @@ def select_measurement(
     return points[-1]
 
 
+def measurement(point: Point, metric: str) -> dict[str, Any]:
+    """The proto-JSON ``Measurement`` of a report: step, elapsed duration (when known), value."""
+    out: dict[str, Any] = {"stepCount": str(point.step)}
+    if point.elapsed is not None:
+        out["elapsedDuration"] = f"{point.elapsed:.3f}s"
+    out["metrics"] = [{"metricId": metric, "value": point.value}]
+    return out
+
+
 def measurements(points: Sequence[Point], metric: str) -> list[dict[str, Any]]:
     """Proto-JSON ``Measurement``s of the finite reports."""
-    return [
-        {"stepCount": str(p.step), "metrics": [{"metricId": metric, "value": p.value}]}
-        for p in finite(points)
-    ]
+    return [measurement(p, metric) for p in finite(points)]
 
 
 def stored_points(trial: dict[str, Any]) -> list[Point]:
     """The reports kept on a stored (proto-JSON) trial, from its ``measurements``."""
     return [
-        Point(int(m.get("stepCount", 0)), float(m["metrics"][0]["value"]))
+        Point(
+            int(m.get("stepCount", 0)),
+            float(m["metrics"][0]["value"]),
+            _seconds(m.get("elapsedDuration")),
+        )
         for m in trial.get("measurements") or []
         if m.get("metrics")
     ]
+
+
+def _seconds(duration: Any) -> float | None:
+    """Seconds of a proto-JSON ``Duration`` (``"1.5s"``); None when absent or malformed."""
+    try:
+        return float(str(duration).removesuffix("s")) if duration is not None else None
+    except ValueError:
+        return None
 
 
 def final_value(trial: dict[str, Any], metric: str) -> float | None:

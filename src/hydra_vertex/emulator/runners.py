@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from hydra_vertex import reasons
 from hydra_vertex.emulator import executor
+from hydra_vertex.emulator.devices import DeviceError, DevicePool, no_gpu_warning, requested
 from hydra_vertex.emulator.store import Record, Store, now
 
 # Process exits wake the runners at once (a waiter thread per process sets an event); this period
@@ -26,6 +28,10 @@ from hydra_vertex.emulator.store import Record, Store, now
 POLL_SECONDS = 0.1
 TERMINAL_JOB_STATES = ("JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED")
 CANCELLED = {"code": 1, "message": "CANCELED"}
+
+
+class _AlreadyWarned(Exception):
+    """The job already has this warning (aborts the store update)."""
 
 
 class StoredJobRunner(threading.Thread):
@@ -68,11 +74,68 @@ class StoredJobRunner(threading.Thread):
 
 
 class JobRunner(StoredJobRunner):
-    """A custom or tuning job: its processes start through the Launcher."""
+    """A custom or tuning job: its processes start through the Launcher, on devices lent by the
+    emulator's :class:`~devices.DevicePool` (none given: a machine with no GPU)."""
 
-    def __init__(self, store: Store, launcher: executor.Launcher, job_id: str) -> None:
+    def __init__(
+        self,
+        store: Store,
+        launcher: executor.Launcher,
+        job_id: str,
+        devices: DevicePool | None = None,
+    ) -> None:
         super().__init__(store, job_id)
         self.launcher = launcher
+        self.devices = devices if devices is not None else DevicePool()
+        self.wake = threading.Event()  # set when a process of this job exits or devices free up
+        self.owner = f"{self.collection}/{job_id}"  # this job's name in the device pool
+        self._warned: set[str] = set()
+
+    def claim_devices(
+        self, owner: str, spec: dict[str, Any], per_trial: bool
+    ) -> tuple[str, ...] | None:
+        """The devices for one process of ``spec`` (worker pool 0), or None: not free yet (the
+        owner waits in the pool's queue; :attr:`wake` is set when devices come back). On a machine
+        with no GPU a process that asks for some runs without them: the job gets one warning.
+        Raises :class:`~devices.DeviceError` when it asks for more than the machine has."""
+        count, kind = requested(spec)
+        granted = self.devices.acquire(owner, count, self.wake)
+        if count and not self.devices.size:
+            self.warn(no_gpu_warning(count, kind, per_trial, self.devices.source or "--gpus"))
+        return granted
+
+    def launch_devices(self, granted: tuple[str, ...]) -> tuple[str, ...] | None:
+        """What the Launcher gets: the lent devices, or None on a machine with no GPU."""
+        return granted if self.devices.size else None
+
+    def warn(self, text: str) -> None:
+        """One warning of the job (the same text again is dropped): kept on the stored resource
+        (``_warnings``, internal: the API does not render it; the console and the emulator's
+        ``/emulator/v1`` details show it) and written to the job's log (:meth:`log_path`)."""
+        if text in self._warned:
+            return
+        self._warned.add(text)
+
+        def fn(rec: Record) -> None:
+            warnings = rec["resource"].setdefault("_warnings", [])
+            if text in warnings:  # warned before a restart
+                raise _AlreadyWarned
+            warnings.append(text)
+
+        try:
+            self.update(fn)
+        except _AlreadyWarned:
+            return
+        path = self.log_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(f"hydra-vertex emulator: {text}\n")
+
+    def log_path(self) -> Path:
+        """The job's log: a custom job's ``stderr.log``; a tuning job's ``emulator.log`` beside
+        its trials' directories."""
+        name = "stderr.log" if self.collection == "customJobs" else "emulator.log"
+        return self.store.run_dir(self.job_id) / name
 
     def set_running(self) -> None:
         def fn(rec: Record) -> None:
@@ -98,17 +161,42 @@ class CustomJobRunner(JobRunner):
         run_dir = self.store.run_dir(self.job_id)
         if self.interrupted(rec, "JOB_STATE_FAILED", "job"):
             return
-        if self.cancel_requested():
-            self.finish("JOB_STATE_CANCELLED", CANCELLED)
-            return
         try:
-            proc = self.launcher.start(rec["resource"]["jobSpec"], run_dir, self.job_id)
+            self._run(rec, run_dir)
+        finally:
+            self.devices.release(self.owner)
+
+    def _run(self, rec: Record, run_dir: Path) -> None:
+        spec = rec["resource"]["jobSpec"]
+        while True:  # PENDING until its devices are free (as on Vertex until its machine is)
+            if self.cancel_requested():
+                self.finish("JOB_STATE_CANCELLED", CANCELLED)
+                return
+            if self.stop_event.is_set():
+                return
+            self.wake.clear()
+            try:
+                granted = self.claim_devices(self.owner, spec, per_trial=False)
+            except DeviceError as e:
+                self.finish("JOB_STATE_FAILED", {"code": 9, "message": f"worker pool 0 {e}"})
+                return
+            if granted is not None:
+                break
+            self.wake.wait(POLL_SECONDS)
+        try:
+            proc = self.launcher.start(
+                spec, run_dir, self.job_id, devices=self.launch_devices(granted)
+            )
         except Exception as e:
             self.finish("JOB_STATE_FAILED", {"code": 9, "message": str(e)})
             return
-        self.update(
-            lambda r: r["internal"].update(pid=proc.pid, start=executor.proc_start(proc.pid))
-        )
+
+        def started(r: Record) -> None:
+            r["internal"].update(pid=proc.pid, start=executor.proc_start(proc.pid))
+            if self.devices.size:
+                r["resource"]["_devices"] = list(granted)
+
+        self.update(started)
         self.set_running()
         try:
             while True:

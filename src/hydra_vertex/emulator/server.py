@@ -19,13 +19,14 @@ import re
 import secrets
 import socket
 import threading
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from hydra_vertex import images
-from hydra_vertex.emulator import console, pipelines, records, schedules
+from hydra_vertex.emulator import console, devices, local_api, pipelines, records, schedules
 from hydra_vertex.emulator.cloudbuild import CloudBuildService
 from hydra_vertex.emulator.connections import CappedServer, DeadlineReader, HeadersTooLarge
 from hydra_vertex.emulator.executor import Launcher
@@ -69,8 +70,11 @@ class Emulator:
         image_map: dict[str, str] | None = None,
         token: str | None = None,
         seed: int | None = None,
+        gpus: str | Sequence[str] | None = None,
         limits: Limits | None = None,
     ) -> None:
+        inventory = devices.detect(gpus)  # before the store: a bad list leaves nothing locked
+        self.devices = devices.DevicePool(inventory.devices, inventory.source)
         self.store = Store(state_dir, check=records.problem)
         self.limits = limits or DEFAULT_LIMITS
         self.image_map = {k: Path(v).resolve() for k, v in (image_map or {}).items()}
@@ -88,7 +92,7 @@ class Emulator:
         self.port = 0
         self.allowed_hosts: set[str] = set()
         self.any_interface = False
-        self.vertex = VertexApi(self.store, self._run, self.resolve_image, seed)
+        self.vertex = VertexApi(self.store, self._run, self.resolve_image, seed, self.devices)
         self.router = Router(
             [
                 *self.vertex.routes(),
@@ -96,6 +100,7 @@ class Emulator:
                 *CloudBuildService(self.store).routes(),
                 *RegistryService(self.store).routes(),  # the KFP template registry
                 *console.routes(self.store),
+                *local_api.routes(self.store, self.devices),  # the emulator's own details
             ]
         )
 
@@ -129,7 +134,9 @@ class Emulator:
             if collection == pipelines.COLLECTION:
                 runner = pipelines.PipelineRunner(self.store, job_id, self.endpoint, self.token)
             else:
-                runner = _RUNNERS[collection](self.store, self.launcher, job_id)
+                runner = _RUNNERS[collection](
+                    self.store, self.launcher, job_id, devices=self.devices
+                )
             self.runners[f"{collection}/{job_id}"] = runner
             runner.start()
 

@@ -4,10 +4,13 @@ Each turn (woken by a trial's exit, else every ``POLL_SECONDS``):
 
 1. reap: a trial whose process ended is judged from its exit and its metric file
    (:func:`metrics.judge`) and ends SUCCEEDED or INFEASIBLE;
-2. stopping: the study's automated stopping policy (:mod:`stopping`) may stop running trials;
+2. stopping: the study's automated stopping policy (:mod:`stopping`) may stop running trials
+   (SUCCEEDED with what they reported; ``_early_stopped`` and ``_saved`` on the stored trial);
 3. cancel: a CANCELLING job stops its trials and ends CANCELLED (``error.code = 1``);
 4. failures: the failed-trial budget (:mod:`failures`) may fail the job;
-5. refill: free slots get new trials from the suggester, up to ``max_trial_count``;
+5. refill: free slots get new trials from the suggester, up to ``max_trial_count``, once the
+   emulator's device pool lends the next trial the GPUs it asks for (:mod:`devices`; until then
+   the slot waits, so ``parallel_trial_count`` is an upper bound);
 6. done: with nothing running and nothing left to ask, the job ends SUCCEEDED if any trial did,
    else FAILED.
 
@@ -29,6 +32,7 @@ import time
 from typing import Any
 
 from hydra_vertex.emulator import executor, metrics
+from hydra_vertex.emulator.devices import DeviceError, DevicePool
 from hydra_vertex.emulator.failures import FailurePolicy, Finished
 from hydra_vertex.emulator.runners import (
     CANCELLED,
@@ -36,7 +40,7 @@ from hydra_vertex.emulator.runners import (
     TERMINAL_JOB_STATES,
     JobRunner,
 )
-from hydra_vertex.emulator.stopping import Clock, Curve, StoppingPolicy, policy_for
+from hydra_vertex.emulator.stopping import Clock, Curve, StoppingPolicy, policy_for, savings
 from hydra_vertex.emulator.store import Record, Store, now
 from hydra_vertex.search_space import SearchSpace
 
@@ -90,13 +94,8 @@ class TrialBook:
             "measurements": metrics.measurements(end.points, metric),
         }
         if end.final is not None:
-            fields.update(
-                state="SUCCEEDED",
-                finalMeasurement={
-                    "stepCount": str(end.final.step),
-                    "metrics": [{"metricId": metric, "value": end.final.value}],
-                },
-            )
+            final = metrics.measurement(end.final, metric)
+            fields.update(state="SUCCEEDED", finalMeasurement=final)
         else:
             fields.update(state="INFEASIBLE", infeasibleReason=end.reason)
         self.set(tid, **fields, **extra)
@@ -142,14 +141,15 @@ class TuningJobRunner(JobRunner):
         store: Store,
         launcher: executor.Launcher,
         job_id: str,
+        devices: DevicePool | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
-        super().__init__(store, launcher, job_id)
+        super().__init__(store, launcher, job_id, devices)
         self.clock = clock
-        self.wake = threading.Event()  # set by every trial process of this job when it exits
         self.book = TrialBook(store, job_id)
         self.running: dict[str, executor.TrialProcess] = {}
         self.started_at: dict[str, float] = {}  # trial id -> clock reading at its start
+        self.started_wall: dict[str, float] = {}  # trial id -> time.time() at its start
         self.space: SearchSpace  # the job's study spec, read when the loop starts
         self.maximize = False
 
@@ -171,6 +171,7 @@ class TuningJobRunner(JobRunner):
         failures = FailurePolicy(int(res.get("maxFailedTrialCount") or 0), max_trials, parallel)
         stopping = policy_for(spec, self.maximize, self.clock)
         seed = int(rec["internal"].get("seed", 0))
+        job_spec = res.get("trialJobSpec") or {}
         self._reconcile_after_restart()
         self.set_running()
         exhausted = False
@@ -191,6 +192,16 @@ class TuningJobRunner(JobRunner):
                     self.finish("JOB_STATE_FAILED", {"code": 9, "message": error})
                     return
                 while len(self.running) < parallel and len(trials) < max_trials and not exhausted:
+                    tid = str(len(trials) + 1)
+                    try:
+                        granted = self.claim_devices(self._owner(tid), job_spec, per_trial=True)
+                    except DeviceError as e:
+                        self._stop_all("stopped: the job failed")
+                        message = f"trial_job_spec.worker_pool_specs[0] {e}"
+                        self.finish("JOB_STATE_FAILED", {"code": 9, "message": message})
+                        return
+                    if granted is None:
+                        break  # devices busy: wait for a trial (of any job) to end
                     past = [
                         suggester.PastTrial(
                             {p["parameterId"]: p["value"] for p in t.get("parameters", [])},
@@ -201,9 +212,10 @@ class TuningJobRunner(JobRunner):
                     ]
                     params = suggester.suggest(spec, past, seed=seed)
                     if params is None:
+                        self.devices.release(self._owner(tid))
                         exhausted = True
                         break
-                    self._start_trial(str(len(trials) + 1), params)
+                    self._start_trial(tid, params, job_spec, granted)
                     trials = self.book.trials()
                 if not self.running and (len(trials) >= max_trials or exhausted):
                     self._done(trials)
@@ -212,6 +224,7 @@ class TuningJobRunner(JobRunner):
         finally:
             for proc in self.running.values():
                 proc.kill()
+            self.devices.release_all(self._owner(""))
 
     # -- steps -----------------------------------------------------------------------------------
     def _reap(self) -> None:
@@ -220,9 +233,10 @@ class TuningJobRunner(JobRunner):
             if outcome is None:
                 continue
             del self.running[tid]
+            self.devices.release(self._owner(tid))
             run_dir = self.store.run_dir(self.job_id, tid)
             points, seen = metrics.read_metric_file(
-                executor.metric_file(run_dir), self.space.metric
+                executor.metric_file(run_dir), self.space.metric, self.started_wall.get(tid)
             )
             end = metrics.judge(
                 executor.describe_exit(outcome, run_dir),
@@ -239,38 +253,59 @@ class TuningJobRunner(JobRunner):
         True if it stopped any."""
         stopped = False
         completed = [
-            Curve(t["id"], tuple(metrics.stored_points(t)))
-            for t in trials
-            if t.get("state") == "SUCCEEDED" and t.get("measurements")
+            Curve(
+                t["id"],
+                tuple(metrics.stored_points(t)),
+                final=metrics.final_value(t, self.space.metric),
+            )
+            for t in trials  # the trials that ran their course (not those stopped early)
+            if t.get("state") == "SUCCEEDED"
+            and t.get("measurements")
+            and not t.get("_early_stopped")
         ]
         for tid, proc in list(self.running.items()):
             path = executor.metric_file(self.store.run_dir(self.job_id, tid))
-            points = metrics.finite(metrics.read_metric_file(path, self.space.metric)[0])
+            points = metrics.finite(
+                metrics.read_metric_file(path, self.space.metric, self.started_wall.get(tid))[0]
+            )
             curve = Curve(tid, tuple(points), self.started_at.get(tid, 0.0))
             why = policy.should_stop(curve, completed) if points else None
             if why is None:
                 continue
             proc.kill()
             del self.running[tid]
+            self.devices.release(self._owner(tid))
             final = metrics.select_measurement(
                 points, self.space.measurement_selection, self.maximize
             )
+            saved = savings(curve, completed)
             self.book.end(
-                tid, metrics.TrialEnd(points, final), self.space.metric, _early_stopped=why
+                tid,
+                metrics.TrialEnd(points, final),
+                self.space.metric,
+                _early_stopped=why,
+                _saved={"steps": saved.steps, "seconds": saved.seconds},
             )
             stopped = True
         return stopped
 
-    def _start_trial(self, tid: str, params: dict[str, Any]) -> None:
-        self.book.add(
-            {
-                "id": tid,
-                "state": "ACTIVE",
-                "startTime": now(),
-                "parameters": [{"parameterId": k, "value": v} for k, v in params.items()],
-            }
-        )
-        job_spec = self.book.record()["resource"]["trialJobSpec"]
+    def _owner(self, tid: str) -> str:
+        """A trial's name in the device pool (``""``: the prefix of all this job's trials)."""
+        return f"{self.owner}/{tid}"
+
+    def _start_trial(
+        self, tid: str, params: dict[str, Any], job_spec: dict[str, Any], granted: tuple[str, ...]
+    ) -> None:
+        trial: dict[str, Any] = {
+            "id": tid,
+            "state": "ACTIVE",
+            "startTime": now(),
+            "parameters": [{"parameterId": k, "value": v} for k, v in params.items()],
+        }
+        if self.devices.size:
+            trial["_devices"] = list(granted)  # internal: not rendered by the API
+        self.book.add(trial)
+        self.started_wall[tid] = time.time()
         try:
             proc = self.launcher.start(
                 job_spec,
@@ -279,8 +314,10 @@ class TuningJobRunner(JobRunner):
                 tid,
                 trial_args(params, self.space),
                 notify=self.wake,
+                devices=self.launch_devices(granted),
             )
         except Exception as e:
+            self.devices.release(self._owner(tid))
             self.book.set(
                 tid, state="INFEASIBLE", endTime=now(), infeasibleReason=f"could not start: {e}"
             )
@@ -302,6 +339,7 @@ class TuningJobRunner(JobRunner):
     def _stop_all(self, why: str) -> None:
         for tid, proc in list(self.running.items()):
             proc.kill()
+            self.devices.release(self._owner(tid))
             self.book.stop_uncounted(tid, why)
             del self.running[tid]
 

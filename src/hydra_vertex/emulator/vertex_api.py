@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra_vertex.emulator import pipelines, schedules
+from hydra_vertex.emulator.devices import DevicePool
 from hydra_vertex.emulator.router import Answer, ApiError, Request, Route, json_body
 from hydra_vertex.emulator.runners import TERMINAL_JOB_STATES
 from hydra_vertex.emulator.seeds import job_seed
@@ -111,11 +112,13 @@ class VertexApi:
         start_runner: Callable[[str, str], None],
         resolve_image: Callable[[str], Path | None],
         seed: int | None = None,
+        devices: DevicePool | None = None,
     ) -> None:
         self.store = store
         self.start_runner = start_runner
         self.resolve_image = resolve_image
         self.seed = seed
+        self.devices = devices if devices is not None else DevicePool()
 
     # -- the table -------------------------------------------------------------------------------
     def routes(self) -> list[Route]:
@@ -242,6 +245,12 @@ class VertexApi:
                 "image builder or map it with --image NAME=DIR",
                 "FAILED_PRECONDITION",
             )
+        too_many = self.devices.refusal(  # more GPUs per process than this machine has
+            pool.machine_spec.accelerator_count,
+            f"{field}.worker_pool_specs[0].machine_spec.accelerator_count",
+        )
+        if too_many:
+            raise ApiError(400, too_many)
         if collection == "hyperparameterTuningJobs":
             if msg.max_trial_count <= 0:
                 raise ApiError(400, f"max_trial_count must be > 0, got {msg.max_trial_count}")

@@ -1,0 +1,32 @@
+"""``hydra-vertex run --local`` names the most specific line a failed pipeline logged (fast: on
+log text as kfp.local writes it)."""
+
+from __future__ import annotations
+
+from hydra_vertex.local_run import pipeline_error
+
+# The end of a pipeline log whose launch_tuning component got the emulator's 400 (captured from a
+# run asking for 2 GPUs per trial with HYDRA_VERTEX_GPUS=0), kfp's colours included.
+REFUSED = """\
+    Traceback (most recent call last):
+      File ".../google/cloud/aiplatform_v1/services/job_service/transports/rest.py", line 5392, in __call__
+        raise core_exceptions.from_http_response(response)
+    google.api_core.exceptions.BadRequest: 400 POST http://127.0.0.1:37089/v1/projects/local-project/locations/us-central1/hyperparameterTuningJobs?%24alt=json%3Benum-encoding%3Dint: trial_job_spec.worker_pool_specs[0].machine_spec.accelerator_count is 2 but this machine has 1 GPU (0; from HYDRA_VERTEX_GPUS): ask for at most 1, or name more devices with --gpus or HYDRA_VERTEX_GPUS
+
+10:18:16.584 - ERROR - Task \x1b[96m'launch-tuning'\x1b[0m finished with status \x1b[91mFAILURE\x1b[0m
+"""
+
+
+def test_an_api_error_answer_is_the_line_shown() -> None:
+    assert pipeline_error(REFUSED) == (
+        "trial_job_spec.worker_pool_specs[0].machine_spec.accelerator_count is 2 but this machine "
+        "has 1 GPU (0; from HYDRA_VERTEX_GPUS): ask for at most 1, or name more devices with "
+        "--gpus or HYDRA_VERTEX_GPUS"
+    )
+
+
+def test_our_own_error_wins_over_an_api_error_and_a_plain_one_is_the_fallback() -> None:
+    ours = "hydra_vertex.errors.TuningError: curves-tuning: no trial succeeded\n"
+    assert pipeline_error(REFUSED + ours) == "curves-tuning: no trial succeeded"
+    assert pipeline_error("ValueError: bad value\n") == "bad value"
+    assert pipeline_error("nothing went wrong\n") is None
