@@ -23,7 +23,11 @@ pytestmark = pytest.mark.slow
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HYDRA_VERTEX_")}
+    from hydra_vertex.vertex import PROJECT_ENV
+
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("HYDRA_VERTEX_") and k not in PROJECT_ENV
+    }
     env["HYDRA_VERTEX_IMAGES"] = str(tmp_path / "images")
     env["HYDRA_VERTEX_CACHE_DIR"] = str(tmp_path / "cache")
     return env
@@ -63,7 +67,8 @@ def _digits_job(tmp_path: Path, max_trials: int) -> Path:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
     tmp = tmp_path_factory.mktemp("demo")
-    done = _run(tmp, "run", "--local", str(DIGITS / "job.yaml"), "--output", "SUMMARY.json")
+    # as `make demo` runs it: no --local (no Vertex AI project is configured here)
+    done = _run(tmp, "run", str(DIGITS / "job.yaml"), "--output", "SUMMARY.json")
     return tmp, done
 
 
@@ -128,6 +133,26 @@ def test_demo_retrains_with_exactly_the_best_overrides(
         model = pickle.load(f)
     x, y = load_digits(return_X_y=True)
     assert (model.predict(x[:200]) == y[:200]).mean() > 0.9
+    # the retrain's own val_error (the app saved it next to the model) is the summary's
+    saved_metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert summary["retrain_value"] == pytest.approx(saved_metrics["val_error"])
+    assert f"retrain: val_error={summary['retrain_value']:.6g}" in done.stdout
+
+
+def test_the_retrains_log_after_the_demo(
+    demo: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    """`hydra-vertex logs` finds the emulator through its state directory (no variables)."""
+    from hydra_vertex.emulator import start
+
+    tmp, done = demo
+    assert done.returncode == 0, done.stderr
+    with start(tmp / "work" / ".hydra-vertex" / "emulator"):
+        logs = _run(tmp, "logs", "digits-retrain")
+        assert logs.returncode == 0, logs.stderr
+        assert "saved model to" in logs.stdout
+        opened = _run(tmp, "open")
+        assert opened.returncode == 0 and opened.stdout.startswith("http://127.0.0.1:")
 
 
 def test_rerun_reuses_the_image(tmp_path: Path) -> None:
@@ -211,10 +236,16 @@ def test_bad_search_space_names_the_parameter(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
-def test_run_without_local_says_what_to_do(tmp_path: Path) -> None:
-    done = _run(tmp_path, "run", str(DIGITS / "job.yaml"))
+def test_run_without_local_with_a_vertex_project_configured_says_what_to_do(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    done = subprocess.run([str(CLI), "run", str(DIGITS / "job.yaml")], cwd=work,
+                          env={**_env(tmp_path), "GOOGLE_CLOUD_PROJECT": "my-project"},
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
+    assert "GOOGLE_CLOUD_PROJECT=my-project" in done.stderr
     assert "--local" in done.stderr and "submit" in done.stderr
+    assert not (work / ".hydra-vertex").exists()  # nothing ran
 
 
 def test_the_compiled_template_runs_under_kfp_local(

@@ -264,7 +264,7 @@ def test_a_bad_accelerator_fails_before_any_upload_with_the_nearest_name(
     assert done.stderr.strip() == (
         f"hydra-vertex {command[0]}: error: {path}: 'vertex.accelerator_type' must be an "
         "aiplatform_v1 AcceleratorType name, got 'NVIDIA_TESLA_T5'; did you mean "
-        "'NVIDIA_TESLA_T4'? (see the README, 'The job file')"
+        "'NVIDIA_TESLA_T4'? (see docs/job-file.md)"
     )
     _nothing_uploaded(emulator)
     assert not (tmp_path / "work" / ".hydra-vertex").exists()  # no run directory, no emulator

@@ -18,7 +18,17 @@ from typing import Any
 import pytest
 
 from hydra_vertex import report
-from hydra_vertex.report_charts import Axis, importances, nice_ticks
+from hydra_vertex.report_charts import (
+    Axis,
+    curves,
+    history,
+    importances,
+    nice_ticks,
+    parse_time,
+    robust_range,
+    slots,
+    timeline,
+)
 from hydra_vertex.summary import Summary
 from hydra_vertex.trials import TrialResult
 
@@ -122,7 +132,7 @@ def test_charts_have_a_point_per_trial_and_the_best_marked() -> None:
     html = report.render(_summary())
     p = _parse(html)
     charts = [a["data-chart"] for t, a in p.tags if t == "svg"]
-    assert charts[:3] == ["history", "parallel", "importance"]
+    assert charts[:3] == ["history", "parallel", "importance"]  # no curves, no times: left out
     slices = [a["data-param"] for t, a in p.tags if t == "svg" and a.get("data-chart") == "slice"]
     assert slices == ["model", "model.C", "layers", "model.alpha"]
     circles = [a for t, a in p.tags if t == "circle"]
@@ -136,9 +146,17 @@ def test_charts_have_a_point_per_trial_and_the_best_marked() -> None:
     lines = [a for t, a in p.tags if (a.get("class") or "").startswith("pc-line")]
     assert [a["data-trial"] for a in lines][-1] == "2"  # the best drawn last, on top
     assert lines[-1]["class"] == "pc-line best"
-    # a conditional parameter missing from a trial breaks its line (two M moves)
+    # a conditional parameter a trial lacks puts it on that axis's n/a band: one unbroken line
+    # through every axis, to the objective
+    columns = 5  # model, model.C, layers, model.alpha, val_loss
+    for line in lines:
+        d = line["d"] or ""
+        assert d.count("M") == 1 and d.count("L") == columns - 1 and line["data-points"] == str(columns)
     sgd = next(a for a in lines if a["data-trial"] == "2")
-    assert (sgd["d"] or "").count("M") == 2
+    assert sgd["data-na"] == "model.C" and sgd["data-best"] == "true"
+    foot = 320.0  # the plot's bottom: where the n/a band is
+    assert float((sgd["d"] or "").split("L")[1].split(",")[1]) == foot  # model.C: n/a
+    assert [a.get("class") for t, a in p.tags if a.get("class") == "na-rule"] == ["na-rule"] * 2
 
 
 def test_no_successful_trial_still_renders_the_table_and_says_so() -> None:
@@ -167,6 +185,77 @@ def test_axes_pick_log_and_categorical_scales() -> None:
     assert Axis.of(["b", "a"]).cats == ["a", "b"]
     assert Axis.of([None, 3, 3]).pos(3) == 0.5
     assert nice_ticks(0.0, 1.0) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+
+
+@pytest.mark.parametrize(
+    ("values", "labels"),
+    [
+        pytest.param([2, 3, 5, 6], ["2", "3", "4", "5", "6"], id="a few integers"),
+        pytest.param([1, 2], ["1", "2"], id="a span of one: no 1.2, 1.4, ..."),
+        pytest.param([5, 60], ["20", "40", "60"], id="integers over a range"),
+        pytest.param([32.0, 64.0, 128.0], ["40", "60", "80", "100", "120"], id="integral floats (a DISCRETE choice)"),
+        pytest.param([16, 1024], ["100", "1,000"], id="integers on a log scale"),
+        pytest.param([3, 3], ["2", "3", "4"], id="one value"),
+    ],
+)
+def test_integer_parameters_get_whole_number_ticks(values: list[Any], labels: list[str]) -> None:
+    assert [label for _, label in Axis.of(values).ticks()] == labels
+
+
+def test_a_far_outlier_is_clipped_with_a_marker_and_does_not_flatten_the_rest() -> None:
+    values = [0.10, 0.12, 0.11, 0.13, 0.09, 0.14, 250.0]
+    trials = [TrialResult(str(i), "SUCCEEDED", {"x": float(i)}, v) for i, v in enumerate(values, 1)]
+    assert robust_range(values) == (0.09, 0.14)
+    assert robust_range(values[:-1]) is None  # nothing far out: nothing clipped
+    p = _parse(history(trials, "loss", True, "5"))
+    clipped = [a for t, a in p.tags if a.get("class") == "pt-clipped"]
+    assert [(a["data-trial"], a["data-clipped"]) for a in clipped] == [("7", "high")]
+    ys = [float(a["cy"] or 0) for t, a in p.tags if t == "circle"]
+    assert max(ys) - min(ys) > 150  # the other six spread over the plot (270 px high)
+
+
+def test_curves_draw_each_trials_intermediate_values_and_mark_early_stops() -> None:
+    trials = [
+        TrialResult("1", "SUCCEEDED", {"x": 1.0}, 0.5, intermediate=((0, 2.0), (1, 1.0), (2, 0.5))),
+        TrialResult("2", "SUCCEEDED", {"x": 2.0}, 1.5, intermediate=((0, 3.0), (1, 1.5)), stopped_early=True),
+        TrialResult("3", "INFEASIBLE", {"x": 3.0}, None, "crashed", intermediate=((0, 4.0),)),
+        TrialResult("4", "SUCCEEDED", {"x": 4.0}, 0.7),
+    ]
+    p = _parse(curves(trials, "loss", True, "1") or "")
+    paths = {a["data-trial"]: a for t, a in p.tags if (a.get("class") or "").startswith("curve")}
+    assert {k: v["data-steps"] for k, v in paths.items()} == {"1": "3", "2": "2", "3": "1"}
+    assert paths["1"]["class"] == "curve best"
+    assert [a["data-trial"] for t, a in p.tags if a.get("class") == "stop-mark"] == ["2"]
+    assert curves(trials[3:], "loss", True, None) is None  # nothing reported along the way
+    assert curves(trials[2:], "loss", True, None) is None  # one value each: no curve
+
+
+def test_the_timeline_puts_parallel_trials_on_their_own_slots() -> None:
+    def t(tid: str, start: str, end: str | None, state: str = "SUCCEEDED") -> TrialResult:
+        return TrialResult(tid, state, {}, 1.0, start_time=f"2026-05-01T10:00:{start}Z",
+                           end_time=f"2026-05-01T10:00:{end}.123456789Z" if end else None)
+
+    trials = [t("1", "00", "10"), t("2", "01", "05"), t("3", "06", "12"), t("4", "11", None, "ACTIVE"),
+              TrialResult("5", "REQUESTED", {}, None)]
+    now = parse_time("2026-05-01T10:00:20Z")
+    assert now is not None
+    placed = {trial.id: (slot, s0, round(s1, 1)) for trial, slot, s0, s1 in slots(trials, now)}
+    assert placed == {"1": (0, 0.0, 10.1), "2": (1, 1.0, 5.1), "3": (1, 6.0, 12.1), "4": (0, 11.0, 20.0)}
+    p = _parse(timeline(trials, "3", now) or "")
+    bars = {a["data-trial"]: a for t, a in p.tags if (a.get("class") or "").startswith("tl-bar")}
+    assert bars["3"]["class"] == "tl-bar SUCCEEDED best" and bars["4"]["class"] == "tl-bar running"
+    assert bars["2"]["data-slot"] == "2"
+    assert timeline([TrialResult("1", "REQUESTED", {}, None)], None) is None
+
+
+def test_the_retrains_metric_and_model_are_shown() -> None:
+    s = _summary()
+    s.retrain_job, s.retrain_value = "projects/p/locations/l/customJobs/9", 0.0875
+    html = report.render(s)
+    assert 'id="retrain-value" data-value="0.0875">0.0875<' in html
+    assert 'id="model-location">/tmp/model<' in html
+    s.retrain_value = None
+    assert "The retrain reported no val_loss" in report.render(s)
 
 
 def test_load_summary_round_trips_the_written_file(tmp_path: Path) -> None:

@@ -319,3 +319,15 @@ def test_the_emulators_output_dir_and_the_retrain(work: Path) -> None:
     assert len(_metric_entries(work)) == 1  # the trial's: the retrain reports nothing
     proc = run(work, ["--retrain", "--", "python", "app.py", "-m", "lr=0.5"])
     assert proc.returncode == 2 and "the app command has '-m'" in proc.stderr
+
+
+def test_the_retrain_records_its_value_when_told_the_metric(work: Path) -> None:
+    """The retrain step sets HYDRA_VERTEX_METRIC: the task function's value goes to the metric
+    file; a value that cannot be reported is a warning, and the retrain still succeeds."""
+    proc = run(work, ["--retrain", "--", "python", "app.py"], env={"HYDRA_VERTEX_METRIC": "loss"})
+    assert proc.returncode == 0, proc.stderr
+    [entry] = _metric_entries(work)
+    assert float(entry["loss"]) == 0.5
+    proc = run(work, ["--retrain", "--", "python", "app.py"], env={"HYDRA_VERTEX_METRIC": "loss", "SHIM_APP_RETURN": "nan"})
+    assert proc.returncode == 0, proc.stderr
+    assert "hydra-vertex: warning: the objective is nan" in proc.stderr

@@ -10,6 +10,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 _TZ_PREFIX = re.compile(r"^(?:CRON_TZ|TZ)=(\S+)\s+(.*)$")
 
 
+#: The five fields: name and what each takes (croniter's ranges).
+FIELDS = (
+    ("minute", "0-59"),
+    ("hour", "0-23"),
+    ("day-of-month", "1-31"),
+    ("month", "1-12 or JAN-DEC"),
+    ("day-of-week", "0-6 or SUN-SAT (7 is Sunday too)"),
+)
+
+
 class CronError(ValueError):
     """Not a cron expression Vertex accepts; the message names the rule."""
 
@@ -30,9 +40,23 @@ def parse(cron: str) -> tuple[str, ZoneInfo]:
                 "TZ=America/New_York)"
             ) from None
         text = m.group(2).strip()
-    if len(text.split()) != 5 or not croniter.is_valid(text):
+    fields = text.split()
+    if len(fields) != 5:
         raise CronError(
-            "not a cron expression of five fields (minute hour day-of-month month day-of-week), "
+            f"has {len(fields)} field(s), not five (minute hour day-of-month month day-of-week), "
             "optionally prefixed with TZ=Zone/Name; e.g. '0 3 * * 1'"
+        )
+    for i, (value, (name, allowed)) in enumerate(zip(fields, FIELDS, strict=True)):
+        alone = ["*"] * 5
+        alone[i] = value
+        if not croniter.is_valid(" ".join(alone)):
+            raise CronError(
+                f"{value!r} is not a valid {name} (field {i + 1} of five): allowed {allowed}, "
+                "with '*', ',', '-' and '/'"
+            )
+    if not croniter.is_valid(text):  # each field fits alone, the whole does not
+        raise CronError(
+            "is not a cron expression croniter accepts (minute hour day-of-month month "
+            "day-of-week); e.g. '0 3 * * 1'"
         )
     return text, zone

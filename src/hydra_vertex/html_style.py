@@ -45,6 +45,17 @@ figure { margin: 0 0 12px; } figcaption { color: var(--muted); font-size: 12px; 
 .pc-axis { stroke: var(--fg); stroke-width: 1; }
 .pc-tick { font-size: 10px; paint-order: stroke; stroke: #fff; stroke-width: 3px; fill: var(--fg); }
 .bar { fill: #3b528b; }
+.pt-clipped { fill: var(--muted); stroke: #fff; stroke-width: 1; }
+.na-rule { stroke: var(--muted); stroke-width: 1; stroke-dasharray: 2 2; }
+.pc-tick.na { font-style: italic; fill: var(--muted); }
+.curve { fill: none; stroke-width: 1.5; stroke-opacity: 0.8; stroke-linecap: round; }
+.curve.best { stroke-width: 3; stroke-opacity: 1; }
+.stop-mark { stroke: var(--bad); stroke-width: 2; fill: none; }
+.tl-bar { fill: #8a93a0; } .tl-bar.SUCCEEDED { fill: #5ec962; }
+.tl-bar.INFEASIBLE { fill: #e57373; }
+.tl-bar.running { fill: #f2c14e; } .tl-bar.best { stroke: var(--accent); stroke-width: 2.5; }
+.tl-label { font-size: 11px; fill: #1d2330; }
+.badge.stopped { background: #6a51a3; }
 table { border-collapse: collapse; width: 100%; font-size: 13px; }
 th, td { border-bottom: 1px solid var(--line); padding: 4px 8px; text-align: left;
   vertical-align: top; }

@@ -12,7 +12,7 @@
     tuning:
       max_trials: 12
       parallel_trials: 2
-      max_failed_trials: 0            # 0: the service decides (see the README)
+      max_failed_trials: 0            # 0: the service decides (see docs/emulator.md)
       seed: 0                         # the local suggestion engine's seed (reproducible runs)
       timeout_seconds: 3600           # per trial
       algorithm: bayesian             # bayesian | grid | random (see hydra_vertex.tuning_options)
@@ -133,7 +133,7 @@ class Origin:
 
     path: Path | None = None
     prefix: str = ""
-    readme: str = "The job file"
+    doc: str = "docs/job-file.md"
     names: tuple[tuple[str, str], ...] = ()
 
     def name(self, field_: str) -> str:
@@ -143,7 +143,7 @@ class Origin:
         return field_
 
     def error(self, field_: str, rule: str, value: Any, hint: str = "") -> JobFileError:
-        see = f" (see the README, '{self.readme}')"
+        see = f" (see {self.doc})"
         if self.path is None:
             where = f"{self.prefix}{self.name(field_)}"
             return JobFileError(f"{where}: {rule}, got {value!r}{hint}{see}")
@@ -153,7 +153,7 @@ class Origin:
         if self.path is None:
             return JobFileError(
                 f"{self.prefix}{self.name(section)}: unknown key(s) {unknown}; allowed: "
-                f"{sorted(allowed)} (see the README, '{self.readme}')"
+                f"{sorted(allowed)} (see {self.doc})"
             )
         return JobFileError(
             f"{self.path}: unknown key(s) {unknown} in '{section}'; allowed: {sorted(allowed)}"

@@ -381,7 +381,17 @@ def shim_overrides(
     - the reporting callback (``hydra_vertex.reporting.ReportCallback``) with the space's metric.
       ``++`` so that an app config that already lists the callback is overridden, not an error.
     """
-    out = run_overrides(app_args, run_dir(environ))
-    out.append(f"++{_CALLBACK_KEY}._target_={REPORT_CALLBACK}")
-    out.append(f"++{_CALLBACK_KEY}.metric={quote_string(space.metric)}")
+    return [*run_overrides(app_args, run_dir(environ)), *report_overrides(space.metric)]
+
+
+def report_overrides(metric: str, *, strict: bool = True) -> list[str]:
+    """The reporting callback with ``metric`` as its tag (``++``: an app config that already
+    lists it is overridden, not an error). ``strict=False`` (the retrain): an objective that
+    cannot be reported is a warning, not a failure."""
+    out = [
+        f"++{_CALLBACK_KEY}._target_={REPORT_CALLBACK}",
+        f"++{_CALLBACK_KEY}.metric={quote_string(metric)}",
+    ]
+    if not strict:
+        out.append(f"++{_CALLBACK_KEY}.strict=false")
     return out

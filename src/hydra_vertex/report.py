@@ -6,8 +6,11 @@ write it. The input is a :class:`~hydra_vertex.summary.Summary`: read from ``SUM
 client (:func:`summary_from_job`), so the same report comes from a job on Vertex or the emulator.
 
 The page has: the optimization history (each trial and the best so far), parallel coordinates of the
-parameters against the objective, parameter importance, a slice plot per parameter, the trials table
-(states, values, infeasible reasons, W&B links when known) and the winning overrides ready to paste.
+parameters against the objective, the intermediate values per trial, a timeline of the trials,
+parameter importance, a slice plot per parameter, the trials table (states, values, infeasible
+reasons, early stops, W&B links when known), the winning overrides ready to paste, and the
+retrain's metric and model. The charts are the :data:`CHARTS` table (where a Pareto-front chart for
+several objectives will go).
 Charts are inline SVG (:mod:`hydra_vertex.report_charts`): no script, no network, and a
 Content-Security-Policy that allows nothing but the page's own style block.
 """
@@ -49,6 +52,13 @@ def _e(value: object) -> str:
 
 def _trial_from_dict(d: Mapping[str, Any]) -> TrialResult:
     value = d.get("value")
+    points: list[tuple[int, float]] = []
+    for point in d.get("intermediate") or []:
+        try:
+            step, v = point
+            points.append((int(step), float(v)))
+        except (TypeError, ValueError):
+            continue
     return TrialResult(
         id=str(d.get("id", "")),
         state=str(d.get("state", "")),
@@ -57,6 +67,9 @@ def _trial_from_dict(d: Mapping[str, Any]) -> TrialResult:
         infeasible_reason=str(d.get("infeasible_reason") or ""),
         reason=str(d.get("reason") or ""),
         output_dir=d.get("output_dir") or None,
+        start_time=d.get("start_time") or None,
+        end_time=d.get("end_time") or None,
+        intermediate=tuple(points),
         stopped_early=bool(d.get("stopped_early")),
         stop_reason=str(d.get("stop_reason") or ""),
         saved_steps=d.get("saved_steps"),
@@ -262,8 +275,34 @@ def _best(summary: Summary) -> str:
             )
     elif summary.best_parameters:
         parts.append(f'<pre class="paste">{_e(_params_text(summary.best_parameters))}</pre>')
+    parts.append(_retrain(summary))
     parts.append("</div></section>")
     return "".join(parts)
+
+
+def _retrain(summary: Summary) -> str:
+    """The retrain's result: its final metric (when its run reported one) and the model."""
+    if not (summary.retrain_job or summary.model_dir or summary.model_uri):
+        return ""
+    rows = []
+    if summary.retrain_value is not None:
+        rows.append(
+            f'<p>The retrain: {_e(summary.metric)} = <strong id="retrain-value" '
+            f'data-value="{_e(summary.retrain_value)}">{_e(_value(summary.retrain_value))}'
+            "</strong></p>"
+        )
+    else:
+        rows.append(
+            '<p class="muted" id="retrain-value">The retrain reported no '
+            f"{_e(summary.metric)} (see docs/report.md).</p>"
+        )
+    where = summary.model_dir or summary.model_uri
+    if where:
+        empty = " (empty: the retrain wrote nothing under AIP_MODEL_DIR)" if (
+            summary.model_dir_empty
+        ) else ""
+        rows.append(f'<p>The model: <code id="model-location">{_e(where)}</code>{_e(empty)}</p>')
+    return "".join(rows)
 
 
 def _trials_table(summary: Summary, links: Mapping[str, str]) -> str:
@@ -286,7 +325,8 @@ def _trials_table(summary: Summary, links: Mapping[str, str]) -> str:
                 else "<td></td>"
             )
         stopped = (
-            f' <span class="stopped" title="{_e(t.stop_reason)}">stopped early</span>'
+            f' <span class="badge stopped" data-stopped="true" title="{_e(t.stop_reason)}">'
+            "stopped early</span>"
             if t.stopped_early
             else ""
         )
@@ -308,36 +348,84 @@ def _trials_table(summary: Summary, links: Mapping[str, str]) -> str:
     )
 
 
+# The charts of the report, in order: ``(section id, title, chart, caption)``; a chart is
+# ``chart(summary) -> svg or None`` (None: nothing to draw for this study, the section is left out).
+# The hook for multi-objective studies: a Pareto-front scatter (the objectives against each other,
+# the non-dominated trials joined) goes in as one more entry, drawn when the summary carries each
+# trial's ``values`` and ``pareto_trial_ids``.
+Chart = tuple[str, str, Any, str]
+
+
+def _minimize(summary: Summary) -> bool:
+    return summary.direction != "maximize"
+
+
+CHARTS: list[Chart] = [
+    (
+        "history",
+        "Optimization history",
+        lambda s: charts.history(s.trials, s.metric, _minimize(s), s.best_trial_id),
+        "Each trial's {metric} (colour: better is darker), failed trials as crosses at the bottom, "
+        "and the best value so far (line). Far outliers are clipped to the edge (triangles).",
+    ),
+    (
+        "parallel",
+        "Parallel coordinates",
+        lambda s: charts.parallel(s.trials, s.metric, _minimize(s), s.best_trial_id),
+        "One line per succeeded trial across its parameters and the objective; the best trial in "
+        "red. A conditional parameter a trial lacks sits on the axis's n/a band.",
+    ),
+    (
+        "curves",
+        "Intermediate values",
+        lambda s: charts.curves(s.trials, s.metric, _minimize(s), s.best_trial_id),
+        "Each trial's intermediate {metric} (hydra_vertex.reporting.report(value, step=...)) "
+        "against the step; the best trial in red, a cross where a trial was stopped early.",
+    ),
+    (
+        "timeline",
+        "Timeline",
+        lambda s: charts.timeline(s.trials, s.best_trial_id),
+        "When each trial ran, on the slot it ran in (parallel trials side by side); hover a bar "
+        "for its duration.",
+    ),
+    (
+        "importance",
+        "Parameter importance",
+        lambda s: charts.importance(s.trials),
+        "Share of the objective's variance explained by each parameter's values (grouped; "
+        "conditional parameters' absence counts as a group). A rough guide with few trials.",
+    ),
+]
+
+
 def _charts(summary: Summary) -> str:
-    minimize = summary.direction != "maximize"
-    trials, best = summary.trials, summary.best_trial_id
+    trials = summary.trials
     ok = charts.succeeded(trials)
     if not ok:
-        return (
+        parts = [
             '<section id="charts"><h2>Charts</h2><p class="muted">No trial has a value yet: '
             "nothing to plot.</p></section>"
+        ]
+        timeline = charts.timeline(trials, summary.best_trial_id)
+        if timeline is not None:
+            parts.append(f'<section id="timeline"><h2>Timeline</h2><figure>{timeline}</figure>'
+                         "</section>")
+        return "".join(parts)
+    parts = []
+    for section, title, chart, caption in CHARTS:
+        svg = chart(summary)
+        if svg is None:
+            continue
+        parts.append(
+            f'<section id="{section}"><h2>{_e(title)}</h2><figure>{svg}'
+            f"<figcaption>{_e(caption.format(metric=summary.metric))}</figcaption></figure>"
+            "</section>"
         )
-    names = charts.parameter_names(ok)
-    parts = [
-        '<section id="history"><h2>Optimization history</h2><figure>',
-        charts.history(trials, summary.metric, minimize, best),
-        f"<figcaption>Each trial's {_e(summary.metric)} (colour: better is darker), failed trials "
-        "as crosses at the bottom, and the best value so far (line).</figcaption>"
-        "</figure></section>",
-        '<section id="parallel"><h2>Parallel coordinates</h2><figure>',
-        charts.parallel(trials, summary.metric, minimize, best),
-        "<figcaption>One line per succeeded trial across its parameters and the objective; the "
-        "best trial in red. A conditional parameter a trial lacks leaves a gap.</figcaption>"
-        "</figure></section>",
-        '<section id="importance"><h2>Parameter importance</h2><figure>',
-        charts.importance(trials),
-        "<figcaption>Share of the objective's variance explained by each parameter's values "
-        "(grouped; conditional parameters' absence counts as a group). A rough guide with few "
-        "trials.</figcaption></figure></section>",
-        '<section id="slices"><h2>Slice plots</h2><div class="slices">',
-    ]
-    for name in names:
-        plot = charts.slice_plot(trials, name, summary.metric, minimize, best)
+    minimize = _minimize(summary)
+    parts.append('<section id="slices"><h2>Slice plots</h2><div class="slices">')
+    for name in charts.parameter_names(ok):
+        plot = charts.slice_plot(trials, name, summary.metric, minimize, summary.best_trial_id)
         parts.append(
             f'<figure class="slice">{plot}'
             f"<figcaption>{_e(summary.metric)} against {_e(name)}</figcaption></figure>"

@@ -222,7 +222,9 @@ class ReportCallback(Callback):
 
     ``metric`` is the hypertune tag (the search space's ``metric``); ``key`` picks the value out
     of a returned mapping (default: ``metric``). ``params`` optionally limits the W&B tags to these
-    override keys (default: every non-``hydra.*`` task override).
+    override keys (default: every non-``hydra.*`` task override). ``strict=False`` (what the
+    shim sets for the retrain): an objective that cannot be reported prints a warning and the run
+    ends as it would without the callback.
     """
 
     def __init__(
@@ -230,10 +232,12 @@ class ReportCallback(Callback):
         metric: str = DEFAULT_METRIC,
         key: str | None = None,
         params: list[str] | None = None,
+        strict: bool = True,
     ) -> None:
         self.metric = str(metric)
         self.key = None if key is None else str(key)
         self.params = None if params is None else [str(p) for p in params]
+        self.strict = bool(strict)
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         from hydra_vertex.shim import FORCED_RUN_ENV
@@ -262,6 +266,10 @@ class ReportCallback(Callback):
         try:
             value = objective_from_return(job_return.return_value, self.key or self.metric)
         except ReportingError as err:
+            if not self.strict:  # the retrain: its model matters more than the number
+                print(f"hydra-vertex: warning: {err}; the run's value is not recorded",
+                      file=sys.stderr, flush=True)
+                return
             print(f"hydra-vertex: {err}", file=sys.stderr, flush=True)
             if _is_multirun(config):
                 raise  # Hydra turns it into a warning; the sweep goes on without this value

@@ -79,12 +79,32 @@ def where_things_land(summary: Summary, storage_root: Path, retrain_job: str | N
     if retrain_job:
         outputs = runs / retrain_job.rsplit("/", 1)[-1] / "outputs"
         summary.retrain_output_dir = str(outputs) if outputs.is_dir() else None
+        metric_file = runs / retrain_job.rsplit("/", 1)[-1] / "metrics" / "output.metrics"
+        summary.retrain_value = last_reported(metric_file, summary.metric)
     if summary.model_uri:
         from hydra_vertex.local_conventions import local_path
 
         model_dir = local_path(storage_root, summary.model_uri)
         summary.model_dir = str(model_dir) + os.sep
         summary.model_dir_empty = not (model_dir.is_dir() and any(model_dir.iterdir()))
+
+
+def last_reported(path: Path, metric: str) -> float | None:
+    """The last finite value of ``metric`` in a cloudml-hypertune metric file (one JSON object
+    per line, values as strings), or None."""
+    import json
+    import math
+
+    found: float | None = None
+    with contextlib.suppress(OSError):
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                value = float(json.loads(line)[metric])
+            except (ValueError, KeyError, TypeError):
+                continue  # a torn last line, another tag
+            if math.isfinite(value):
+                found = value
+    return found
 
 
 def write_report(summary: Summary, directory: Path) -> str | None:
@@ -135,6 +155,8 @@ def print_summary(summary: Summary, stream: TextIO) -> None:
         )
     if summary.best_overrides:
         console.print("best overrides: " + " ".join(summary.best_overrides), soft_wrap=True)
+    if summary.retrain_value is not None:
+        console.print(f"retrain: {summary.metric}={summary.retrain_value:.6g}")
     if summary.model_dir:
         empty = " (empty)" if summary.model_dir_empty else ""
         console.print(f"model: {summary.model_dir}{empty}", soft_wrap=True)

@@ -280,7 +280,7 @@ def from_mapping(data: Any, source: str = "<search space>") -> SearchSpace:
     if sweeper is None:
         raise SearchSpaceError(
             f"{source}: no search space found: expected top-level 'params' (search-space file) or "
-            f"'hydra.sweeper.params' (Hydra config), see the README section 'Search space'"
+            f"'hydra.sweeper.params' (Hydra config), see docs/search-space.md"
         )
     if sweeper.get("custom_search_space") is not None:
         raise SearchSpaceError(
@@ -289,7 +289,7 @@ def from_mapping(data: Any, source: str = "<search space>") -> SearchSpace:
             f"space up front, not a function that calls trial.suggest_*; write each parameter "
             f"under hydra.sweeper.params in Hydra's sweep grammar (interval, int(interval), "
             f"tag(log, ...), range, choice), and a conditional one in a search-space file as "
-            f"{{values: ..., when: {{parent: [values]}}}} (see the README, 'The search space')"
+            f"{{values: ..., when: {{parent: [values]}}}} (see docs/search-space.md)"
         )
     metric = sweeper.get("metric")
     if metric is None:

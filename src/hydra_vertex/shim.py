@@ -14,11 +14,12 @@ trailing trial arguments Vertex appended (``--lr=0.01``, ``--lr 0.01``) into Hyd
 (:mod:`hydra_vertex.overrides`), adds the per-trial output directory, ``hydra.mode=RUN`` and the
 reporting callback, and replaces itself with the app (``os.execvp``, no shell): the app's exit code
 and signals are the shim's own. ``--retrain`` (the final training) converts nothing: it adds
-``hydra.mode=RUN`` and, under the emulator, the output directory. An app command with ``-m`` is
-refused: a trial is one run. Errors print one line (``hydra-vertex-shim: error: ...``) and exit 2;
-an app command that cannot be started exits 127 (not found) or 126 (not executable), as a shell
-would. Every error is one line; an unexpected one (a bug) too, with its exception type, unless
-``HYDRA_VERTEX_DEBUG=1`` asks for the traceback.
+``hydra.mode=RUN``, under the emulator the output directory, and, when ``HYDRA_VERTEX_METRIC``
+names the study's metric (the retrain step sets it), the reporting callback in its lenient mode.
+An app command with ``-m`` is refused: a trial is one run. Errors print one line
+(``hydra-vertex-shim: error: ...``) and exit 2; an app command that cannot be started exits 127
+(not found) or 126 (not executable), as a shell would. Every error is one line; an unexpected one
+(a bug) too, with its exception type, unless ``HYDRA_VERTEX_DEBUG=1`` asks for the traceback.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ _JSON_PREFIX = "json:"
 _RETRAIN = "retrain:"
 #: Set for the app: the reporting callback then says so when the app's config selects MULTIRUN.
 FORCED_RUN_ENV = "HYDRA_VERTEX_FORCED_RUN"
+#: In ``--retrain`` mode: the study's metric; the reporting callback then records the retrain's
+#: final value (a value it cannot report is a warning there, not a failure). (The same variable
+#: as :data:`hydra_vertex.reporting.METRIC_ENV`, not imported: the shim stays light.)
+METRIC_ENV = "HYDRA_VERTEX_METRIC"
 
 
 class _Usage(Exception):
@@ -97,6 +102,7 @@ def build_command(space_file: str, command: Sequence[str]) -> list[str]:
         OUTPUT_DIR_ENV,
         check_run_mode,
         convert_argv,
+        report_overrides,
         run_overrides,
         shim_overrides,
     )
@@ -104,7 +110,11 @@ def build_command(space_file: str, command: Sequence[str]) -> list[str]:
 
     if space_file == _RETRAIN:
         check_run_mode(command)
-        return [*command, *run_overrides(command, os.environ.get(OUTPUT_DIR_ENV) or None)]
+        out = [*command, *run_overrides(command, os.environ.get(OUTPUT_DIR_ENV) or None)]
+        metric = os.environ.get(METRIC_ENV)
+        if metric:  # the retrain step names the study's metric: record the final value too
+            out += report_overrides(metric, strict=False)
+        return out
     if space_file.startswith(_JSON_PREFIX):
         space = load_json(space_file[len(_JSON_PREFIX) :], source="--search-space-json")
     else:

@@ -7,11 +7,13 @@ record: the deciding line, then the log's last lines), ``reason`` (the deciding 
 ``stop_reason``, ``saved_steps``, ``saved_seconds`` and ``devices``), ``model_dir``; and
 ``early_stopping`` (``stopped_trials``, ``saved_steps``, ``saved_seconds``: the totals), ``status``
 (``succeeded``/``failed``), ``error``, ``name``, ``metric``, ``direction``, ``best_parameters``,
-``retrain_overrides``, ``model_uri``, ``model_dir_empty`` (true when the retrain wrote nothing
-under ``AIP_MODEL_DIR``; null when there was no retrain), ``retrain_output_dir`` (the retrain's
-Hydra output directory), ``image_uri``, ``tuning_job``, ``retrain_job``, ``elapsed_seconds``,
-``log`` (the pipeline's), ``trial_logs`` (the emulator's directory of per-trial logs), ``report``
-(the HTML report). ``model_dir`` stays a string. No string holds an ANSI escape sequence.
+``retrain_overrides``, ``model_uri``, ``retrain_value`` (the metric the retrain's run returned,
+when its metric file has it: see docs/report.md), ``model_dir_empty`` (true when the retrain wrote
+nothing under ``AIP_MODEL_DIR``; null when there was no retrain), ``retrain_output_dir`` (the
+retrain's Hydra output directory), ``image_uri``, ``tuning_job``, ``retrain_job``,
+``elapsed_seconds``, ``log`` (the pipeline's), ``trial_logs`` (the emulator's directory of
+per-trial logs), ``report`` (the HTML report). ``model_dir`` stays a string. No string holds an
+ANSI escape sequence.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class Summary:
     trials: list[TrialResult] = field(default_factory=list)
     model_dir: str | None = None
     model_dir_empty: bool | None = None
+    retrain_value: float | None = None
     retrain_output_dir: str | None = None
     model_uri: str | None = None
     image_uri: str | None = None

@@ -39,6 +39,10 @@ class TrialResult:
     infeasible_reason: str = ""
     reason: str = ""  # the deciding line of an infeasible trial (hydra_vertex.reasons)
     output_dir: str | None = None  # the trial's Hydra output directory, where known
+    start_time: str | None = None  # RFC 3339, UTC
+    end_time: str | None = None
+    # the intermediate measurements of the study's metric: (step, value), in step order
+    intermediate: tuple[tuple[int, float], ...] = ()
     # Known from the emulator only (hydra_vertex.local_details); Vertex's API does not say:
     stopped_early: bool = False  # stopped by the early-stopping rule (it ended SUCCEEDED)
     stop_reason: str = ""  # the rule's line
@@ -113,10 +117,30 @@ def trial_results(
                 parameters={p.parameter_id: p.value for p in t.parameters},
                 value=value,
                 infeasible_reason=reason,
+                start_time=_rfc3339(t.start_time),
+                end_time=_rfc3339(t.end_time),
+                intermediate=intermediate_values(t, metric.metric_id),
                 **(_local_fields(local) if local is not None else {}),
             )
         )
     return sorted(out, key=lambda r: _id_key(r.id))
+
+
+def _rfc3339(stamp: Any) -> str | None:
+    if not stamp:
+        return None
+    return str(stamp.isoformat().replace("+00:00", "Z"))
+
+
+def intermediate_values(trial: Trial, metric_id: str) -> tuple[tuple[int, float], ...]:
+    """The trial's intermediate measurements of ``metric_id``: ``(step, value)`` by step, finite
+    values only."""
+    points = {
+        int(m.step_count): v
+        for m in trial.measurements
+        if (v := _metric_value(m, metric_id)) is not None
+    }
+    return tuple(sorted(points.items()))
 
 
 def _local_fields(local: TrialDetails) -> dict[str, Any]:

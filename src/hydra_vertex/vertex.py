@@ -119,6 +119,62 @@ def emulator_job_client(endpoint: str, token: str | None) -> Any:
     )
 
 
+def pipeline_client(location: str, endpoint: Endpoint | None = None) -> Any:
+    """A v1 ``PipelineServiceClient`` for ``location``, resolved as :func:`job_client` is."""
+    from google.cloud import aiplatform_v1
+
+    resolved = endpoint or resolve_endpoint()
+    if resolved.is_emulator:
+        return aiplatform_v1.PipelineServiceClient(
+            transport="rest",
+            client_options={"api_endpoint": resolved.api_endpoint},
+            credentials=bearer_credentials(resolved.token),
+        )
+    if resolved.api_endpoint:
+        return aiplatform_v1.PipelineServiceClient(
+            client_options={"api_endpoint": resolved.api_endpoint}
+        )
+    from google.cloud.aiplatform import initializer
+
+    options = initializer.global_config.get_client_options(location_override=location)
+    return aiplatform_v1.PipelineServiceClient(client_options=options)
+
+
+def logging_client(project: str, endpoint: Endpoint | None = None) -> Any:
+    """A ``google.cloud.logging.Client`` for ``project``: Google's Cloud Logging, or the emulator
+    (which answers the ``entries:list`` subset over the JSON API; the library's gRPC transport
+    cannot take an ``http://`` endpoint)."""
+    from google.cloud import logging as cloud_logging
+
+    resolved = endpoint or resolve_endpoint()
+    if resolved.is_emulator:
+        return cloud_logging.Client(
+            project=project,
+            credentials=bearer_credentials(resolved.token),
+            client_options={"api_endpoint": resolved.api_endpoint},
+            _use_grpc=False,
+        )
+    if resolved.api_endpoint:
+        return cloud_logging.Client(
+            project=project, client_options={"api_endpoint": resolved.api_endpoint}
+        )
+    return cloud_logging.Client(project=project)
+
+
+#: Where a Vertex project can be configured outside a job file (gcloud's and the client
+#: libraries' variables), in the order they are read.
+PROJECT_ENV = ("GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT", "GCLOUD_PROJECT")
+
+
+def configured_project() -> tuple[str, str] | None:
+    """``(project, variable)`` when the environment names a Google Cloud project, else None."""
+    for name in PROJECT_ENV:
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value, name
+    return None
+
+
 def api_base(location: str, endpoint: str | None = None) -> str:
     """``https://<regional endpoint>/v1/`` (or the emulator's URL): the prefix of resource URIs."""
     resolved = resolve_endpoint(endpoint)

@@ -54,18 +54,41 @@ def test_the_run_report_shows_every_trial_and_the_summary_winner(
     assert shlex.split(_css(browser, "#best-overrides")[0].text) == summary["best_overrides"]
     # the charts are drawn (laid out with a size), with a point per succeeded trial
     charts = {s.get_attribute("data-chart"): s for s in _css(browser, "svg.chart-svg")}
-    assert {"history", "parallel", "importance", "slice"} <= set(charts)
+    assert {"history", "parallel", "timeline", "importance", "slice"} <= set(charts)
     for svg in charts.values():
         assert svg.is_displayed() and svg.size["width"] > 200 and svg.size["height"] > 100
     succeeded = [t for t in summary["trials"] if t["state"] == "SUCCEEDED"]
     history = _css(browser, 'svg[data-chart="history"] circle.pt')
-    assert len(history) == len(succeeded)
+    clipped = _css(browser, 'svg[data-chart="history"] path.pt-clipped')  # far outliers
+    assert len(history) + len(clipped) == len(succeeded)
     best_point = _css(browser, 'svg[data-chart="history"] circle.pt[data-best]')
     assert [p.get_attribute("data-trial") for p in best_point] == [summary["best_trial_id"]]
     line = _css(browser, 'svg[data-chart="history"] path.best-line[data-best-value]')[0]
     assert float(line.get_attribute("data-best-value")) == pytest.approx(summary["best_value"])
     pc = _css(browser, 'svg[data-chart="parallel"] path.pc-line')
     assert len(pc) == len(succeeded)
+    # every trial's line reaches the objective axis, through the n/a band where it lacks a
+    # conditional parameter (digits: model.C and model.gamma only for svm, model.alpha for sgd)
+    axis = _css(browser, f'svg[data-chart="parallel"] line.pc-axis[data-axis="{summary["metric"]}"]')[0]
+    objective_x = float(axis.get_attribute("x1"))
+    for line in pc:
+        box = browser.execute_script("const b = arguments[0].getBBox(); return [b.x, b.x + b.width];", line)
+        assert box[1] == pytest.approx(objective_x, abs=0.5), line.get_attribute("data-trial")
+        last = (line.get_attribute("d") or "").rsplit("L", 1)[-1].split(",")
+        assert float(last[0]) == pytest.approx(objective_x, abs=0.05)
+        expected = _objective_y(browser, float(line.get_attribute("data-value")))
+        top, foot = 40.0, 320.0  # a far outlier is clipped to the axis's end
+        assert float(last[1]) == pytest.approx(min(max(expected, top), foot), abs=1.0)
+    assert any(line.get_attribute("data-na") for line in pc)  # conditional parameters: n/a band
+    best_line = _css(browser, 'svg[data-chart="parallel"] path.pc-line[data-best]')
+    assert [b.get_attribute("data-trial") for b in best_line] == [summary["best_trial_id"]]
+    # the timeline has a bar per trial; the retrain's metric and the model's place are shown
+    bars = _css(browser, 'svg[data-chart="timeline"] rect.tl-bar')
+    assert sorted(b.get_attribute("data-trial") for b in bars) == sorted(t["id"] for t in summary["trials"])
+    assert summary["retrain_value"] is not None
+    shown = _css(browser, "#retrain-value")[0].get_attribute("data-value")
+    assert float(shown) == pytest.approx(summary["retrain_value"])
+    assert _css(browser, "#model-location")[0].text == summary["model_dir"]
     names = {n for t in summary["trials"] for n in t["parameters"]}
     slices = {s.get_attribute("data-param") for s in _css(browser, 'svg[data-chart="slice"]')}
     assert slices == names
@@ -81,6 +104,20 @@ def test_the_run_report_shows_every_trial_and_the_summary_winner(
     assert colour == "rgb(26, 127, 55)"  # the page's own style block ran under its CSP
     assert page_errors(browser) == []
     screenshot(browser, "report-digits")
+
+
+def _objective_y(browser: Any, value: float) -> float:
+    """Where ``value`` sits on the parallel chart's objective axis, from its own tick labels."""
+    ticks = browser.execute_script(
+        "const svg = document.querySelector('svg[data-chart=parallel]');"
+        "const axis = [...svg.querySelectorAll('line.pc-axis')].pop();"
+        "const x = Number(axis.getAttribute('x1'));"
+        "return [...svg.querySelectorAll('text.pc-tick')]"
+        ".filter(t => Math.abs(Number(t.getAttribute('x')) - x - 5) < 0.5 && !isNaN(Number(t.textContent)))"
+        ".map(t => [Number(t.textContent), Number(t.getAttribute('y')) - 4]);"
+    )
+    (v0, y0), (v1, y1) = ticks[0], ticks[-1]
+    return float(y0 + (value - v0) * (y1 - y0) / (v1 - v0))
 
 
 def test_a_hostile_value_is_shown_as_text_and_nothing_runs(browser: Any, tmp_path: Path) -> None:

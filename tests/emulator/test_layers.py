@@ -22,6 +22,9 @@ SHARED = {
     "hydra_vertex.cron",
     "hydra_vertex.html_style",
     "hydra_vertex.local_conventions",
+    "hydra_vertex.pipeline_dag",
+    "hydra_vertex.report_charts",  # the console draws the report's charts
+    "hydra_vertex.trials",  # trial values and the best trial: one rule for every page
 }
 
 

@@ -30,11 +30,18 @@ _LIBRARIES = {
     ),
 }
 _VARIABLE = re.compile(r"\{[^}=]+(?:=([^}]*))?\}")
+# google-cloud-logging's generated layer is gRPC only; its JSON client (logging_v2/_http.py, which
+# `hydra-vertex logs` uses against the emulator) posts to this path.
+_JSON_CLIENT_RULES = {
+    "google.logging.v2.LoggingServiceV2.ListLogEntries": [("POST", "/v2/entries:list")],
+}
 
 
 def http_rules(rpc: str) -> list[tuple[str, str]]:
     """``(METHOD, uri template)`` of each HTTP binding of ``rpc``, as the client library's REST
     transport has them (the ``google.api.http`` options of the service descriptor)."""
+    if rpc in _JSON_CLIENT_RULES:
+        return _JSON_CLIENT_RULES[rpc]
     package, service, method = rpc.rsplit(".", 2)
     library, modules = _LIBRARIES[package]
     rest = importlib.import_module(f"{library}.services.{modules[service]}.transports.rest_base")

@@ -74,6 +74,14 @@ def test_submit_runs_the_pipeline_through_cloud_build(
     assert done.returncode == 0, done.stdout + done.stderr
     name = done.stdout.strip().splitlines()[-1]
     assert "/pipelineJobs/" in name
+    # quiet against the emulator: the console line and the name, no SDK chatter, no Google link
+    assert done.stdout.strip().splitlines() == [
+        f"console: {emulator.endpoint}/console/pipelineJobs/{name.rsplit('/', 1)[-1]}"
+        f"?token={emulator.token}",
+        name,
+    ]
+    assert "console.cloud.google.com" not in done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
     job = aiplatform.PipelineJob.get(name)
     assert job.state.name == "PIPELINE_STATE_SUCCEEDED"
     params = dict(job.runtime_config.parameter_values)

@@ -36,8 +36,8 @@ from hydra_vertex.errors import HydraVertexError
 
 log = logging.getLogger(__name__)
 
-#: The README section that documents the sweeper (named in its error lines).
-README = "From Hydra's command line"
+#: The page that documents the sweeper (named in its error lines).
+DOC = "docs/sweeper.md"
 DEFAULT_METRIC = "objective"
 RESULTS_FILE = "optimization_results.yaml"
 #: The settings that are the job file's, and the sweeper's names for them.
@@ -134,7 +134,7 @@ def make_plan(settings: Mapping[str, Any], config: DictConfig, arguments: Sequen
         raise SweepError(
             f"hydra.sweeper.custom_search_space: {settings['custom_search_space']!r} is not "
             f"supported: Vertex AI needs the whole space up front; write each parameter under "
-            f"hydra.sweeper.params in Hydra's sweep grammar (see the README, '{README}')"
+            f"hydra.sweeper.params in Hydra's sweep grammar (see {DOC})"
         )
     direction = _direction(settings.get("direction"))
     metric = settings.get("metric") or OmegaConf.select(config, "optimized_metric") or (
@@ -156,7 +156,7 @@ def make_plan(settings: Mapping[str, Any], config: DictConfig, arguments: Sequen
         )
     except SearchSpaceError as e:
         raise SweepError(_hydra_style(str(e))) from None
-    origin = jobfile.Origin(prefix="hydra.sweeper.", readme=README, names=_RENAMED)
+    origin = jobfile.Origin(prefix="hydra.sweeper.", doc=DOC, names=_RENAMED)
     vertex = dict(settings.get("vertex") or {})
     image_uri = vertex.get("image_uri")
     sections = {
@@ -233,7 +233,7 @@ def _space_and_fixed(
         raise SweepError(
             "hydra.sweeper.params: the search space is empty: set hydra.sweeper.params or give "
             "sweep overrides on the command line ('lr=interval(0.001, 0.1)', 'model=choice(a, b)')"
-            f" (see the README, '{README}')"
+            f" (see {DOC})"
         )
     return entries, fixed, swept
 
@@ -294,7 +294,7 @@ def _on_vertex(vertex: Mapping[str, Any], image_uri: Any) -> bool:
     if missing is not None:
         raise SweepError(
             f"hydra.sweeper.vertex.{missing}: Vertex AI needs both a project and a region (set "
-            f"neither to tune on the local emulator) (see the README, '{README}')"
+            f"neither to tune on the local emulator) (see {DOC})"
         )
     if not vertex.get("staging_bucket"):
         raise SweepError(

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from hydra_vertex import __version__
 from hydra_vertex.errors import HydraVertexError, UsageError
 
-_COMMAND_MODULES = ("emulator", "pipeline", "report", "images")
+_COMMAND_MODULES = ("emulator", "pipeline", "lifecycle", "report", "images")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -49,6 +49,12 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--quiet", "-q", action="store_true", help="no progress of running tuning jobs"
     )
+    p.add_argument(
+        "--console-actions",
+        action="store_true",
+        help="let every console visitor cancel jobs (by default only a visitor with the API "
+        "token can)",
+    )
     p.set_defaults(func=_run)
 
 
@@ -86,6 +92,7 @@ def _run(args: argparse.Namespace) -> int:
         seed=args.seed,
         gpus=args.gpus,
         grpc_port=None if args.no_grpc else args.grpc_port,
+        console_actions=args.console_actions,
     )
     grpc = f"; gRPC (TLS) on {handle.grpc_endpoint}" if handle.grpc_endpoint else ""
     from hydra_vertex.local_details import emulator_devices
@@ -96,7 +103,8 @@ def _run(args: argparse.Namespace) -> int:
         f"hydra-vertex emulator listening on {handle.endpoint}{grpc} "
         f"(state: {args.state_dir}; token in endpoint.json)\n"
         f"GPUs: {gpus} (from {pool.get('source', '?')})\n"
-        f"console (read-only; the link carries the token, as Jupyter's does): "
+        f"console (the link carries the token, as Jupyter's does; 'hydra-vertex open' prints "
+        f"it again): "
         f"{handle.endpoint}/?token={handle.token}",
         flush=True,
     )

@@ -12,12 +12,18 @@ from hydra_vertex.errors import HydraVertexError, UsageError
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "run",
-        help="run build -> tune -> best trial -> retrain (--local: on this machine)",
-        description="Run the whole flow for JOB.yaml. With --local it runs on this machine "
-        "through the local emulator (started here unless one is running).",
+        help="run build -> tune -> best trial -> retrain on this machine",
+        description="Run the whole flow for JOB.yaml on this machine, through the local emulator "
+        "(started here unless one is running). Without --local this is refused only when a "
+        "Vertex AI project is configured (GOOGLE_CLOUD_PROJECT, ...): then say --local, or use "
+        "'hydra-vertex submit JOB.yaml --wait' for Vertex AI.",
     )
-    p.add_argument("job", metavar="JOB.yaml", help="the job file (see the README, 'The job file')")
-    p.add_argument("--local", action="store_true", help="run on this machine (required for now)")
+    p.add_argument("job", metavar="JOB.yaml", help="the job file (see docs/job-file.md)")
+    p.add_argument(
+        "--local",
+        action="store_true",
+        help="run on this machine (the default when no Vertex AI project is configured)",
+    )
     p.add_argument("--output", "-o", metavar="SUMMARY.json", help="write the run's summary here")
     p.add_argument(
         "--state-dir",
@@ -81,10 +87,15 @@ def _run(args: argparse.Namespace) -> int:
     from hydra_vertex.local_run import model_warning, print_summary, run_local
 
     if not args.local:
-        raise UsageError(
-            "'run' needs --local (this machine, through the emulator); to run on Vertex AI use "
-            "'hydra-vertex submit JOB.yaml'"
-        )
+        from hydra_vertex.vertex import configured_project, resolve_endpoint
+
+        configured = configured_project()
+        if configured is not None and not resolve_endpoint().is_emulator:
+            raise UsageError(
+                f"a Vertex AI project is configured ({configured[1]}={configured[0]}); "
+                "'hydra-vertex run' runs on this machine: say so with --local, or run on Vertex "
+                f"AI with 'hydra-vertex submit {args.job} --wait'"
+            )
     summary = run_local(
         args.job,
         output=args.output,
@@ -112,26 +123,62 @@ def _compile(args: argparse.Namespace) -> int:
 
 def _submit(args: argparse.Namespace) -> int:
     from hydra_vertex.api import submit
+    from hydra_vertex.vertex import resolve_endpoint
 
-    job = submit(
-        args.job, components_image=args.components_image, template=args.template, wait=args.wait
-    )
+    with _quiet_sdk(resolve_endpoint().is_emulator):
+        job = submit(
+            args.job, components_image=args.components_image, template=args.template,
+            wait=args.wait,
+        )
+    print(f"console: {_console_url(job.gca_resource)}")
     print(job.resource_name)
     return 0
 
 
+def _quiet_sdk(quiet: bool) -> Any:
+    """Against the emulator, the aiplatform SDK's progress lines (and their links to Google's
+    console, which knows nothing of a local run) are left out; warnings and errors stay."""
+    import contextlib
+    import logging
+
+    @contextlib.contextmanager
+    def quiet_logs() -> Any:
+        # The SDK's module loggers set their own level and handler (INFO, to stdout): only
+        # logging.disable reaches them all.
+        logging.disable(logging.INFO)
+        try:
+            yield
+        finally:
+            logging.disable(logging.NOTSET)
+
+    return quiet_logs() if quiet else contextlib.nullcontext()
+
+
+def _console_url(resource: Any) -> str:
+    """The run's page: the emulator's console, or Google Cloud console's."""
+    from hydra_vertex.jobref import PIPELINE, Found, Target
+    from hydra_vertex.lifecycle import console_url
+    from hydra_vertex.vertex import resolve_endpoint
+
+    endpoint = resolve_endpoint()
+    target = Target(endpoint, "-", "-", endpoint.token)
+    return console_url(target, Found(PIPELINE, resource))
+
+
 def _schedule(args: argparse.Namespace) -> int:
     from hydra_vertex.api import check_cron, schedule
+    from hydra_vertex.vertex import resolve_endpoint
 
     check_cron(args.cron)  # before any upload
-    sched = schedule(
-        args.job,
-        args.cron,
-        components_image=args.components_image,
-        template=args.template,
-        max_run_count=args.max_runs,
-        max_concurrent_run_count=args.max_concurrent,
-    )
+    with _quiet_sdk(resolve_endpoint().is_emulator):
+        sched = schedule(
+            args.job,
+            args.cron,
+            components_image=args.components_image,
+            template=args.template,
+            max_run_count=args.max_runs,
+            max_concurrent_run_count=args.max_concurrent,
+        )
     print(sched.resource_name)
     return 0
 

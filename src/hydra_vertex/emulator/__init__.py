@@ -68,6 +68,7 @@ def start(
     gpus: str | Sequence[str] | None = None,
     grpc_port: int | None = 0,
     limits: Any = None,
+    console_actions: bool = False,
 ) -> EmulatorHandle:
     """Start an emulator in a background thread; writes ``state_dir/endpoint.json``.
 
@@ -75,11 +76,18 @@ def start(
     no gRPC). ``gpus``: the machine's GPUs that trials share (``"0,1,2,3"`` or a list; ``""``:
     none); default ``HYDRA_VERTEX_GPUS``, then ``CUDA_VISIBLE_DEVICES``, then ``nvidia-smi -L``.
     ``limits``: a :class:`~hydra_vertex.emulator.limits.Limits` (connections, timeouts, sizes;
-    the defaults when None)."""
+    the defaults when None). ``console_actions``: the console's cancel button works for every
+    console visitor, not only for those with the API token."""
     from hydra_vertex.emulator.server import Emulator
 
     emulator = Emulator(
-        state_dir, image_map=images, token=token, seed=seed, gpus=gpus, limits=limits
+        state_dir,
+        image_map=images,
+        token=token,
+        seed=seed,
+        gpus=gpus,
+        limits=limits,
+        console_actions=console_actions,
     )
     try:
         httpd = emulator.serve(host, port)

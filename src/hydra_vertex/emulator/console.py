@@ -1,65 +1,76 @@
-"""The emulator's read-only console: HTML pages over the store, for a browser.
+"""The emulator's console: HTML pages over the store, for a browser.
 
-:func:`render` answers three kinds of ``GET``:
-
-- ``/`` (or ``/console``): every tuning job, custom job, pipeline run and schedule with its state;
-- ``/console/<collection>/<id>``: one of them; a tuning job with its trials (parameters, values,
-  infeasible reasons, links to their logs), a pipeline run with its tasks;
+- ``/`` (or ``/console``): every tuning job, custom job, pipeline run and schedule with its state
+  (a tuning job's trials done/failed/running and best value, the elapsed time);
+- ``/console/<collection>/<id>``: one of them. A tuning job with its trials, one column per
+  parameter, sortable (``?sort=value&order=desc``: links, no script), the best trial marked,
+  durations and elapsed times, devices and early stops, and the charts of the report
+  (:mod:`console_tuning`); a pipeline run with its outputs, the jobs it created and its tasks in
+  DAG order (:mod:`console_pipeline`); a cancel button while it runs;
 - ``/console/<collection>/<id>/trials/<trial id>/log`` and ``/console/customJobs/<id>/log``: the
-  tail of the process's ``stdout.log`` and ``stderr.log`` (``?lines=N``, at most 5000).
+  tail of the process's ``stdout.log`` and ``stderr.log`` (``?lines=N``, at most 5000);
+- ``POST /console/<collection>/<id>:cancel``: the cancel button. It needs the per-page CSRF token
+  of the page it came from, and :func:`may_act`: the API token, or a console started with
+  ``--console-actions``. It cancels through the emulator's own Vertex API and redirects back.
 
-It never changes anything. The server applies its security rules (bearer token, Host and Origin
-checks) before calling it; a browser cannot send a bearer header, so the server accepts the token
-as ``?token=...`` on these pages only, and every link here carries it on. Everything shown is
-escaped; the page has no script, loads nothing, and carries a Content-Security-Policy (also in
-:data:`CSP`, for the response header) that allows only its own style block. Pages with something
-still running refresh themselves every few seconds (``<meta http-equiv="refresh">``, no script).
+The server applies its security rules (bearer token, Host and Origin checks) before calling any
+of this; a browser cannot send a bearer header, so the token may come as ``?token=...`` on these
+pages only, and every link and form here carries it on. A page opened without it is a login page
+(:func:`login`), not an error in JSON. Everything shown is escaped; the pages have no script, load
+nothing, and carry a Content-Security-Policy (also in :data:`CSP`, for the response header) that
+allows only their own style block and forms posted to themselves. Pages with something still
+running refresh themselves every few seconds (``<meta http-equiv="refresh">``, no script).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
-import re
-from collections.abc import Mapping
-from html import escape
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qs
 
-from hydra_vertex.emulator.router import Answer, Raw, Request, Route
-from hydra_vertex.html_style import STYLE as _REPORT_STYLE
-from hydra_vertex.html_style import csp as _csp
-from hydra_vertex.reasons import strip_ansi
+from hydra_vertex.emulator.console_page import (
+    CONTENT_TYPE,
+    CSP,
+    HEADERS,
+    REFRESH_SECONDS,
+    SEGMENT,
+    STYLE,
+    Page,
+    badge,
+    e,
+    error_page,
+    fmt_time,
+    fmt_value,
+    running,
+    seconds_between,
+)
+from hydra_vertex.emulator.router import Answer, ApiError, Raw, Request, Route
+from hydra_vertex.report_charts import duration
 
-__all__ = ["CONTENT_TYPE", "CSP", "render", "routes"]
+__all__ = [
+    "CONTENT_TYPE",
+    "CSP",
+    "REFRESH_SECONDS",
+    "STYLE",
+    "Console",
+    "login",
+    "may_act",
+    "render",
+    "routes",
+]
 
-CONTENT_TYPE = "text/html; charset=utf-8"
-REFRESH_SECONDS = 3
 DEFAULT_LOG_LINES = 200
 MAX_LOG_LINES = 5000
+CSRF_MAX_AGE = 3600  # seconds a page's cancel form stays valid
 _TAIL_BYTES = 1 << 20
-
-STYLE = (
-    _REPORT_STYLE
-    + """
-nav { margin-bottom: 12px; font-size: 13px; } nav a { margin-right: 10px; }
-a { color: #0b5cad; text-decoration: none; } a:hover { text-decoration: underline; }
-pre.log { background: #0f1720; color: #e6edf3; padding: 10px 14px; border-radius: 6px;
-  overflow-x: auto; white-space: pre-wrap; overflow-wrap: anywhere; font-size: 12px;
-  max-height: 70vh; overflow-y: auto; }
-details pre { font-size: 12px; background: var(--panel); padding: 8px; overflow-x: auto; }
-.badge.SUCCEEDED, .badge.JOB_STATE_SUCCEEDED,
-.badge.PIPELINE_STATE_SUCCEEDED { background: var(--ok); }
-.badge.JOB_STATE_FAILED, .badge.PIPELINE_STATE_FAILED, .badge.JOB_STATE_CANCELLED,
-.badge.PIPELINE_STATE_CANCELLED { background: var(--bad); }
-.badge.JOB_STATE_RUNNING, .badge.JOB_STATE_PENDING, .badge.JOB_STATE_QUEUED,
-.badge.JOB_STATE_CANCELLING, .badge.PIPELINE_STATE_RUNNING, .badge.PIPELINE_STATE_PENDING,
-.badge.PIPELINE_STATE_QUEUED, .badge.PIPELINE_STATE_CANCELLING { background: var(--run); }
-.badge.ACTIVE { background: var(--ok); } .badge.PAUSED { background: var(--muted); }
-"""
-)
-CSP = _csp(STYLE) + "; frame-ancestors 'none'"
 
 #: Collections shown, in this order, with their headings; those the store lacks are left out.
 SECTIONS = (
@@ -69,8 +80,7 @@ SECTIONS = (
     ("schedules", "Schedules"),
 )
 _TITLES = dict(SECTIONS)
-_TERMINAL = re.compile(r"(SUCCEEDED|FAILED|CANCELLED|EXPIRED|COMPLETED|PAUSED|INFEASIBLE)$")
-_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+_CANCELLABLE = ("hyperparameterTuningJobs", "customJobs", "pipelineJobs")
 #: The console's pages (each a ``GET``; ``HEAD`` too): the index, a job, a job's or a trial's log.
 PAGES = (
     "/",
@@ -80,73 +90,42 @@ PAGES = (
     "/console/{collection}/{job_id}/log",
     "/console/{collection}/{job_id}/trials/{trial_id}/log",
 )
-HEADERS = {
-    "Content-Security-Policy": CSP,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
+ApiCall = Callable[[str, str], Answer]
 
 
-def routes(store: Any) -> list[Route]:
-    """The console's routes: browser pages (the token may come as ``?token=``)."""
-
-    def page(request: Request, **_: str) -> Answer:
-        status, content_type, html = render(store, request.path, request.query)
-        return status, Raw(html, content_type, dict(HEADERS))
-
-    return [Route("GET", template, page, browser=True) for template in PAGES]
+def may_act(auth: str, console_actions: bool) -> bool:
+    """Whether a console caller may change something (cancel a job): one who showed the API
+    token may; one with a read-only console token only on a console started with
+    ``--console-actions``. ``auth`` is how the caller proved itself (:attr:`Request.auth`). The
+    one place this is decided."""
+    return auth == "api" or console_actions
 
 
-def _e(value: object) -> str:
-    return escape(strip_ansi(str(value)), quote=True)  # app logs may be coloured
+class Csrf:
+    """Per-page tokens for the console's forms: ``<issued>.<HMAC(secret, issued|scope)>``, valid
+    for :data:`CSRF_MAX_AGE` seconds and only for the form's own target (``scope``)."""
 
+    def __init__(self, secret: bytes | None = None, clock: Callable[[], float] = time.time):
+        self.secret = secret or secrets.token_bytes(32)
+        self.clock = clock
 
-class _Page:
-    """Links that keep the ``token`` query parameter; the page skeleton."""
+    def _mac(self, issued: int, scope: str) -> str:
+        msg = f"{issued}|{scope}".encode()
+        return hmac.new(self.secret, msg, hashlib.sha256).hexdigest()
 
-    def __init__(self, query: Mapping[str, str]) -> None:
-        token = query.get("token")
-        self.suffix = "?" + urlencode({"token": token}) if token else ""
+    def issue(self, scope: str) -> str:
+        issued = int(self.clock())
+        return f"{issued}.{self._mac(issued, scope)}"
 
-    def href(self, *parts: str, **params: str) -> str:
-        path = "/console/" + "/".join(quote(p, safe="") for p in parts) if parts else "/"
-        q = self.suffix
-        if params:
-            q = (q + "&" if q else "?") + urlencode(params)
-        return _e(path + q)
-
-    def link(self, text: str, *parts: str, **params: str) -> str:
-        return f'<a href="{self.href(*parts, **params)}">{_e(text)}</a>'
-
-    def html(self, title: str, body: str, *, refresh: bool = False, crumbs: str = "") -> bytes:
-        meta = f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">' if refresh else ""
-        nav = f"<nav>{self.link('hydra-vertex emulator')}{crumbs}</nav>"
-        note = f" · refreshes every {REFRESH_SECONDS} s" if refresh else ""
-        return (
-            "<!DOCTYPE html>\n"
-            '<html lang="en"><head><meta charset="utf-8">'
-            f'<meta http-equiv="Content-Security-Policy" content="{_e(_csp(STYLE))}">'
-            '<meta name="referrer" content="no-referrer">'
-            f"{meta}<title>{_e(title)} · hydra-vertex emulator</title>"
-            f"<style>{STYLE}</style></head><body>{nav}<h1>{_e(title)}</h1>{body}"
-            f"<footer>Read-only console of the hydra-vertex emulator{note}.</footer>"
-            "</body></html>\n"
-        ).encode()
-
-
-def _badge(state: object) -> str:
-    s = str(state or "UNKNOWN")
-    return f'<span class="badge {_e(s)}" data-state="{_e(s)}">{_e(s)}</span>'
-
-
-def _running(state: object) -> bool:
-    return not _TERMINAL.search(str(state or ""))
-
-
-def _error(status: int, message: str, page: _Page) -> tuple[int, str, bytes]:
-    body = f'<p class="error" id="error">{_e(message)}</p>'
-    return status, CONTENT_TYPE, page.html(f"{status}", body)
+    def check(self, token: str, scope: str) -> bool:
+        issued_text, _, mac = token.partition(".")
+        try:
+            issued = int(issued_text)
+        except ValueError:
+            return False
+        if not 0 <= self.clock() - issued <= CSRF_MAX_AGE:
+            return False
+        return hmac.compare_digest(mac, self._mac(issued, scope))
 
 
 def _collections(store: Any) -> list[str]:
@@ -156,33 +135,212 @@ def _collections(store: Any) -> list[str]:
     return [c for c, _ in SECTIONS if c in known]
 
 
-def _fmt_time(value: object) -> str:
-    s = str(value or "")
-    return s.replace("T", " ")[:19] if s else ""
+def login(path: str, query: Mapping[str, str]) -> tuple[int, Raw]:
+    """The page a console URL without a valid token answers (401): what the token is, where to
+    find the link with it, and a field to paste it into."""
+    tried = " (the token given is not this emulator's)" if query.get("token") else ""
+    body = (
+        f'<p class="error" id="login-needed">This console needs its token: missing or invalid '
+        f"bearer token{e(tried)}.</p>"
+        "<p><code>hydra-vertex open</code> prints this console's address with its token (the "
+        "link <code>hydra-vertex emulator</code> printed when it started carries it too).</p>"
+        f'<form method="get" action="{e(path or "/")}" id="login">'
+        '<label>token <input type="password" name="token" autocomplete="off" required></label> '
+        '<button class="primary" type="submit">open</button></form>'
+    )
+    html = Page({}).html("Emulator console: sign in", body)
+    return 401, Raw(html, CONTENT_TYPE, dict(HEADERS))
 
 
-def _metric_id(resource: Mapping[str, Any]) -> str:
-    metrics = (resource.get("studySpec") or {}).get("metrics") or [{}]
-    return str(metrics[0].get("metricId", ""))
+class Console:
+    """The pages and the cancel action over ``store``. ``api(method, path)`` calls the
+    emulator's own API (the cancel goes through it); ``actions``: the console was started with
+    ``--console-actions``."""
+
+    def __init__(
+        self,
+        store: Any,
+        *,
+        actions: bool = False,
+        api: ApiCall | None = None,
+        csrf: Csrf | None = None,
+    ) -> None:
+        self.store = store
+        self.actions = actions
+        self.api = api
+        self.csrf = csrf or Csrf()
+
+    def routes(self) -> list[Route]:
+        """The console's routes: browser pages (the token may come as ``?token=``)."""
+
+        def page(request: Request, **_: str) -> Answer:
+            status, content_type, html = self.render(request.path, request.query, request.auth)
+            return status, Raw(html, content_type, dict(HEADERS))
+
+        out = [Route("GET", template, page, browser=True) for template in PAGES]
+        out.append(Route("POST", "/console/{collection}/{job_id}:cancel", self.cancel,
+                         browser=True))
+        return out
+
+    # -- the cancel action -----------------------------------------------------------------------
+    def cancel(self, request: Request, collection: str, job_id: str) -> Answer:
+        page = Page(request.query)
+
+        def refuse(status: int, message: str) -> Answer:
+            code, content_type, html = error_page(status, message, page)
+            return code, Raw(html, content_type, dict(HEADERS))
+
+        if not may_act(request.auth, self.actions):
+            return refuse(403, "cancelling needs the API token, or a console started with "
+                               "'hydra-vertex emulator --console-actions'")
+        form = {k: v[-1] for k, v in parse_qs(request.body.decode("utf-8", "replace")).items()}
+        scope = f"{collection}/{job_id}:cancel"
+        if not self.csrf.check(form.get("csrf", ""), scope):
+            return refuse(403, "the form is stale or not this console's (CSRF check failed): "
+                               "reload the page and try again")
+        if collection not in _CANCELLABLE or not SEGMENT.match(job_id):
+            return refuse(404, f"no {collection} with id {job_id!r}")
+        rec = self.store.get(collection, job_id)
+        if rec is None or self.api is None:
+            return refuse(404, f"no {collection} with id {job_id!r}")
+        try:
+            self.api("POST", f"/v1/{rec['resource']['name']}:cancel")
+        except ApiError as err:
+            return refuse(err.code, err.message)
+        location = page.url(collection, job_id, cancelled="1")
+        return 303, Raw(b"", CONTENT_TYPE, {**HEADERS, "Location": location})
+
+    def cancel_form(self, collection: str, job_id: str, page: Page, auth: str) -> str:
+        if collection not in _CANCELLABLE:
+            return ""
+        if not may_act(auth, self.actions):
+            return ('<p class="muted" id="cancel-disabled">Cancel needs the API token or a '
+                    "console started with --console-actions.</p>")
+        token = self.csrf.issue(f"{collection}/{job_id}:cancel")
+        action = f"/console/{collection}/{job_id}:cancel" + page.suffix
+        return (
+            f'<form method="post" action="{e(action)}" id="cancel-form">'
+            f'<input type="hidden" name="csrf" value="{e(token)}">'
+            '<button type="submit" id="cancel">Cancel job</button></form>'
+        )
+
+    # -- pages -----------------------------------------------------------------------------------
+    def render(
+        self, path: str, query: Mapping[str, str], auth: str = "api", now: datetime | None = None
+    ) -> tuple[int, str, bytes]:
+        """``(status, content type, body)`` for a console ``GET`` of ``path`` (no query string in
+        it; ``query`` holds the parsed parameters: ``token`` is carried on in links, ``lines``
+        sets a log tail's length, ``sort``/``order`` a trials table's order)."""
+        page = Page(query)
+        parts = [p for p in path.split("/") if p]
+        if parts == [] or parts == ["console"]:
+            return _index(self.store, page, now)
+        if parts[0] != "console" or not all(SEGMENT.match(p) for p in parts[1:]):
+            return error_page(404, f"no console page at {path!r}", page)
+        rest = parts[1:]
+        collections = _collections(self.store)
+        if not rest or rest[0] not in collections:
+            return error_page(
+                404, f"no collection {rest[0] if rest else ''!r} in the console", page
+            )
+        collection = rest[0]
+        try:
+            lines = min(MAX_LOG_LINES, max(1, int(query.get("lines", DEFAULT_LOG_LINES))))
+        except ValueError:
+            return error_page(400, f"lines={query.get('lines')!r} is not a whole number", page)
+        if len(rest) == 2:
+            return self._job(collection, rest[1], page, query, auth, now)
+        if len(rest) == 3 and rest[2] == "log" and collection == "customJobs":
+            return _log(self.store, collection, rest[1], None, page, lines)
+        if (
+            len(rest) == 5
+            and collection == "hyperparameterTuningJobs"
+            and rest[2] == "trials"
+            and rest[4] == "log"
+        ):
+            return _log(self.store, collection, rest[1], rest[3], page, lines)
+        return error_page(404, f"no console page at {path!r}", page)
+
+    def _job(
+        self,
+        collection: str,
+        job_id: str,
+        page: Page,
+        query: Mapping[str, str],
+        auth: str,
+        now: datetime | None,
+    ) -> tuple[int, str, bytes]:
+        from hydra_vertex.emulator.console_pipeline import pipeline_section
+        from hydra_vertex.emulator.console_tuning import trials_section
+
+        rec = self.store.get(collection, job_id)
+        if rec is None:
+            return error_page(404, f"no {collection} with id {job_id!r}", page)
+        res = rec.get("resource", {})
+        state = res.get("state", "")
+        title = str(res.get("displayName") or job_id)
+        meta: list[tuple[str, str]] = [("resource", str(res.get("name", ""))), ("id", job_id)]
+        for label, key in (
+            ("created", "createTime"),
+            ("started", "startTime"),
+            ("ended", "endTime"),
+            ("cron", "cron"),
+            ("next run", "nextRunTime"),
+            ("runs started", "startedRunCount"),
+        ):
+            if res.get(key) not in (None, ""):
+                value = res[key]
+                meta.append((label, fmt_time(value) if key.endswith("Time") else str(value)))
+        took = seconds_between(res.get("startTime"), res.get("endTime"), now)
+        if took is not None and collection != "schedules":
+            meta.append(("elapsed", duration(took) + (" so far" if running(state) else "")))
+        body = [f'<div class="actions">{badge(state)}']
+        if running(state):
+            body.append(self.cancel_form(collection, job_id, page, auth))
+        body.append("</div>")
+        if query.get("cancelled"):
+            body.append('<p class="notice" id="cancel-requested">Cancel requested.</p>')
+        body += [
+            '<dl class="meta" id="meta">',
+            "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in meta),
+            "</dl>",
+        ]
+        error = res.get("error") or {}
+        if error.get("message"):
+            body.append(f'<div class="error" id="error">{e(error["message"])}</div>')
+        if collection == "hyperparameterTuningJobs":
+            body.append(trials_section(res, collection, job_id, page, query, now))
+        elif collection == "customJobs":
+            body.append(f"<p>{page.link('the job log', collection, job_id, 'log')}</p>")
+        elif collection == "pipelineJobs":
+            body.append(pipeline_section(self.store, res, page, now))
+        body.append(
+            "<details><summary>resource (JSON)</summary>"
+            f'<pre id="resource">{e(json.dumps(res, indent=2, sort_keys=True))}</pre></details>'
+        )
+        crumbs = f" › {e(_TITLES.get(collection, collection))} › {e(title)}"
+        html = page.html(title, "".join(body), refresh=running(state), crumbs=crumbs)
+        return 200, CONTENT_TYPE, html
 
 
-def _trial_value(trial: Mapping[str, Any], metric_id: str) -> str:
-    for m in (trial.get("finalMeasurement") or {}).get("metrics") or []:
-        if m.get("metricId") == metric_id:
-            v = m.get("value")
-            return f"{v:.6g}" if isinstance(v, int | float) else str(v)
-    return ""
+def routes(store: Any, *, actions: bool = False, api: ApiCall | None = None) -> list[Route]:
+    """The console's routes over ``store`` (see :class:`Console`)."""
+    return Console(store, actions=actions, api=api).routes()
 
 
-def _param_value(p: Mapping[str, Any]) -> str:
-    v = p.get("value")
-    return f"{v:.6g}" if isinstance(v, float) else str(v)
+def render(
+    store: Any, path: str, query: Mapping[str, str], now: datetime | None = None
+) -> tuple[int, str, bytes]:
+    """A console ``GET`` of ``path`` by a caller with the API token (:meth:`Console.render`)."""
+    return Console(store).render(path, query, "api", now)
 
 
-# -- pages ---------------------------------------------------------------------------------------
+# -- the index -----------------------------------------------------------------------------------
 
 
-def _index(store: Any, page: _Page) -> tuple[int, str, bytes]:
+def _index(store: Any, page: Page, now: datetime | None) -> tuple[int, str, bytes]:
+    from hydra_vertex.emulator.console_tuning import counts, results
+
     parts: list[str] = []
     refresh = False
     for collection in _collections(store):
@@ -195,124 +353,47 @@ def _index(store: Any, page: _Page) -> tuple[int, str, bytes]:
         for job_id, rec in items:
             res = rec.get("resource", {})
             state = res.get("state", "")
-            refresh = refresh or _running(state)
+            refresh = refresh or running(state)
             extra = ""
             if collection == "hyperparameterTuningJobs":
                 trials = res.get("trials") or []
                 done = sum(1 for t in trials if t.get("state") in ("SUCCEEDED", "INFEASIBLE"))
                 extra = f"{done}/{res.get('maxTrialCount', '?')} trials"
+                try:
+                    found, metric, _, best = results(res)
+                except Exception:  # a record this console cannot read: its state is enough
+                    found, metric, best = [], "", None
+                ok, failed, live = counts(found)
+                extra += f" ({ok} succeeded, {failed} failed, {live} running)"
+                if best is not None:
+                    extra += f"; best {metric}={fmt_value(best.value)} (trial {best.id})"
             elif collection == "schedules":
                 extra = f"cron {res.get('cron', '')}"
             elif collection == "pipelineJobs":
                 tasks = (res.get("jobDetail") or {}).get("taskDetails") or []
                 extra = f"{len(tasks)} tasks" if tasks else ""
+            took = seconds_between(res.get("startTime"), res.get("endTime"), now)
+            elapsed = "" if took is None or collection == "schedules" else duration(took)
             rows.append(
-                f'<tr data-collection="{_e(collection)}" data-id="{_e(job_id)}">'
+                f'<tr data-collection="{e(collection)}" data-id="{e(job_id)}">'
                 f"<td>{page.link(res.get('displayName') or job_id, collection, job_id)}</td>"
-                f"<td>{_badge(state)}</td><td>{_e(extra)}</td>"
-                f"<td>{_e(_fmt_time(res.get('createTime')))}</td>"
-                f'<td class="params">{_e(job_id)}</td></tr>'
+                f"<td>{badge(state)}</td><td>{e(extra)}</td>"
+                f'<td class="num">{e(elapsed)}</td>'
+                f"<td>{e(fmt_time(res.get('createTime')))}</td>"
+                f'<td class="params">{e(job_id)}</td></tr>'
             )
         table = (
-            f'<table id="{_e(collection)}"><thead><tr><th>name</th><th>state</th><th></th>'
-            f"<th>created (UTC)</th><th>id</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+            f'<table id="{e(collection)}"><thead><tr><th>name</th><th>state</th><th></th>'
+            "<th>elapsed</th><th>created (UTC)</th><th>id</th></tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>"
             if rows
             else '<p class="muted">none</p>'
         )
-        parts.append(f'<section><h2>{_e(_TITLES[collection])} ({len(rows)})</h2>{table}</section>')
+        parts.append(f'<section><h2>{e(_TITLES[collection])} ({len(rows)})</h2>{table}</section>')
     return 200, CONTENT_TYPE, page.html("Emulator console", "".join(parts), refresh=refresh)
 
 
-def _job(store: Any, collection: str, job_id: str, page: _Page) -> tuple[int, str, bytes]:
-    rec = store.get(collection, job_id)
-    if rec is None:
-        return _error(404, f"no {collection} with id {job_id!r}", page)
-    res = rec.get("resource", {})
-    state = res.get("state", "")
-    title = str(res.get("displayName") or job_id)
-    meta: list[tuple[str, str]] = [("resource", str(res.get("name", ""))), ("id", job_id)]
-    for label, key in (
-        ("created", "createTime"),
-        ("started", "startTime"),
-        ("ended", "endTime"),
-        ("cron", "cron"),
-        ("next run", "nextRunTime"),
-        ("runs started", "startedRunCount"),
-    ):
-        if res.get(key) not in (None, ""):
-            value = res[key]
-            meta.append((label, _fmt_time(value) if key.endswith("Time") else str(value)))
-    body = [
-        f'<p>{_badge(state)}</p><dl class="meta" id="meta">',
-        "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in meta),
-        "</dl>",
-    ]
-    error = res.get("error") or {}
-    if error.get("message"):
-        body.append(f'<div class="error" id="error">{_e(error["message"])}</div>')
-    refresh = _running(state)
-    if collection == "hyperparameterTuningJobs":
-        body.append(_trials(res, collection, job_id, page))
-    elif collection == "customJobs":
-        body.append(f"<p>{page.link('the job log', collection, job_id, 'log')}</p>")
-    elif collection == "pipelineJobs":
-        body.append(_tasks(res))
-    body.append(
-        "<details><summary>resource (JSON)</summary>"
-        f'<pre id="resource">{_e(json.dumps(res, indent=2, sort_keys=True))}</pre></details>'
-    )
-    crumbs = f" › {_e(_TITLES.get(collection, collection))} › {_e(title)}"
-    return 200, CONTENT_TYPE, page.html(title, "".join(body), refresh=refresh, crumbs=crumbs)
-
-
-def _trials(res: Mapping[str, Any], collection: str, job_id: str, page: _Page) -> str:
-    metric = _metric_id(res)
-    goal = ((res.get("studySpec") or {}).get("metrics") or [{}])[0].get("goal", "")
-    trials = res.get("trials") or []
-    head = (
-        f"<h2>Trials ({len(trials)} of {_e(res.get('maxTrialCount', '?'))}, "
-        f"{_e(res.get('parallelTrialCount', '?'))} at a time; {_e(goal)} {_e(metric)})</h2>"
-    )
-    rows = []
-    for t in trials:
-        tid = str(t.get("id", ""))
-        params = " ".join(
-            f"{p.get('parameterId')}={_param_value(p)}" for p in t.get("parameters") or []
-        )
-        log = ""
-        if _SEGMENT.match(tid):
-            log = page.link("log", collection, job_id, "trials", tid, "log")
-        rows.append(
-            f'<tr data-trial="{_e(tid)}" data-state="{_e(t.get("state", ""))}">'
-            f'<td class="num">{_e(tid)}</td><td>{_badge(t.get("state"))}</td>'
-            f'<td class="num">{_e(_trial_value(t, metric))}</td>'
-            f'<td class="params">{_e(params)}</td>'
-            f'<td class="reason">{_e(t.get("infeasibleReason", ""))}</td><td>{log}</td></tr>'
-        )
-    if not rows:
-        return head + '<p class="muted">no trials yet</p>'
-    return (
-        head + f'<table id="trials"><thead><tr><th>trial</th><th>state</th><th>{_e(metric)}</th>'
-        "<th>parameters</th><th>infeasible reason</th><th></th></tr></thead>"
-        f"<tbody>{''.join(rows)}</tbody></table>"
-    )
-
-
-def _tasks(res: Mapping[str, Any]) -> str:
-    tasks = (res.get("jobDetail") or {}).get("taskDetails") or []
-    if not tasks:
-        return '<p class="muted">no tasks yet</p>'
-    rows = "".join(
-        f'<tr data-task="{_e(t.get("taskName", ""))}"><td>{_e(t.get("taskName", ""))}</td>'
-        f"<td>{_badge(t.get('state'))}</td>"
-        f"<td>{_e(_fmt_time(t.get('startTime')))}</td><td>{_e(_fmt_time(t.get('endTime')))}</td>"
-        f'<td class="reason">{_e((t.get("error") or {}).get("message", ""))}</td></tr>'
-        for t in tasks
-    )
-    return (
-        '<h2>Tasks</h2><table id="tasks"><thead><tr><th>task</th><th>state</th><th>started</th>'
-        f"<th>ended</th><th>error</th></tr></thead><tbody>{rows}</tbody></table>"
-    )
+# -- logs ----------------------------------------------------------------------------------------
 
 
 def tail(path: Path, lines: int) -> str | None:
@@ -330,25 +411,25 @@ def tail(path: Path, lines: int) -> str | None:
 
 
 def _log(
-    store: Any, collection: str, job_id: str, trial_id: str | None, page: _Page, lines: int
+    store: Any, collection: str, job_id: str, trial_id: str | None, page: Page, lines: int
 ) -> tuple[int, str, bytes]:
     rec = store.get(collection, job_id)
     if rec is None:
-        return _error(404, f"no {collection} with id {job_id!r}", page)
+        return error_page(404, f"no {collection} with id {job_id!r}", page)
     res = rec.get("resource", {})
     state = res.get("state", "")
     if trial_id is not None:
         trial = next((t for t in res.get("trials") or [] if str(t.get("id")) == trial_id), None)
         if trial is None:
-            return _error(404, f"job {job_id} has no trial {trial_id!r}", page)
+            return error_page(404, f"job {job_id} has no trial {trial_id!r}", page)
         state = trial.get("state", "")
     try:
         directory = store.run_dir(job_id, trial_id)
     except Exception:
-        return _error(400, f"invalid job or trial id {job_id!r}/{trial_id!r}", page)
+        return error_page(400, f"invalid job or trial id {job_id!r}/{trial_id!r}", page)
     name = str(res.get("displayName") or job_id)
     title = f"{name}, trial {trial_id}: log" if trial_id else f"{name}: log"
-    body = [f"<p>{_badge(state)} last {lines} lines of each stream, from {_e(directory)}</p>"]
+    body = [f"<p>{badge(state)} last {lines} lines of each stream, from {e(directory)}</p>"]
     for stream in ("stderr", "stdout"):
         text = tail(directory / f"{stream}.log", lines)
         if text is None:
@@ -356,45 +437,12 @@ def _log(
         elif not text:
             content = f'<p class="muted" id="{stream}">empty</p>'
         else:
-            content = f'<pre class="log" id="{stream}">{_e(text)}</pre>'
+            content = f'<pre class="log" id="{stream}">{e(text)}</pre>'
 
         body.append(f"<h2>{stream}</h2>{content}")
     crumbs = (
-        f" › {_e(_TITLES.get(collection, collection))} › "
+        f" › {e(_TITLES.get(collection, collection))} › "
         f"{page.link(name, collection, job_id)}"
     )
-    html = page.html(title, "".join(body), refresh=_running(state), crumbs=crumbs)
+    html = page.html(title, "".join(body), refresh=running(state), crumbs=crumbs)
     return 200, CONTENT_TYPE, html
-
-
-def render(store: Any, path: str, query: Mapping[str, str]) -> tuple[int, str, bytes]:
-    """``(status, content type, body)`` for a console ``GET`` of ``path`` (no query string in it;
-    ``query`` holds the parsed parameters: ``token`` is carried on in links, ``lines`` sets the
-    log tail's length)."""
-    page = _Page(query)
-    parts = [p for p in path.split("/") if p]
-    if parts == [] or parts == ["console"]:
-        return _index(store, page)
-    if parts[0] != "console" or not all(_SEGMENT.match(p) for p in parts[1:]):
-        return _error(404, f"no console page at {path!r}", page)
-    rest = parts[1:]
-    collections = _collections(store)
-    if not rest or rest[0] not in collections:
-        return _error(404, f"no collection {rest[0] if rest else ''!r} in the console", page)
-    collection = rest[0]
-    try:
-        lines = min(MAX_LOG_LINES, max(1, int(query.get("lines", DEFAULT_LOG_LINES))))
-    except ValueError:
-        return _error(400, f"lines={query.get('lines')!r} is not a whole number", page)
-    if len(rest) == 2:
-        return _job(store, collection, rest[1], page)
-    if len(rest) == 3 and rest[2] == "log" and collection == "customJobs":
-        return _log(store, collection, rest[1], None, page, lines)
-    if (
-        len(rest) == 5
-        and collection == "hyperparameterTuningJobs"
-        and rest[2] == "trials"
-        and rest[4] == "log"
-    ):
-        return _log(store, collection, rest[1], rest[3], page, lines)
-    return _error(404, f"no console page at {path!r}", page)

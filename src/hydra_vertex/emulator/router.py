@@ -68,6 +68,10 @@ class Request:
     query: Mapping[str, str]
     headers: Any
     body: bytes
+    #: How the caller proved itself: ``api`` (the API token, or an emulator without one). A
+    #: read-only console token, where the emulator has one, is another value: the console's
+    #: ``may_act`` decides what each may do.
+    auth: str = "api"
 
 
 def json_body(body: bytes) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from hydra_vertex.emulator.executor import Launcher
 from hydra_vertex.emulator.gcs import GcsService
 from hydra_vertex.emulator.limits import DEFAULT as DEFAULT_LIMITS
 from hydra_vertex.emulator.limits import Limits
+from hydra_vertex.emulator.logging_api import LoggingApi
 from hydra_vertex.emulator.registry import RegistryService
 from hydra_vertex.emulator.router import ApiError, Match, Raw, Request, Router
 from hydra_vertex.emulator.runners import (
@@ -72,6 +73,7 @@ class Emulator:
         seed: int | None = None,
         gpus: str | Sequence[str] | None = None,
         limits: Limits | None = None,
+        console_actions: bool = False,
     ) -> None:
         inventory = devices.detect(gpus)  # before the store: a bad list leaves nothing locked
         self.devices = devices.DevicePool(inventory.devices, inventory.source)
@@ -99,10 +101,15 @@ class Emulator:
                 *GcsService(self.store).routes(),
                 *CloudBuildService(self.store).routes(),
                 *RegistryService(self.store).routes(),  # the KFP template registry
-                *console.routes(self.store),
+                *LoggingApi(self.store).routes(),  # Cloud Logging's entries:list
+                *console.routes(self.store, actions=console_actions, api=self._call),
                 *local_api.routes(self.store, self.devices),  # the emulator's own details
             ]
         )
+
+    def _call(self, method: str, path: str) -> Any:
+        """The emulator's own API, called in process (the console's actions go through it)."""
+        return self.router.resolve(method, path)(Request(method, path, {}, {}, b""))
 
     # -- images ----------------------------------------------------------------------------------
     def resolve_image(self, uri: str) -> Path | None:
@@ -228,6 +235,8 @@ class Emulator:
             if match is not None and match.route.browser and not auth:
                 auth = f"Bearer {query.get('token', '')}"  # a browser cannot send the header
             if not hmac.compare_digest(auth.encode(), f"Bearer {self.token}".encode()):
+                if match is not None and match.route.browser and method in ("GET", "HEAD"):
+                    return console.login(split.path, query)  # a page for a person, not JSON
                 raise ApiError(401, "missing or invalid bearer token (see endpoint.json)")
         if match is None:
             raise unrouted

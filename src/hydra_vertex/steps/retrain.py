@@ -55,6 +55,22 @@ def retrain_command(
     return command
 
 
+def study_metric_env(location: str, tuning_job: str) -> dict[str, str]:
+    """``HYDRA_VERTEX_METRIC=<the study's metric>`` for the retrain, read from the tuning job:
+    the shim then records the retrain's final value under that tag (its metric file; see
+    docs/report.md). Empty when there is no tuning job to read."""
+    if not tuning_job:
+        return {}
+    from hydra_vertex import retries
+
+    client = common.job_client(location)
+    job = retries.call(
+        lambda: client.get_hyperparameter_tuning_job(name=tuning_job), f"get {tuning_job}"
+    )
+    metrics = job.study_spec.metrics
+    return {"HYDRA_VERTEX_METRIC": metrics[0].metric_id} if metrics else {}
+
+
 def custom_job(
     *,
     display_name: str,
@@ -119,9 +135,12 @@ def retrain(
         service_account=service_account,
         base_output_dir=base,
         settings=settings,
-        env=common.wandb_env(
-            wandb or {}, "retrain", group=tuning_job.rsplit("/", 1)[-1], name=name
-        ),
+        env={
+            **common.wandb_env(
+                wandb or {}, "retrain", group=tuning_job.rsplit("/", 1)[-1], name=name
+            ),
+            **study_metric_env(location, tuning_job),
+        },
     )
     common.log(f"retrain command: {' '.join(command)}")
     final = common.run_job(

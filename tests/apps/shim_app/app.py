@@ -2,7 +2,7 @@
 
 Environment: ``SHIM_APP_OUT`` (the JSON path; the default is ``composed.json`` in the working
 directory) and ``SHIM_APP_EXIT`` (exit with that code after writing, or ``KILL`` to kill itself with
-SIGKILL) for the exit-code tests.
+SIGKILL) for the exit-code tests; ``SHIM_APP_RETURN``: the value it returns (default 0.5).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def main(cfg: DictConfig) -> float:
         os.kill(os.getpid(), signal.SIGKILL)
     if code:
         sys.exit(int(code))
-    return 0.5
+    return float(os.environ.get("SHIM_APP_RETURN", "0.5"))
 
 
 if __name__ == "__main__":
