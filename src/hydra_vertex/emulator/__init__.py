@@ -26,7 +26,8 @@ __all__ = ["EmulatorHandle", "connect", "start", "trust_emulator_ca", "write_end
 @dataclass
 class EmulatorHandle:
     """A running emulator: where it listens (REST; gRPC with TLS unless turned off), its API
-    token, its state directory."""
+    token (every call; never printed), its console token (the read-only console pages only:
+    ``console_url`` carries it), its state directory."""
 
     endpoint: str
     token: str
@@ -35,6 +36,12 @@ class EmulatorHandle:
     _thread: threading.Thread = field(repr=False)
     grpc_endpoint: str = ""  # host:port, TLS with the CA in ``tls_ca``; "" when not served
     tls_ca: Path | None = None
+    console_token: str = ""
+
+    @property
+    def console_url(self) -> str:
+        """The console's link with the console token: what may be printed and shared."""
+        return str(self._emulator.console_url)
 
     @property
     def storage_root(self) -> Path:
@@ -112,7 +119,13 @@ def start(
             "grpc_roots": str(tls.roots),
         }
     try:
-        write_endpoint_file(Path(state_dir), emulator.endpoint, emulator.token, **grpc_info)
+        write_endpoint_file(
+            Path(state_dir),
+            emulator.endpoint,
+            emulator.token,
+            console_token=emulator.console_token,
+            **grpc_info,
+        )
     except OSError as e:
         _close(emulator)
         raise EmulatorError(
@@ -129,6 +142,7 @@ def start(
         thread,
         grpc_endpoint=emulator.grpc_endpoint,
         tls_ca=tls.ca if tls is not None else None,
+        console_token=emulator.console_token,
     )
 
 
@@ -139,12 +153,16 @@ def _close(emulator: Any) -> None:
     emulator.shutdown()
 
 
-def write_endpoint_file(state_dir: Path, endpoint: str, token: str, **grpc: str) -> Path:
-    """``endpoint.json`` (0600): ``endpoint`` and ``token``; with gRPC, ``grpc_endpoint``
-    (host:port), ``grpc_ca`` (the emulator's CA) and ``grpc_roots`` (public roots + that CA)."""
+def write_endpoint_file(
+    state_dir: Path, endpoint: str, token: str, console_token: str = "", **grpc: str
+) -> Path:
+    """``endpoint.json`` (0600): ``endpoint``, ``token`` (the API token) and ``console_token``
+    (the console link's, read-only pages); with gRPC, ``grpc_endpoint`` (host:port),
+    ``grpc_ca`` (the emulator's CA) and ``grpc_roots`` (public roots + that CA)."""
     from hydra_vertex.files import atomic_write_text
 
-    data = json.dumps({"endpoint": endpoint, "token": token, **grpc})
+    info = {"endpoint": endpoint, "token": token, "console_token": console_token, **grpc}
+    data = json.dumps(info)
     return atomic_write_text(state_dir / "endpoint.json", data, mode=0o600)
 
 

@@ -35,7 +35,7 @@ from hydra_vertex.emulator.limits import DEFAULT as DEFAULT_LIMITS
 from hydra_vertex.emulator.limits import Limits
 from hydra_vertex.emulator.logging_api import LoggingApi
 from hydra_vertex.emulator.registry import RegistryService
-from hydra_vertex.emulator.router import ApiError, Match, Raw, Request, Router
+from hydra_vertex.emulator.router import ApiError, Match, Raw, Request, Route, Router
 from hydra_vertex.emulator.runners import (
     TERMINAL_JOB_STATES,
     CustomJobRunner,
@@ -74,6 +74,7 @@ class Emulator:
         gpus: str | Sequence[str] | None = None,
         limits: Limits | None = None,
         console_actions: bool = False,
+        console_token: str | None = None,
     ) -> None:
         inventory = devices.detect(gpus)  # before the store: a bad list leaves nothing locked
         self.devices = devices.DevicePool(inventory.devices, inventory.source)
@@ -81,8 +82,18 @@ class Emulator:
         self.limits = limits or DEFAULT_LIMITS
         self.image_map = {k: Path(v).resolve() for k, v in (image_map or {}).items()}
         self.token = token if token is not None else secrets.token_urlsafe(32)
+        # The console's own token (printed in its link): the read-only pages, nothing else.
+        self.console_token = (
+            (console_token if console_token is not None else secrets.token_urlsafe(32))
+            if self.token
+            else ""
+        )
+        if self.token and hmac.compare_digest(self.console_token, self.token):
+            raise EmulatorError("the console token must differ from the API token")
         self.seed = seed
-        self.launcher = Launcher(self.store, self.resolve_image)
+        self.launcher = Launcher(
+            self.store, self.resolve_image, secrets=(self.token, self.console_token)
+        )
         self.runners: dict[str, StoredJobRunner] = {}
         self.scheduler: schedules.Scheduler | None = None
         self._lock = threading.Lock()
@@ -103,7 +114,8 @@ class Emulator:
                 *RegistryService(self.store).routes(),  # the KFP template registry
                 *LoggingApi(self.store).routes(),  # Cloud Logging's entries:list
                 *console.routes(self.store, actions=console_actions, api=self._call),
-                *local_api.routes(self.store, self.devices),  # the emulator's own details
+                # the emulator's own details, and its console link for API clients
+                *local_api.routes(self.store, self.devices, lambda: self.console_url),
             ]
         )
 
@@ -176,6 +188,13 @@ class Emulator:
         self.endpoint = f"http://{host if host not in ('0.0.0.0', '') else '127.0.0.1'}:{bound}"
         return httpd
 
+    @property
+    def console_url(self) -> str:
+        """The console's link, with the console token (never the API token)."""
+        return f"{self.endpoint}/?token={self.console_token}" if self.console_token else (
+            f"{self.endpoint}/"
+        )
+
     def serve_grpc(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Serve the Vertex AI routes over gRPC with TLS as well (``grpc_server``), with a
         certificate made for this state directory (``tls``); the ``host:port`` to dial."""
@@ -211,10 +230,17 @@ class Emulator:
             return False
         return True
 
-    def authorize(self, method: str, raw_path: str, headers: Any) -> tuple[Match, dict[str, str]]:
+    def authorize(
+        self, method: str, raw_path: str, headers: Any
+    ) -> tuple[Match, dict[str, str], str]:
         """Judge a request on its headers alone: Host, Origin, then the route and the bearer
-        token (an unknown route without the token is 401, not 404). The route's match and the
-        query; an :class:`ApiError` otherwise. Nothing of the body has been read yet."""
+        token (an unknown route without the token is 401, not 404). The route's match, the
+        query and who the caller is (:attr:`Request.auth`); an :class:`ApiError` otherwise.
+        Nothing of the body has been read yet.
+
+        Two tokens: the API token (``endpoint.json``) opens everything; the console token (the
+        printed console link) opens the console's routes only (``browser``), as ``console``:
+        every API route refuses it, and the console's actions ask :func:`console.may_act`."""
         split = urlsplit(raw_path)
         host = headers.get("Host", "")
         if not self._host_allowed(host):
@@ -230,17 +256,29 @@ class Emulator:
             match = self.router.resolve(method, split.path)
         except ApiError as e:
             unrouted = e  # answered once the caller has shown the token
+        who = "api"
         if self.token:
+            browser = match is not None and match.route.browser
             auth = headers.get("Authorization", "")
-            if match is not None and match.route.browser and not auth:
+            if browser and not auth:
                 auth = f"Bearer {query.get('token', '')}"  # a browser cannot send the header
-            if not hmac.compare_digest(auth.encode(), f"Bearer {self.token}".encode()):
-                if match is not None and match.route.browser and method in ("GET", "HEAD"):
-                    return console.login(split.path, query)  # a page for a person, not JSON
+            if _shows(auth, self.token):
+                who = "api"
+            elif browser and _shows(auth, self.console_token):
+                who = "console"
+            elif browser and method in ("GET", "HEAD"):  # a page for a person, not JSON
+                page = console.login(split.path, query)
+                return Match(Route(method, split.path, lambda _request: page), {}), query, who
+            else:
                 raise ApiError(401, "missing or invalid bearer token (see endpoint.json)")
         if match is None:
             raise unrouted
-        return match, query
+        return match, query, who
+
+
+def _shows(auth: str, token: str) -> bool:
+    """``auth`` (an Authorization header's value) is ``Bearer <token>``."""
+    return bool(token) and hmac.compare_digest(auth.encode(), f"Bearer {token}".encode())
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -299,7 +337,7 @@ class _Handler(BaseHTTPRequestHandler):
         emulator = self.emulator
         unread = self._declares_body()  # a refused request's body is never read
         try:
-            match, query = emulator.authorize(method, self.path, self.headers)
+            match, query, who = emulator.authorize(method, self.path, self.headers)
             path = urlsplit(self.path).path
             length = self._body_length(emulator.limits.body_limit(path))
             self.reader.expect_body()
@@ -316,7 +354,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 return
             unread = False
-            status, payload = match(Request(method, path, query, self.headers, body))
+            status, payload = match(Request(method, path, query, self.headers, body, who))
         except ApiError as e:
             status, payload = e.code, e.envelope()
         except TimeoutError as e:  # the body came too slowly
