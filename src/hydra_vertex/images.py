@@ -11,7 +11,9 @@ the components image) is the environment. On one machine an image is a directory
 - ``bin/``: ``python``, ``python3`` and ``hydra-vertex-shim`` for the image's interpreter, first on
   the trial's ``PATH`` (so ``python`` in ``app.command`` is the image's interpreter);
 - ``image.json``: what the emulator needs to run it (:func:`runtime`): ``workdir``, ``bin`` and
-  ``path`` (first on ``PATH``), ``env`` (``VIRTUAL_ENV``), the ``environment`` it was built with.
+  ``path`` (first on ``PATH``), ``env`` (``VIRTUAL_ENV``), the ``environment`` it was built with,
+  and ``container``: the source's ``Dockerfile`` read at build time (``WORKDIR``, ``ENV``,
+  ``ENTRYPOINT``, ``CMD``; :mod:`hydra_vertex.dockerfile`), or null without one.
 
 The interpreter (:func:`resolve_environment`) is ``app.python`` when the job names one; else a
 virtual environment built from the source's ``requirements.txt`` (or ``app.requirements``) with
@@ -40,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hydra_vertex.dockerfile import ContainerConfig
 from hydra_vertex.errors import HydraVertexError
 
 __all__ = [
@@ -79,6 +82,7 @@ IGNORE_FILES = (".gcloudignore", ".dockerignore", ".gitignore")
 _INCLUDE = "#!include:"
 LAST_USED = "last-used"
 BIN = "bin"
+DOCKERFILE = "Dockerfile"
 
 
 @dataclass(frozen=True)
@@ -111,11 +115,14 @@ class LocalImage:
 @dataclass(frozen=True)
 class Runtime:
     """How a process of an image starts: its working directory, what goes first on ``PATH``
-    (``os.pathsep``-joined), and the variables the image sets."""
+    (``os.pathsep``-joined), the variables the image sets, and its Dockerfile's ``ENTRYPOINT``
+    and ``CMD`` (None when it sets none)."""
 
     cwd: Path
     path: str
     env: dict[str, str]
+    entrypoint: tuple[str, ...] | None = None
+    cmd: tuple[str, ...] | None = None
 
 
 def images_root() -> Path:
@@ -276,6 +283,9 @@ def build_local(
     _check_name(name)
     environment = resolve_environment(src, python, requirements, log)
     digest = source_digest(src)
+    dockerfile = src / DOCKERFILE
+    if dockerfile.is_file() and dockerfile not in snapshot_files(src):  # ignored, yet it counts
+        digest = hashlib.sha256(digest.encode() + b"\0" + dockerfile.read_bytes()).hexdigest()
     if environment.kind != "tool":  # a tool image keeps the digest of its source alone
         digest = hashlib.sha256(f"{digest}\0{environment.key}".encode()).hexdigest()
 
@@ -286,6 +296,7 @@ def build_local(
             shutil.copy2(p, dest)
         (tmp / "workdir").mkdir(exist_ok=True)
         info: dict[str, Any] = {"source": str(src), "ignore_file": ignore_rules(src)[0]}
+        info["container"] = _container(src)  # the Dockerfile's WORKDIR, ENV, ENTRYPOINT, CMD
         if environment.kind != "tool":
             info.update(_environment_info(tmp, environment))
         return info
@@ -317,7 +328,9 @@ def link_local(
 
     def fill(tmp: Path) -> dict[str, Any]:
         (tmp / "workdir").symlink_to(src, target_is_directory=True)
-        return {"source": str(src), "link": True, **_environment_info(tmp, environment)}
+        # the app as it is: its directory and interpreter, never its Dockerfile's settings
+        info = {"source": str(src), "link": True, "container": None}
+        return {**info, **_environment_info(tmp, environment)}
 
     return _publish(root, name, digest, environment, fill)
 
@@ -405,18 +418,66 @@ def runtime(workdir: Path) -> Runtime:
     An image with its own environment puts its ``bin/`` and its interpreter's directory first on
     ``PATH`` (and ``VIRTUAL_ENV`` for a virtual environment); any other directory (an image built
     without one, a directory mapped with ``--image``) runs with hydra-vertex's own interpreter.
+
+    A ``Dockerfile`` (recorded in ``image.json`` at build time; read from a mapped directory)
+    adds its ``ENTRYPOINT``, ``CMD``, ``ENV`` (a ``$VAR`` it does not define is expanded against
+    this process's environment, ``PATH`` as the image's process will see it) and ``WORKDIR``
+    (:mod:`hydra_vertex.dockerfile`: container paths under the copied build context are paths in
+    ``workdir``). :class:`ImageError` when that Dockerfile cannot be read.
     """
     image_dir = workdir.parent
     try:
         info = json.loads((image_dir / "image.json").read_text())
     except (OSError, ValueError):
         info = {}
-    if not isinstance(info, dict) or not info.get("bin"):
-        return Runtime(workdir, os.path.dirname(sys.executable), {})
-    _touch(image_dir)
-    path = [str(image_dir / str(info["bin"])), *(str(p) for p in info.get("path") or [])]
-    env = {str(k): str(v) for k, v in (info.get("env") or {}).items()}
-    return Runtime(workdir, os.pathsep.join(path), env)
+    if not isinstance(info, dict):
+        info = {}
+    if info.get("bin"):
+        _touch(image_dir)
+        path = [str(image_dir / str(info["bin"])), *(str(p) for p in info.get("path") or [])]
+        env = {str(k): str(v) for k, v in (info.get("env") or {}).items()}
+        base = Runtime(workdir, os.pathsep.join(path), env)
+    else:
+        base = Runtime(workdir, os.path.dirname(sys.executable), {})
+    if "container" in info:
+        recorded = info["container"]
+        config = None if recorded is None else ContainerConfig.from_json(recorded)
+    else:
+        config = _container_config(workdir)
+    if config is None:
+        return base
+    return _with_container(base, config.localized(workdir))
+
+
+def _with_container(base: Runtime, config: ContainerConfig) -> Runtime:
+    from hydra_vertex.dockerfile import expand
+
+    environ = dict(os.environ)
+    environ["PATH"] = base.path + os.pathsep + environ.get("PATH", "")
+    environ.update(base.env)
+    env = dict(base.env)
+    for key, value in config.env:  # in order: a later ENV sees the earlier ones
+        env[key] = environ[key] = expand(value, environ)
+    cwd = Path(config.workdir)
+    cwd.mkdir(parents=True, exist_ok=True)  # as Docker creates a WORKDIR that is not there
+    return Runtime(cwd, base.path, env, config.entrypoint, config.cmd)
+
+
+def _container_config(source: Path) -> ContainerConfig | None:
+    from hydra_vertex.dockerfile import DockerfileError, parse_file
+
+    dockerfile = source / DOCKERFILE
+    if not dockerfile.is_file():
+        return None
+    try:
+        return parse_file(dockerfile)
+    except DockerfileError as e:
+        raise ImageError(str(e)) from None
+
+
+def _container(source: Path) -> dict[str, Any] | None:
+    config = _container_config(source)
+    return None if config is None else config.to_json()
 
 
 # -- the cache -----------------------------------------------------------------------------------

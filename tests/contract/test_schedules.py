@@ -33,6 +33,7 @@ def test_pause_resume_update(aiplatform: Any, backend: Backend, template: Path) 
     )
     try:
         assert schedule.state.name == "ACTIVE"
+        assert schedule.gca_resource.next_run_time  # from creation, before any run fires
         schedule.pause()
         assert aiplatform.PipelineJobSchedule.get(schedule.resource_name).state.name == "PAUSED"
         schedule.resume()

@@ -47,5 +47,10 @@ def test_create_run_get_with_trials(aiplatform: Any, backend: Backend) -> None:
         [metric] = t.final_measurement.metrics
         assert metric.metric_id == "loss"
         assert abs(metric.value - (param.value - 1) ** 2) < 1e-6
+        # each trial ran as a CustomJob of its own, which can be read; no web access was asked
+        assert "/customJobs/" in t.custom_job, t.custom_job
+        trial_job = aiplatform.CustomJob.get(t.custom_job)
+        assert trial_job.state.name == "JOB_STATE_SUCCEEDED"
+        assert not t.web_access_uris
     listed = aiplatform.HyperparameterTuningJob.list(filter='display_name="contract-tuning"')
     assert job.resource_name in [j.resource_name for j in listed]

@@ -28,7 +28,15 @@ _LIBRARIES = {
     "google.devtools.cloudbuild.v1": (
         "google.cloud.devtools.cloudbuild_v1", {"CloudBuild": "cloud_build"},
     ),
+    # the operations mixin of the aiplatform_v1 clients (the same rules in every service)
+    "google.longrunning": ("google.cloud.aiplatform_v1", {"Operations": "job_service"}),
 }
+_MIXIN_HOST = {"Operations": "JobService"}
+# the operations of the resources served (the mixin's rules cover every Vertex collection)
+_SERVED_OPERATIONS = re.compile(
+    r"^/(v1|ui)/\{name=projects/\*/locations/\*"
+    r"(/(customJobs|hyperparameterTuningJobs|pipelineJobs|schedules)/\*)?(/operations(/\*)?)?\}"
+)
 _VARIABLE = re.compile(r"\{[^}=]+(?:=([^}]*))?\}")
 # google-cloud-logging's generated layer is gRPC only; its JSON client (logging_v2/_http.py, which
 # `hydra-vertex logs` uses against the emulator) posts to this path.
@@ -45,7 +53,8 @@ def http_rules(rpc: str) -> list[tuple[str, str]]:
     package, service, method = rpc.rsplit(".", 2)
     library, modules = _LIBRARIES[package]
     rest = importlib.import_module(f"{library}.services.{modules[service]}.transports.rest_base")
-    base = getattr(getattr(rest, f"_Base{service}RestTransport"), f"_Base{method}")
+    host = _MIXIN_HOST.get(service, service)
+    base = getattr(getattr(rest, f"_Base{host}RestTransport"), f"_Base{method}")
     return [(o["method"].upper(), o["uri"]) for o in base._get_http_options()]
 
 
@@ -98,6 +107,9 @@ def test_vertex_and_cloud_build_routes_are_the_client_libraries_http_rules(
         "google.cloud.aiplatform.v1.JobService.CancelHyperparameterTuningJob",
         "google.cloud.aiplatform.v1.PipelineService.CreatePipelineJob",
         "google.devtools.cloudbuild.v1.CloudBuild.CreateBuild",
+        "google.longrunning.Operations.GetOperation",
+        "google.longrunning.Operations.ListOperations",
+        "google.longrunning.Operations.WaitOperation",
     } <= served
     for route in with_rpc:
         rules = http_rules(route.rpc)
@@ -106,7 +118,10 @@ def test_vertex_and_cloud_build_routes_are_the_client_libraries_http_rules(
         )
     for rpc in served:  # and every v1 binding of a method served is served
         for method, uri in http_rules(rpc):
-            if uri.startswith("/v1/"):
+            mixin = rpc.startswith("google.longrunning.")
+            if (uri.startswith("/v1/") and not mixin) or (
+                mixin and _SERVED_OPERATIONS.match(uri)
+            ):
                 assert any(
                     r.rpc == rpc and r.method == method and same_paths(r.template, uri)
                     for r in with_rpc
@@ -181,3 +196,13 @@ def test_router_errors_are_api_errors() -> None:
     with pytest.raises(ApiError) as e:
         router.resolve("GET", "/")
     assert e.value.code == 404 and "docs/emulator.md" in e.value.message
+
+
+def test_error_messages_carry_no_ansi_and_no_traceback() -> None:
+    trace = (
+        "could not load: \x1b[31mred\x1b[0m\nTraceback (most recent call last):\n"
+        '  File "x.py", line 1, in <module>\n    boom()\nValueError: bad spec\n'
+    )
+    error = ApiError(400, trace)
+    assert error.message == "could not load: red ValueError: bad spec"
+    assert error.envelope()["error"]["message"] == error.message

@@ -86,22 +86,27 @@ def test_foreign_host_or_origin_refused(emulator: EmulatorHandle, headers: dict[
 
 
 @pytest.mark.parametrize(
-    "path",
+    ("path", "status"),
     [
-        f"{PARENT}/customJobs/..",
-        f"{PARENT}/customJobs/%2e%2e",
-        f"{PARENT}/customJobs/..%2f..%2fstate",
-        f"{PARENT}/customJobs/1%00",
-        f"{PARENT}/customJobs/{'1' * 33}",
-        f"{PARENT}/customJobs//etc/passwd",
-        "/v1/projects/../locations/us-central1/customJobs",
-        "/v1/projects/p%2f..%2f/locations/us-central1/customJobs",
+        # malformed ids and names are 400 (as on Vertex), paths no route has are 404
+        (f"{PARENT}/customJobs/..", 400),
+        (f"{PARENT}/customJobs/%2e%2e", 400),
+        (f"{PARENT}/customJobs/..%2f..%2fstate", 400),
+        (f"{PARENT}/customJobs/1%00", 400),
+        (f"{PARENT}/customJobs/{'1' * 33}", 400),
+        (f"{PARENT}/customJobs/abc", 400),
+        (f"{PARENT}/pipelineJobs/Bad_Id", 400),
+        (f"{PARENT}/customJobs//etc/passwd", 404),
+        ("/v1/projects/../locations/us-central1/customJobs", 400),
+        ("/v1/projects/p%2f..%2f/locations/us-central1/customJobs", 400),
+        (f"{PARENT}/customJobs/123", 404),  # well formed, not there
     ],
 )
-def test_bad_names_are_rejected(emulator: EmulatorHandle, path: str) -> None:
-    status, body = _request(emulator, "GET", path)
-    assert status == 404
-    assert body["error"]["status"] == "NOT_FOUND"
+def test_bad_names_are_rejected(emulator: EmulatorHandle, path: str, status: int) -> None:
+    got, body = _request(emulator, "GET", path)
+    assert got == status, body
+    assert body["error"]["status"] == {400: "INVALID_ARGUMENT", 404: "NOT_FOUND"}[status]
+    assert "Traceback" not in body["error"]["message"]
 
 
 def test_body_over_limit(emulator: EmulatorHandle) -> None:

@@ -175,6 +175,10 @@ def connect(
 ) -> dict[str, str]:
     """``aiplatform.init`` against the emulator whose ``endpoint.json`` is in ``state_dir``.
 
+    It also sets ``STORAGE_EMULATOR_HOST`` (scheme included) to the emulator's HTTP endpoint, so
+    google-cloud-storage (``PipelineJob.submit()``'s bucket check, uploads) talks to its Cloud
+    Storage subset instead of Google's host (where it would wait on retries with no network).
+
     ``api_transport="grpc"`` uses the SDK's default transport, gRPC over TLS, to the emulator's
     gRPC port. gRPC trusts the emulator's CA through its default trust store:
     ``GRPC_DEFAULT_SSL_ROOTS_FILE_PATH`` is pointed at ``grpc_roots`` (the public roots plus the
@@ -204,6 +208,7 @@ def connect(
         kwargs.update(api_endpoint=info["grpc_endpoint"], api_transport="grpc")
     elif api_transport != "rest":
         raise EmulatorError(f"api_transport must be 'rest' or 'grpc', got {api_transport!r}")
+    os.environ["STORAGE_EMULATOR_HOST"] = info["endpoint"]  # Cloud Storage: the HTTP endpoint
     aiplatform.init(project=project, location=location, **kwargs, **init_kwargs)
     return {
         "endpoint": info["endpoint"],

@@ -1,9 +1,10 @@
 """The process backend: a job's or a trial's container run as a local process.
 
 - :class:`Launcher` turns a ``CustomJobSpec`` (proto-JSON) into a process, as a container would
-  run: ``command + args`` (+ the trial's arguments; an argv list, no shell) in the image's working
-  directory, with the Vertex environment (``CLOUD_ML_*``, ``AIP_*``: local paths under the
-  storage root, what ``/gcs/...`` is on Vertex).
+  run: :func:`container_argv` (``command``/``args`` over the image's ``ENTRYPOINT``/``CMD``, then
+  the trial's arguments; an argv list, no shell) in the image's working directory, with the
+  Vertex environment (``CLOUD_ML_*``, ``AIP_*``: local paths under the storage root, what
+  ``/gcs/...`` is on Vertex).
 - :class:`TrialProcess`: one directory per run, logs to files, its own process group (a kill
   reaches grandchildren), status from the exit code; :func:`describe_exit` says how it ended.
 - :func:`kill_leftover`: after a restart, the group of a recorded process is killed if it is
@@ -228,12 +229,11 @@ class Launcher:
         """``devices``: the GPUs lent to this process (``()``: none), None on a machine with no
         GPU (nothing is set; see :mod:`devices`)."""
         container = job_spec["workerPoolSpecs"][0]["containerSpec"]
-        cwd = self.resolve_image(container.get("imageUri", ""))
-        if cwd is None:
+        workdir = self.resolve_image(container.get("imageUri", ""))
+        if workdir is None:
             raise RuntimeError(f"image {container.get('imageUri')!r} is not runnable locally")
-        argv = [*container.get("command", []), *container.get("args", []), *(trial_args or [])]
-        if not argv:
-            raise RuntimeError("worker pool 0 has neither command nor args")
+        image = images.runtime(workdir)  # interpreter first on PATH, variables, Dockerfile
+        argv = container_argv(container, image, trial_args or [])
         base_uri = (job_spec.get("baseOutputDirectory") or {}).get("outputUriPrefix", "")
         if base_uri.startswith("gs://"):
             base = self.storage.local_path(base_uri)
@@ -241,7 +241,6 @@ class Launcher:
             base = run_dir / "output"
         out = base / trial_id if trial_id else base
         (run_dir / "metrics").mkdir(parents=True, exist_ok=True)
-        image = images.runtime(cwd)  # the image's interpreter first on PATH, its variables
         extra = {**image.env, **{e["name"]: e.get("value", "") for e in container.get("env", [])}}
         extra.update(
             {
@@ -260,7 +259,25 @@ class Launcher:
             extra.update(device_env(devices, {**os.environ, **extra}))
         env = trial_env(dict(os.environ), extra, image.path, self.secrets)
         timeout = parse_duration((job_spec.get("scheduling") or {}).get("timeout"))
-        return TrialProcess(argv, cwd, env, run_dir, timeout=timeout, notify=notify)
+        return TrialProcess(argv, image.cwd, env, run_dir, timeout=timeout, notify=notify)
+
+
+def container_argv(
+    container: dict[str, Any], image: images.Runtime, trial_args: list[str]
+) -> list[str]:
+    """The process's argv by Vertex's (Kubernetes') rules: ``command`` replaces the image's
+    ``ENTRYPOINT`` (and drops its ``CMD``), ``args`` replace its ``CMD``; the trial's arguments
+    come last. No command and no ENTRYPOINT is refused (at create; here if the image changed)."""
+    command, args = container.get("command") or [], container.get("args") or []
+    if command:
+        head, tail = list(command), list(args)
+    elif image.entrypoint:
+        head, tail = list(image.entrypoint), list(args) if args else list(image.cmd or ())
+    else:
+        raise RuntimeError(
+            "worker pool 0 has no container_spec.command and its image has no ENTRYPOINT"
+        )
+    return [*head, *tail, *trial_args]
 
 
 def metric_file(run_dir: Path) -> Path:

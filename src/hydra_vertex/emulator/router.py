@@ -43,6 +43,7 @@ class ApiError(Exception):
     }
 
     def __init__(self, code: int, message: str, status: str | None = None) -> None:
+        message = clean_message(message)
         super().__init__(message)
         self.code = code
         self.message = message
@@ -50,6 +51,22 @@ class ApiError(Exception):
 
     def envelope(self) -> dict[str, Any]:
         return {"error": {"code": self.code, "message": self.message, "status": self.status}}
+
+
+_TRACEBACK = "Traceback (most recent call last):"
+
+
+def clean_message(message: str) -> str:
+    """An error message as a client shows it: no ANSI escapes, and a Python traceback in it
+    reduced to its exception line."""
+    from hydra_vertex.reasons import strip_ansi
+
+    text = strip_ansi(message)
+    if _TRACEBACK in text:
+        head, _, trace = text.partition(_TRACEBACK)
+        lines = [line.strip() for line in trace.splitlines() if line.strip()]
+        text = (head.rstrip() + " " + (lines[-1] if lines else "")).strip()
+    return text
 
 
 @dataclass

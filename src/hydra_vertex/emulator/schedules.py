@@ -76,6 +76,21 @@ def latest_due(cron: str, after: datetime, now_: datetime) -> datetime | None:
     return due
 
 
+def first_run_time(schedule: dict[str, Any], after: str | None = None) -> str | None:
+    """When a new schedule (or one just updated at ``after``) fires first, as the scheduler
+    will compute it: the next cron time after ``after``, else ``startTime``, else ``createTime``;
+    None when that is past ``endTime``."""
+    base = (
+        parse_time(after)
+        or parse_time(schedule.get("startTime"))
+        or parse_time(schedule.get("createTime"))
+        or datetime.now(UTC)
+    )
+    upcoming = next_fire(str(schedule["cron"]), base)
+    end = parse_time(schedule.get("endTime"))
+    return None if end is not None and upcoming > end else iso(upcoming)
+
+
 def validate(schedule: dict[str, Any]) -> None:
     parse_cron(str(schedule.get("cron", "")))
     if not schedule.get("displayName"):

@@ -7,7 +7,16 @@ the ``aiplatform_v1`` types (unknown fields -> 400) and render resources through
 (enums as numbers when the client sends ``$alt=json;enum-encoding=int``, as the SDK does).
 
 A list's parent may be ``projects/-/locations/-`` (any project, any location), as AIP-159 spells
-reading across collections; the emulator's own progress display lists that way.
+reading across collections; the emulator's own progress display lists that way. Lists take
+``filter`` (AIP-160), ``orderBy``, ``readMask`` and opaque page tokens (:mod:`listing`); deletes
+answer an Operation that stays readable (:mod:`operations`).
+
+Names: a malformed project, location or id is 400 (ids: digits for custom and tuning jobs and
+schedules, ``[a-z0-9][a-z0-9-]*`` for pipeline jobs); a well-formed one that does not exist is 404.
+Each trial of a tuning job names its CustomJob (``trials[].customJob``): the id is the tuning
+job's id followed by the trial's id, and ``GET customJobs/<that id>`` answers a CustomJob made
+from the trial (its spec with the trial's arguments, state and times); those are not listed, and
+cancel/delete go to the tuning job.
 """
 
 from __future__ import annotations
@@ -20,15 +29,18 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from hydra_vertex.emulator import pipelines, schedules
+from hydra_vertex import images
+from hydra_vertex.emulator import listing, pipelines, schedules
 from hydra_vertex.emulator.devices import DevicePool
+from hydra_vertex.emulator.operations import Operations
 from hydra_vertex.emulator.router import Answer, ApiError, Request, Route, json_body
 from hydra_vertex.emulator.runners import TERMINAL_JOB_STATES
 from hydra_vertex.emulator.seeds import job_seed
 from hydra_vertex.emulator.store import COLLECTIONS, Store, now, valid_id
 
-DEFAULT_PAGE_SIZE = 100
 _SEGMENT = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_NUMERIC_ID = re.compile(r"^[0-9]{1,24}$")
+_TUNING_ID_DIGITS = 18  # Store.new_id: 10**17 <= id < 10**18
 _SERVICE = "google.cloud.aiplatform.v1"
 
 MESSAGE_TYPES = {
@@ -118,11 +130,13 @@ class VertexApi:
         self.start_runner = start_runner
         self.resolve_image = resolve_image
         self.seed = seed
+        self.operations = Operations(store.root)
         self.devices = devices if devices is not None else DevicePool()
 
     # -- the table -------------------------------------------------------------------------------
     def routes(self) -> list[Route]:
-        return [route for c in COLLECTIONS for route in self._collection_routes(c)]
+        routes = [route for c in COLLECTIONS for route in self._collection_routes(c)]
+        return routes + self.operations.routes()
 
     def _collection_routes(self, collection: str) -> list[Route]:
         kind, service = MESSAGE_TYPES[collection], f"{_SERVICE}.{_SERVICES[collection]}"
@@ -151,19 +165,65 @@ class VertexApi:
     # -- names -----------------------------------------------------------------------------------
     @staticmethod
     def _parent(request: Request, project: str, location: str, wildcard: bool = False) -> str:
-        for segment in (project, location):
+        for what, segment in (("project", project), ("location", location)):
             if not _SEGMENT.match(segment) and not (wildcard and segment == "-"):
-                raise ApiError(404, f"no resource at {request.path!r}")
+                raise ApiError(
+                    400,
+                    f"{what} {segment!r} in {request.path!r} is malformed: lowercase letters, "
+                    "digits and hyphens" + (", or '-' for all" if wildcard else ""),
+                )
         return f"projects/{project}/locations/{location}"
+
+    @staticmethod
+    def _check_id(collection: str, job_id: str) -> None:
+        """400 for an id that no resource of ``collection`` can have."""
+        if collection == pipelines.COLLECTION:
+            if not valid_id(job_id):
+                raise ApiError(
+                    400,
+                    f"pipeline job id {job_id!r} is malformed: 1-128 lowercase letters, digits "
+                    "or hyphens, starting with a letter or digit",
+                )
+        elif not _NUMERIC_ID.match(job_id):
+            raise ApiError(
+                400, f"{MESSAGE_TYPES[collection]} id {job_id!r} is malformed: it is a number"
+            )
 
     def _record(
         self, request: Request, collection: str, project: str, location: str, job_id: str
     ) -> dict[str, Any]:
         self._parent(request, project, location)
-        rec = self.store.get(collection, job_id) if valid_id(job_id) else None
+        self._check_id(collection, job_id)
+        rec = self.store.get(collection, job_id)
         if rec is None:
+            if collection == "customJobs" and self._trial_of(job_id) is not None:
+                tuning_id, trial_id = self._trial_of(job_id) or ("", "")
+                raise ApiError(
+                    400,
+                    f"CustomJob {job_id} runs trial {trial_id} of HyperparameterTuningJob "
+                    f"{tuning_id}: cancel or delete the tuning job",
+                    "FAILED_PRECONDITION",
+                )
             raise ApiError(404, f"{MESSAGE_TYPES[collection]} {job_id} not found")
         return rec
+
+    # -- trials' custom jobs ---------------------------------------------------------------------
+    def _trial_of(self, job_id: str) -> tuple[str, str] | None:
+        """``(tuning job id, trial id)`` when ``job_id`` names a trial's CustomJob."""
+        if len(job_id) <= _TUNING_ID_DIGITS or not job_id.isdigit():
+            return None
+        tuning_id, trial_id = job_id[:_TUNING_ID_DIGITS], job_id[_TUNING_ID_DIGITS:]
+        rec = self.store.get("hyperparameterTuningJobs", tuning_id)
+        trials = (rec or {}).get("resource", {}).get("trials", [])
+        return (tuning_id, trial_id) if any(t.get("id") == trial_id for t in trials) else None
+
+    def _trial_custom_job(self, job_id: str) -> dict[str, Any] | None:
+        found = self._trial_of(job_id)
+        if found is None:
+            return None
+        rec = self.store.get("hyperparameterTuningJobs", found[0])
+        assert rec is not None
+        return trial_custom_job(rec["resource"], found[1])
 
     # -- handlers --------------------------------------------------------------------------------
     def create(self, collection: str, request: Request, project: str, location: str) -> Answer:
@@ -220,6 +280,9 @@ class VertexApi:
         data["startedRunCount"] = "0"
         if not data.get("maxConcurrentRunCount"):
             data["maxConcurrentRunCount"] = "1"
+        first = schedules.first_run_time(data)
+        if first:
+            data["nextRunTime"] = first
         self.store.put(schedules.COLLECTION, job_id, {"resource": data, "internal": {}})
         return data
 
@@ -238,13 +301,26 @@ class VertexApi:
                 "required (python_package_spec is not supported by the emulator)",
             )
         uri = pool.container_spec.image_uri
-        if self.resolve_image(uri) is None:
+        workdir = self.resolve_image(uri)
+        if workdir is None:
             raise ApiError(
                 400,
                 f"image {uri!r} is not runnable locally: build it with the local "
                 "image builder or map it with --image NAME=DIR",
                 "FAILED_PRECONDITION",
             )
+        if not pool.container_spec.command:
+            try:
+                entrypoint = images.runtime(workdir).entrypoint
+            except images.ImageError as e:
+                raise ApiError(400, f"image {uri!r}: {e}") from None
+            if not entrypoint:
+                raise ApiError(
+                    400,
+                    f"{field}.worker_pool_specs[0].container_spec.command is empty and image "
+                    f"{uri!r} has no ENTRYPOINT (no Dockerfile with one in {str(workdir)!r}): "
+                    "give a command, or an ENTRYPOINT in the image's Dockerfile",
+                )
         too_many = self.devices.refusal(  # more GPUs per process than this machine has
             pool.machine_spec.accelerator_count,
             f"{field}.worker_pool_specs[0].machine_spec.accelerator_count",
@@ -279,32 +355,28 @@ class VertexApi:
     def get(
         self, collection: str, request: Request, project: str, location: str, job_id: str
     ) -> Answer:
+        if collection == "customJobs" and self.store.get(collection, job_id) is None:
+            self._parent(request, project, location)
+            self._check_id(collection, job_id)
+            trial_job = self._trial_custom_job(job_id)
+            if trial_job is not None:
+                return 200, to_proto_json(collection, trial_job, _ints(request))
         rec = self._record(request, collection, project, location, job_id)
-        return 200, to_proto_json(collection, rec["resource"], _ints(request))
+        return 200, render(collection, rec["resource"], _ints(request))
 
     def list(self, collection: str, request: Request, project: str, location: str) -> Answer:
-        self._parent(request, project, location, wildcard=True)
-        query = request.query
+        parent = self._parent(request, project, location, wildcard=True)
         items = [
             r["resource"]
             for _id, r in self.store.items(collection)
             if _under(r["resource"]["name"], project, location)
         ]
-        items = [r for r in items if matches_filter(r, query.get("filter", ""))]
-        items.sort(key=lambda r: (r.get("createTime", ""), r["name"]), reverse=True)
-        try:
-            size = int(query.get("pageSize") or DEFAULT_PAGE_SIZE)
-            start = int(query.get("pageToken") or 0)
-        except ValueError:
-            raise ApiError(400, "pageSize and pageToken must be integers") from None
-        size = max(1, min(size, 1000))
         ints = _ints(request)
-        out: dict[str, Any] = {
-            collection: [to_proto_json(collection, r, ints) for r in items[start : start + size]]
-        }
-        if start + size < len(items):
-            out["nextPageToken"] = str(start + size)
-        return 200, out
+        body = listing.page(
+            collection, MESSAGE_TYPES[collection], parent, items, request.query,
+            lambda r: render(collection, r, ints),
+        )
+        return 200, body
 
     def cancel(
         self, collection: str, request: Request, project: str, location: str, job_id: str
@@ -342,16 +414,7 @@ class VertexApi:
                 400, f"job {job_id} is {state}; cancel it before deleting it", "FAILED_PRECONDITION"
             )
         self.store.delete(collection, job_id)
-        name = rec["resource"]["name"]
-        return 200, {
-            "name": f"{name}/operations/{secrets.randbelow(10**18)}",
-            "done": True,
-            "response": {"@type": "type.googleapis.com/google.protobuf.Empty"},
-            "metadata": {
-                "@type": "type.googleapis.com/google.cloud.aiplatform.v1.DeleteOperationMetadata",
-                "genericMetadata": {"createTime": now(), "updateTime": now()},
-            },
-        }
+        return 200, self.operations.deleted(rec["resource"]["name"])
 
     # -- schedules -------------------------------------------------------------------------------
     def pause_schedule(
@@ -408,8 +471,11 @@ class VertexApi:
 
         def fn(r: dict[str, Any]) -> None:
             r["resource"] = {**updated, "updateTime": stamp}
-            r["resource"].pop("nextRunTime", None)
             r["internal"]["lastFire"] = stamp  # due runs before the update are skipped
+            r["resource"].pop("nextRunTime", None)
+            first = schedules.first_run_time(r["resource"], stamp)
+            if first:
+                r["resource"]["nextRunTime"] = first
 
         new = self.store.update(collection, job_id, fn)
         return 200, to_proto_json(collection, new["resource"], _ints(request))
@@ -459,27 +525,62 @@ def _under(name: str, project: str, location: str) -> bool:
     )
 
 
-_FILTER_TERM = re.compile(
-    r"^\s*(labels\.[A-Za-z0-9_-]+|display_name|displayName|schedule_name|scheduleName)\s*=\s*"
-    r'"([^"]*)"\s*$'
-)
-_FILTER_FIELDS = {"display_name": "displayName", "schedule_name": "scheduleName"}
+def render(collection: str, resource: dict[str, Any], ints: bool) -> dict[str, Any]:
+    """A stored resource as the API answers it (a tuning job's trials name their CustomJobs)."""
+    if collection == "hyperparameterTuningJobs" and resource.get("trials"):
+        job_id = resource["name"].rsplit("/", 1)[-1]
+        parent = resource["name"].rsplit("/", 2)[0]
+        resource = dict(resource)
+        resource["trials"] = [
+            {**t, "customJob": f"{parent}/customJobs/{job_id}{t['id']}"}
+            for t in resource["trials"]
+        ]
+    return to_proto_json(collection, resource, ints)
 
 
-def matches_filter(resource: dict[str, Any], text: str) -> bool:
-    """The subset of AIP-160 list filters the clients here send: ``labels.KEY="V"``,
-    ``display_name="V"`` and ``schedule_name="V"`` joined by ``AND``. Other terms are not
-    understood and are ignored (see docs/emulator.md)."""
-    if not text.strip():
-        return True
-    for term in re.split(r"\s+AND\s+", text.strip()):
-        m = _FILTER_TERM.match(term)
-        if m is None:
-            continue
-        field, value = m.group(1), m.group(2)
-        if field.startswith("labels."):
-            if (resource.get("labels") or {}).get(field[len("labels.") :]) != value:
-                return False
-        elif resource.get(_FILTER_FIELDS.get(field, field)) != value:
-            return False
-    return True
+_TRIAL_JOB_STATES = {
+    "REQUESTED": "JOB_STATE_PENDING",
+    "ACTIVE": "JOB_STATE_RUNNING",
+    "STOPPING": "JOB_STATE_RUNNING",
+    "SUCCEEDED": "JOB_STATE_SUCCEEDED",
+    "INFEASIBLE": "JOB_STATE_FAILED",
+}
+
+
+def trial_custom_job(tuning_job: dict[str, Any], trial_id: str) -> dict[str, Any]:
+    """The CustomJob a trial ran as: the trial job spec with the trial's arguments after the
+    container's args (what the trial's process got), the trial's state and times."""
+    from hydra_vertex.emulator.trial_loop import trial_args
+    from hydra_vertex.search_space import SearchSpace
+
+    trial = next(t for t in tuning_job.get("trials", []) if t.get("id") == trial_id)
+    job_id = tuning_job["name"].rsplit("/", 1)[-1]
+    parent = tuning_job["name"].rsplit("/", 2)[0]
+    spec = json.loads(json.dumps(tuning_job.get("trialJobSpec") or {}))
+    params = {p["parameterId"]: p.get("value") for p in trial.get("parameters", [])}
+    try:
+        from google.cloud.aiplatform_v1 import types
+
+        study = types.StudySpec.from_json(json.dumps(tuning_job.get("studySpec") or {}))
+        args = trial_args(params, SearchSpace.from_study_spec(study, source="study_spec"))
+    except Exception:  # a spec that no longer parses: the values as they were stored
+        args = [f"--{k}={v}" for k, v in params.items()]
+    pools = spec.get("workerPoolSpecs") or [{}]
+    container = pools[0].setdefault("containerSpec", {})
+    container["args"] = [*container.get("args", []), *args]
+    state = _TRIAL_JOB_STATES.get(str(trial.get("state")), "JOB_STATE_PENDING")
+    job: dict[str, Any] = {
+        "name": f"{parent}/customJobs/{job_id}{trial_id}",
+        "displayName": f"{tuning_job.get('displayName', '')} trial {trial_id}",
+        "jobSpec": spec,
+        "state": state,
+        "labels": tuning_job.get("labels") or {},
+    }
+    for field in ("startTime", "endTime"):
+        if trial.get(field):
+            job[field] = trial[field]
+    job["createTime"] = trial.get("startTime") or tuning_job.get("createTime")
+    job["updateTime"] = trial.get("endTime") or job["createTime"]
+    if state == "JOB_STATE_FAILED":
+        job["error"] = {"code": 9, "message": str(trial.get("infeasibleReason", ""))}
+    return {k: v for k, v in job.items() if v}
