@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
