@@ -23,7 +23,9 @@ def _run_failing(job: Any, **run_kwargs: Any) -> None:
 @pytest.mark.parametrize(
     ("mode", "reason"),
     [
-        pytest.param("crash", "branin: crashing on purpose (exit code 3)", id="crash-before-report"),
+        pytest.param(
+            "crash", "branin: crashing on purpose (exit code 3)", id="crash-before-report"
+        ),
         pytest.param("nometric", "reported no metric", id="no-metric"),
         pytest.param("wrongtag", "tags seen: ['loss']", id="wrong-tag"),
         pytest.param("nan", "non-finite", id="nan"),

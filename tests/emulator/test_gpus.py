@@ -173,7 +173,10 @@ def test_jobs_share_the_gpus_one_process_per_device_and_cpu_jobs_see_none(
         tid: records[tid]["cuda"] for tid in ("1", "2")
     }
     assert job_details(four_gpus.endpoint, four_gpus.token, big.name).devices == (
-        "0", "1", "2", "3"
+        "0",
+        "1",
+        "2",
+        "3",
     )
     assert job_details(four_gpus.endpoint, four_gpus.token, cpu.name).devices == ()
     rendered = client.get_hyperparameter_tuning_job(name=tuning.name)
@@ -213,9 +216,7 @@ def test_on_a_machine_without_gpus_accelerator_jobs_run_without_them_with_one_wa
     # a custom job's log is its stderr.log: the warning comes first
     stderr = no_gpu.state_dir / "runs" / custom.name.rsplit("/", 1)[-1] / "stderr.log"
     first = stderr.read_text().splitlines()[0]
-    assert first.startswith(
-        "hydra-vertex emulator: warning: the job asks for 1 x NVIDIA_TESLA_T4 "
-    )
+    assert first.startswith("hydra-vertex emulator: warning: the job asks for 1 x NVIDIA_TESLA_T4 ")
     assert first.endswith("its process runs without accelerators")
 
 
@@ -231,12 +232,15 @@ def test_decay_curve_stopping_by_elapsed_duration(
     record.mkdir()
     client = _client(no_gpu)
     spec = _tuning_job(
-        record, 0, 4, 2, "epochs=30", "epoch_seconds=0.1",
+        record,
+        0,
+        4,
+        2,
+        "epochs=30",
+        "epoch_seconds=0.1",
         decay_curve_stopping_spec={"use_elapsed_duration": True},
     )
-    created = client.create_hyperparameter_tuning_job(
-        parent=PARENT, hyperparameter_tuning_job=spec
-    )
+    created = client.create_hyperparameter_tuning_job(parent=PARENT, hyperparameter_tuning_job=spec)
     job = _wait(client.get_hyperparameter_tuning_job, created.name)
     assert job.state.name == TERMINAL[0]
     assert [t.state.name for t in job.trials] == ["SUCCEEDED"] * 4

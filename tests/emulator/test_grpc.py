@@ -31,7 +31,9 @@ PARENT = "projects/grpc-project/locations/us-central1"
 _VARIABLE = re.compile(r"\{([\w.]+)=([^}]*)\}")
 
 
-def _client(service: str, handle: EmulatorHandle, token: str | None = None, roots: bytes | None = None) -> Any:
+def _client(
+    service: str, handle: EmulatorHandle, token: str | None = None, roots: bytes | None = None
+) -> Any:
     """A GAPIC client over gRPC to the emulator, trusting its CA explicitly (docs/emulator.md)."""
     import grpc
     from google.cloud import aiplatform_v1
@@ -98,16 +100,23 @@ def test_custom_job_lifecycle_over_grpc(emulator: EmulatorHandle) -> None:
                 {
                     "machine_spec": {"machine_type": "n1-standard-4"},
                     "replica_count": 1,
-                    "container_spec": {"image_uri": IMAGE, "command": [sys.executable, "-c", "print('hello over gRPC')"]},
+                    "container_spec": {
+                        "image_uri": IMAGE,
+                        "command": [sys.executable, "-c", "print('hello over gRPC')"],
+                    },
                 }
             ]
         },
     }
     created = jobs.create_custom_job(parent=PARENT, custom_job=spec)
     assert created.name.startswith(f"{PARENT}/customJobs/")
-    done = _wait(lambda: jobs.get_custom_job(name=created.name), ("JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED"))
+    done = _wait(
+        lambda: jobs.get_custom_job(name=created.name), ("JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED")
+    )
     assert done.state.name == "JOB_STATE_SUCCEEDED", done.error.message
-    listed = list(jobs.list_custom_jobs(request={"parent": PARENT, "filter": 'display_name="over-grpc"'}))
+    listed = list(
+        jobs.list_custom_jobs(request={"parent": PARENT, "filter": 'display_name="over-grpc"'})
+    )
     assert [j.name for j in listed] == [created.name]
     with pytest.raises(exceptions.FailedPrecondition, match="cannot be cancelled"):
         jobs.cancel_custom_job(name=created.name)
@@ -131,7 +140,11 @@ def test_token_tls_and_unserved_methods(emulator: EmulatorHandle) -> None:
         list(_client("JobService", emulator, token="").list_custom_jobs(parent=PARENT))
     public_only = Path(certifi.where()).read_bytes()  # trusts Google, not the emulator
     with pytest.raises(exceptions.ServiceUnavailable):
-        list(_client("JobService", emulator, roots=public_only).list_custom_jobs(parent=PARENT, timeout=10))
+        list(
+            _client("JobService", emulator, roots=public_only).list_custom_jobs(
+                parent=PARENT, timeout=10
+            )
+        )
     with pytest.raises(exceptions.MethodNotImplemented, match=r"DatasetService\.ListDatasets"):
         list(_client("DatasetService", emulator).list_datasets(parent=PARENT))
     port = emulator.grpc_endpoint.rsplit(":", 1)[1]
@@ -154,7 +167,9 @@ def test_a_busy_grpc_port_is_one_line_and_releases_everything(tmp_path: Path) ->
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        with pytest.raises(EmulatorError, match=f"cannot listen on 127.0.0.1:{port}: .*--grpc-port"):
+        with pytest.raises(
+            EmulatorError, match=f"cannot listen on 127.0.0.1:{port}: .*--grpc-port"
+        ):
             start(tmp_path / "state", grpc_port=port)
     with start(tmp_path / "state") as handle:  # the state directory's lock was released
         assert handle.grpc_endpoint
@@ -211,7 +226,15 @@ def test_the_sdk_default_transport_works_after_connect_grpc(tmp_path: Path) -> N
     image_dir = tmp_path / "image"
     image_dir.mkdir()
     emulator = subprocess.Popen(
-        [str(cli), "emulator", "--state-dir", str(state), "--image", f"{IMAGE}={image_dir}", "--quiet"],
+        [
+            str(cli),
+            "emulator",
+            "--state-dir",
+            str(state),
+            "--image",
+            f"{IMAGE}={image_dir}",
+            "--quiet",
+        ],
         stdout=subprocess.DEVNULL,
     )
     try:

@@ -28,7 +28,9 @@ TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "SKIPPED", "NOT_TRIGGERED"}
 def _compile(tmp_path: Path, module: str, function: str) -> Path:
     from kfp import compiler
 
-    spec = importlib.util.spec_from_file_location(f"kfp_pipelines_{module}", KFP_PIPELINES / f"{module}.py")
+    spec = importlib.util.spec_from_file_location(
+        f"kfp_pipelines_{module}", KFP_PIPELINES / f"{module}.py"
+    )
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -136,19 +138,37 @@ def test_loops_and_conditions_give_every_task_with_its_parent(
         if d.state.name == "SUCCEEDED":
             assert d.start_time and d.start_time <= d.end_time, path
     # three iterations; in each, exactly one branch of If/Elif/Else ran, and the number it drew
-    iterations = [p for p in paths if p.startswith("for-loop-1/for-loop-1-iteration-") and p.count("/") == 1]
+    iterations = [
+        p for p in paths if p.startswith("for-loop-1/for-loop-1-iteration-") and p.count("/") == 1
+    ]
     assert len(iterations) == 3
     numbers = []
     for it in iterations:
-        [branches] = [p for p in paths if p.startswith(f"{it}/condition-branches-") and p.count("/") == 2]
-        ran = [p for p in paths if p.startswith(f"{branches}/") and p.count("/") == 3 and paths[p].state.name == "SUCCEEDED"]
+        [branches] = [
+            p for p in paths if p.startswith(f"{it}/condition-branches-") and p.count("/") == 2
+        ]
+        ran = [
+            p
+            for p in paths
+            if p.startswith(f"{branches}/")
+            and p.count("/") == 3
+            and paths[p].state.name == "SUCCEEDED"
+        ]
         assert len(ran) == 1, ran
         numbers.append(paths[f"{it}/int-0-to-9999-func"].execution.metadata["output:Output"])
     assert all(0 <= n <= 9999 for n in numbers)
     assert paths["print-ints"].state.name == "SUCCEEDED"
     # the drumroll condition holds on the last trial only
-    drumrolls = [p for p in paths if p.endswith("/print-and-return") and "condition-2/condition-3" in p and paths[p].state.name == "SUCCEEDED"]
-    assert drumrolls == ["for-loop-1/for-loop-1-iteration-2/condition-2/condition-3/print-and-return"]
+    drumrolls = [
+        p
+        for p in paths
+        if p.endswith("/print-and-return")
+        and "condition-2/condition-3" in p
+        and paths[p].state.name == "SUCCEEDED"
+    ]
+    assert drumrolls == [
+        "for-loop-1/for-loop-1-iteration-2/condition-2/condition-3/print-and-return"
+    ]
 
 
 @pytest.mark.slow
@@ -189,7 +209,11 @@ def test_exit_handler_and_failed_task_end_with_clean_errors(
         (
             "pipeline_in_pipeline_complex",
             "my_pipeline",
-            ["(component 'comp-print-op2')", "(component 'comp-print-op')", "task 'for-loop-2/inner-pipeline/condition-"],
+            [
+                "(component 'comp-print-op2')",
+                "(component 'comp-print-op')",
+                "task 'for-loop-2/inner-pipeline/condition-",
+            ],
         ),
         (
             "pipeline_with_dynamic_custom_training_job",
@@ -210,7 +234,11 @@ def test_container_components_are_refused_without_docker(
     with pytest.raises(exceptions.BadRequest) as e:
         _job(template, **params).submit()
     text = str(e.value)
-    for needle in [*named, "no Docker engine is reachable", "SubprocessRunner runs lightweight Python components only"]:
+    for needle in [
+        *named,
+        "no Docker engine is reachable",
+        "SubprocessRunner runs lightweight Python components only",
+    ]:
         assert needle in text
     assert aiplatform.PipelineJob.list() == []
 
@@ -244,7 +272,9 @@ def test_the_pipeline_process_hands_container_components_to_the_docker_runner(
     )
     assert proc.returncode == 1, proc.stdout[-2000:]
     events = pipeline_events.read(tmp_path / "events.jsonl")
-    ends = {(e["scope"], e["task"]): e for e in events if e["event"] == "end" and e["kind"] == "task"}
+    ends = {
+        (e["scope"], e["task"]): e for e in events if e["event"] == "end" and e["kind"] == "task"
+    }
     assert ends[("", "print-op1")]["state"] == "SUCCEEDED"
     docker = [e for e in ends.values() if e["component"] in ("comp-print-op2", "comp-print-op")]
     assert docker and all(e["state"] == "FAILED" for e in docker)
@@ -257,8 +287,18 @@ def _exit_task_spec(tmp_path: Path) -> dict[str, Any]:
     return dict(json.loads(_compile(tmp_path, "pipeline_as_exit_task", "my_pipeline").read_text()))
 
 
-def _event(event: str, task: str, component: str, kind: str = "task", **extra: Any) -> dict[str, Any]:
-    return {"event": event, "kind": kind, "scope": "", "task": task, "component": component, "time": f"2030-01-01T00:00:0{len(task) % 10}Z", **extra}
+def _event(
+    event: str, task: str, component: str, kind: str = "task", **extra: Any
+) -> dict[str, Any]:
+    return {
+        "event": event,
+        "kind": kind,
+        "scope": "",
+        "task": task,
+        "component": component,
+        "time": f"2030-01-01T00:00:0{len(task) % 10}Z",
+        **extra,
+    }
 
 
 def _states(details: list[dict[str, Any]]) -> dict[str, str]:
@@ -276,7 +316,13 @@ def _states(details: list[dict[str, Any]]) -> dict[str, str]:
 _BODY = [
     _event("start", "exit-handler-1", "comp-exit-handler-1", "dag"),
     _event("start", "print-op", "comp-print-op"),
-    _event("end", "print-op", "comp-print-op", state="SUCCEEDED", outputs={"parameters": {}, "artifacts": {}}),
+    _event(
+        "end",
+        "print-op",
+        "comp-print-op",
+        state="SUCCEEDED",
+        outputs={"parameters": {}, "artifacts": {}},
+    ),
     _event("start", "fail-op", "comp-fail-op"),
 ]
 
@@ -296,14 +342,18 @@ def test_details_while_running_and_after_cancel(tmp_path: Path) -> None:
         "conditional-notification/condition-1": "PENDING",
         "conditional-notification/condition-1/print-op": "PENDING",
     }
-    cancelled = pipeline_tasks.Run("job-1", "p", "cancelled", "2030-01-01T00:00:00Z", "2030-01-01T00:01:00Z")
+    cancelled = pipeline_tasks.Run(
+        "job-1", "p", "cancelled", "2030-01-01T00:00:00Z", "2030-01-01T00:01:00Z"
+    )
     after = pipeline_tasks.details(spec, _BODY, cancelled)
     assert [d["taskId"] for d in after] == [d["taskId"] for d in details]  # ids are stable
     assert all(d["state"] in TERMINAL and d.get("endTime") for d in after)
     states = _states(after)
     assert states["exit-handler-1/print-op"] == "SUCCEEDED"
     assert {s for p, s in states.items() if p != "exit-handler-1/print-op"} == {"CANCELLED"}
-    failed = pipeline_tasks.Run("job-1", "p", "failed", "2030-01-01T00:00:00Z", "2030-01-01T00:01:00Z")
+    failed = pipeline_tasks.Run(
+        "job-1", "p", "failed", "2030-01-01T00:00:00Z", "2030-01-01T00:01:00Z"
+    )
     states = _states(pipeline_tasks.details(spec, _BODY, failed))
     assert states["exit-handler-1/fail-op"] == "FAILED"  # caught running when the run ended
     assert states["conditional-notification/get-run-state"] == "NOT_TRIGGERED"
@@ -318,13 +368,22 @@ def test_details_render_through_the_proto(tmp_path: Path) -> None:
     events = [
         _event("start", "fail-op", "comp-fail-op"),
         _event(
-            "end", "fail-op", "comp-fail-op", state="FAILED", error="ValueError: x (exit code 1)",
+            "end",
+            "fail-op",
+            "comp-fail-op",
+            state="FAILED",
+            error="ValueError: x (exit code 1)",
             outputs={"parameters": {"n": 3}, "artifacts": {"model": [artifact]}},
         ),
     ]
-    run = pipeline_tasks.Run("job-1", "p", "failed", "2030-01-01T00:00:00Z", "2030-01-01T00:01:00Z", {"out": 1})
+    run = pipeline_tasks.Run(
+        "job-1", "p", "failed", "2030-01-01T00:00:00Z", "2030-01-01T00:01:00Z", {"out": 1}
+    )
     details = pipeline_tasks.details(spec, events, run, lambda uri: "gs://b" + uri)
-    msgs = [types.PipelineTaskDetail.from_json(json.dumps(d), ignore_unknown_fields=False) for d in details]
+    msgs = [
+        types.PipelineTaskDetail.from_json(json.dumps(d), ignore_unknown_fields=False)
+        for d in details
+    ]
     [failed] = [m for m in msgs if m.task_name == "fail-op"]
     assert failed.outputs["model"].artifacts[0].uri == "gs://b/r/m"
     assert failed.execution.metadata["output:n"] == 3

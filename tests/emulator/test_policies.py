@@ -101,7 +101,9 @@ def test_a_new_policy_is_one_entry_and_reads_elapsed_time_from_the_clock(
             return f"ran {elapsed:.0f} s" if elapsed > self.seconds else None
 
     monkeypatch.setitem(
-        stopping.POLICIES, "decay_curve_stopping_spec", lambda spec, _max, clock: StopAfter(60, clock)
+        stopping.POLICIES,
+        "decay_curve_stopping_spec",
+        lambda spec, _max, clock: StopAfter(60, clock),
     )
     clock = FakeClock()
     rule = policy_for(StudySpec(decay_curve_stopping_spec={}), False, clock)
@@ -121,8 +123,10 @@ def timed(tid: str, *pairs: tuple[float, float], final: float | None = None) -> 
 def test_median_rule_by_elapsed_duration_reads_seconds_not_steps() -> None:
     # by step the running trial (step 1) is compared at step 1: averages 10 and 12, median 11;
     # by elapsed time (9 s) every report of the completed trials counts: averages 4 and 6
-    completed = [timed("1", (1.0, 10.0), (5.0, 1.0), (9.0, 1.0)), timed("2", (1.0, 12.0),
-                 (5.0, 3.0), (9.0, 3.0))]
+    completed = [
+        timed("1", (1.0, 10.0), (5.0, 1.0), (9.0, 1.0)),
+        timed("2", (1.0, 12.0), (5.0, 3.0), (9.0, 3.0)),
+    ]
     running = timed("3", (9.0, 8.0))
     assert MedianStopping(False, FakeClock()).should_stop(running, completed) is None
     why = MedianStopping(False, FakeClock(), use_elapsed=True).should_stop(running, completed)
@@ -132,7 +136,9 @@ def test_median_rule_by_elapsed_duration_reads_seconds_not_steps() -> None:
 def test_median_rule_by_elapsed_duration_skips_reports_without_one() -> None:
     completed = [timed("1", (1.0, 1.0)), timed("2", (1.0, 1.0))]
     running = Curve("3", (Point(1, 9.0, None),))
-    assert MedianStopping(False, FakeClock(), use_elapsed=True).should_stop(running, completed) is None
+    assert (
+        MedianStopping(False, FakeClock(), use_elapsed=True).should_stop(running, completed) is None
+    )
 
 
 def decaying(tid: str, base: float, steps: int, final: bool = True) -> Curve:
@@ -254,7 +260,12 @@ def test_a_positive_budget_counts_failures() -> None:
 
 def test_finished_trials_leave_out_trials_that_did_not_fail_on_their_own() -> None:
     stored = [
-        {"id": "1", "state": "INFEASIBLE", "endTime": "2026-01-01T00:00:03Z", "infeasibleReason": "a"},
+        {
+            "id": "1",
+            "state": "INFEASIBLE",
+            "endTime": "2026-01-01T00:00:03Z",
+            "infeasibleReason": "a",
+        },
         {"id": "2", "state": "SUCCEEDED", "endTime": "2026-01-01T00:00:01Z"},
         {"id": "3", "state": "INFEASIBLE", "endTime": "2026-01-01T00:00:02Z", "_uncounted": True},
         {"id": "4", "state": "ACTIVE"},
@@ -292,7 +303,9 @@ def test_measurements_carry_the_elapsed_duration_from_the_reports_timestamps(
     assert read_metric_file(path, "loss")[0][0] == Point(1, 3.0)  # start unknown: no elapsed
     rendered = [measurement(p, "loss") for p in points]
     assert rendered[1] == {
-        "stepCount": "2", "elapsedDuration": "3.500s", "metrics": [{"metricId": "loss", "value": 2.0}]
+        "stepCount": "2",
+        "elapsedDuration": "3.500s",
+        "metrics": [{"metricId": "loss", "value": 2.0}],
     }
     assert "elapsedDuration" not in rendered[2]
     assert stored_points({"measurements": rendered}) == points

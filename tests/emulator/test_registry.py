@@ -277,7 +277,8 @@ def test_submit_takes_a_registry_url_as_its_template(
     job_file = tmp_path / "job.yaml"
     job_file.write_text(yaml.safe_dump(data))
     job = pipeline_job(
-        job_file, source_uri="gs://b/sources/digits.tar.gz",
+        job_file,
+        source_uri="gs://b/sources/digits.tar.gz",
         template_path=f"{_host(emulator)}/{package}/prod",
     )
     resource = job._gca_resource  # built, not created: the public getter needs a created job

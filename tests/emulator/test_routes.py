@@ -22,11 +22,15 @@ from hydra_vertex.emulator.server import Emulator
 _LIBRARIES = {
     "google.cloud.aiplatform.v1": (
         "google.cloud.aiplatform_v1",
-        {"JobService": "job_service", "PipelineService": "pipeline_service",
-         "ScheduleService": "schedule_service"},
+        {
+            "JobService": "job_service",
+            "PipelineService": "pipeline_service",
+            "ScheduleService": "schedule_service",
+        },
     ),
     "google.devtools.cloudbuild.v1": (
-        "google.cloud.devtools.cloudbuild_v1", {"CloudBuild": "cloud_build"},
+        "google.cloud.devtools.cloudbuild_v1",
+        {"CloudBuild": "cloud_build"},
     ),
     # the operations mixin of the aiplatform_v1 clients (the same rules in every service)
     "google.longrunning": ("google.cloud.aiplatform_v1", {"Operations": "job_service"}),
@@ -131,8 +135,16 @@ def test_vertex_and_cloud_build_routes_are_the_client_libraries_http_rules(
 @pytest.mark.parametrize(
     ("template", "path", "variables"),
     [
-        ("/v1/{name=projects/*/locations/*}", "/v1/projects/p/locations/l", {"name": "projects/p/locations/l"}),
-        ("/v1/{schedule.name=projects/*/schedules/*}", "/v1/projects/p/schedules/1", {"schedule_name": "projects/p/schedules/1"}),
+        (
+            "/v1/{name=projects/*/locations/*}",
+            "/v1/projects/p/locations/l",
+            {"name": "projects/p/locations/l"},
+        ),
+        (
+            "/v1/{schedule.name=projects/*/schedules/*}",
+            "/v1/projects/p/schedules/1",
+            {"schedule_name": "projects/p/schedules/1"},
+        ),
         ("/b/{bucket}/o/{object=**}", "/b/x/o/a%2Fb/c", {"bucket": "x", "object": "a/b/c"}),
         ("/v1/{project}/jobs/{id}:cancel", "/v1/p/jobs/7:cancel", {"project": "p", "id": "7"}),
     ],

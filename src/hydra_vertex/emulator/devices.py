@@ -180,7 +180,8 @@ class DevicePool:
     or ``<collection>/<job>/<trial>``) or, if they are not free, puts ``owner`` in the queue and
     returns None: ask again later (``wake`` is set when devices come back). Requests are served in
     the order they were first made: a request that does not fit holds back the ones behind it.
-    ``release(owner)`` gives its devices back and leaves the queue.
+    ``release(owner)`` gives its devices back and leaves the queue. ``adopt(owner, devices)``
+    holds devices again for a process that outlived a restart of the emulator.
     """
 
     def __init__(self, devices: Sequence[str] = (), source: str = "") -> None:
@@ -234,6 +235,18 @@ class DevicePool:
         for event in waiting:  # the next in line may fit in what is left
             event.set()
         return granted
+
+    def adopt(self, owner: str, devices: Sequence[str]) -> None:
+        """Hold ``devices`` for ``owner`` again: a process found still running after a restart of
+        the emulator keeps the devices it was lent (those this machine still has)."""
+        mine = tuple(d for d in devices if d in self.devices)
+        if not mine:
+            return
+        with self._lock:
+            self._held[owner] = mine
+            if owner in self._queue:
+                self._queue.remove(owner)
+            self._wakes.pop(owner, None)
 
     def release(self, owner: str) -> None:
         """Give ``owner``'s devices back, and take it out of the queue."""

@@ -19,6 +19,13 @@ value; ``artifacts``: name -> ``[{name, uri, schemaTitle, metadata}]``) and, for
 ``scope`` is the loop iterations the task runs in: kfp.local's pipeline resource name without the
 run's own first part (``""`` at the top, ``for-loop-2-iteration-0`` inside a loop, and so on).
 
+Resume after a restart of the emulator (``pipeline_main`` is started again on the same events
+file): a component task that already SUCCEEDED in an earlier attempt (same scope, component and
+task) is not run again; its recorded outputs are handed to kfp.local as if it had just run (its
+artifacts are still on disk, under the earlier attempt's directory). kfp.local's
+``PIPELINE_JOB_ID`` placeholder is pinned to the emulator's job id, as on Vertex, so that a
+launcher run again finds the job it created (``jobs.create_once``).
+
 Each component's output goes to a log of its own (``<logs>/<n>.log``) as well as to kfp.local's
 combined log on stdout. Container components (anything kfp.local's SubprocessRunner refuses) run
 with kfp.local's DockerRunner on the host network, with the emulator's environment; lightweight
@@ -59,6 +66,20 @@ def read(path: Path) -> list[dict[str, Any]]:
     return out
 
 
+Done = dict[tuple[str, str, str], dict[str, Any]]
+
+
+def succeeded(events: list[dict[str, Any]]) -> Done:
+    """The component tasks that ended SUCCEEDED: (scope, component, task) -> their outputs."""
+    return {
+        (str(e.get("scope", "")), str(e.get("component", "")), str(e.get("task", ""))): dict(
+            e.get("outputs") or {}
+        )
+        for e in events
+        if e.get("event") == "end" and e.get("kind") == "task" and e.get("state") == "SUCCEEDED"
+    }
+
+
 class _Tee:
     """stdout that also copies what the current thread's running component prints to its log."""
 
@@ -81,12 +102,21 @@ class _Tee:
 class Recorder:
     """Writes the events; ``install()`` puts its hooks into kfp.local."""
 
-    def __init__(self, events: Path, logs: Path, docker_env: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        events: Path,
+        logs: Path,
+        docker_env: Mapping[str, str],
+        done: Done | None = None,
+        job_id: str = "",
+    ) -> None:
         self.events = events
+        self.done = done or {}  # tasks of an earlier attempt: not run again
+        self.job_id = job_id  # kfp.local's PIPELINE_JOB_ID (random when empty)
         self.logs = logs
         self.docker_env = dict(docker_env)
         self._lock = threading.Lock()
-        self._numbers = itertools.count(1)
+        self._numbers = itertools.count(1 + _logs_in(logs))
         self._docker: Any = None
 
     def write(self, event: dict[str, Any]) -> None:
@@ -115,9 +145,15 @@ class Recorder:
     def install(self) -> None:
         import kfp
         from kfp.local import subprocess_task_handler
-        from kfp.local.orchestrator import enhanced_dag_orchestrator, task_executor
+        from kfp.local.orchestrator import (
+            dag_orchestrator,
+            enhanced_dag_orchestrator,
+            task_executor,
+        )
 
         needed = [
+            (dag_orchestrator, "run_dag"),
+            (enhanced_dag_orchestrator, "run_enhanced_dag"),
             (task_executor, "execute_single_task"),
             (enhanced_dag_orchestrator, "execute_task"),
             (enhanced_dag_orchestrator, "_run_parallel_for_task"),
@@ -131,6 +167,11 @@ class Recorder:
             )
 
         task_executor.execute_single_task = self._component(task_executor.execute_single_task)
+        if self.job_id:
+            dag_orchestrator.run_dag = self._pinned(dag_orchestrator.run_dag)
+            enhanced_dag_orchestrator.run_enhanced_dag = self._pinned(
+                enhanced_dag_orchestrator.run_enhanced_dag
+            )
         enhanced_dag_orchestrator.execute_task = self._dag(enhanced_dag_orchestrator.execute_task)
         enhanced_dag_orchestrator._run_parallel_for_task = self._loop(
             enhanced_dag_orchestrator._run_parallel_for_task
@@ -156,6 +197,9 @@ class Recorder:
 
         def execute_single_task(**kwargs: Any) -> Any:
             key = _key("task", kwargs)
+            earlier = self.done.get((key["scope"], key["component"], key["task"]))
+            if earlier is not None:  # done before the restart: its end event is already there
+                return _rebuilt(earlier), status.Status.SUCCESS
             component = kwargs["components"][key["component"]]
             executor = kwargs["executors"][component.executor_label]
             if executor.WhichOneof("spec") == "container":
@@ -181,6 +225,15 @@ class Recorder:
             return outputs, task_status
 
         return execute_single_task
+
+    def _pinned(self, run: Callable[..., Any]) -> Callable[..., Any]:
+        """``run`` (a DAG orchestrator's entry point) with PIPELINE_JOB_ID set to the job id."""
+
+        def pinned(**kwargs: Any) -> Any:
+            kwargs["unique_pipeline_id"] = self.job_id
+            return run(**kwargs)
+
+        return pinned
 
     def _dag(self, run: Callable[..., Any]) -> Callable[..., Any]:
         from kfp.local import status
@@ -253,14 +306,25 @@ def _captured(run: Callable[..., int]) -> Callable[..., int]:
     return wrapper
 
 
+def _logs_in(logs: Path) -> int:
+    """How many task logs an earlier attempt left (new ones are numbered after them)."""
+    try:
+        return sum(1 for p in logs.iterdir() if p.suffix == ".log")
+    except OSError:
+        return 0
+
+
 def _outputs(outputs: Mapping[str, Any] | None) -> dict[str, Any]:
     from kfp import dsl
 
     parameters: dict[str, Any] = {}
     artifacts: dict[str, list[dict[str, Any]]] = {}
+    lists: list[str] = []
     for name, value in (outputs or {}).items():
         items = value if isinstance(value, list) else [value]
         if items and all(isinstance(a, dsl.Artifact) for a in items):
+            if isinstance(value, list):
+                lists.append(name)
             artifacts[name] = [
                 {
                     "name": a.name,
@@ -272,7 +336,27 @@ def _outputs(outputs: Mapping[str, Any] | None) -> dict[str, Any]:
             ]
         else:
             parameters[name] = value
-    return {"parameters": parameters, "artifacts": artifacts}
+    out: dict[str, Any] = {"parameters": parameters, "artifacts": artifacts}
+    if lists:
+        out["artifactLists"] = lists
+    return out
+
+
+def _rebuilt(recorded: Mapping[str, Any]) -> dict[str, Any]:
+    """kfp.local's outputs of a task from what :func:`_outputs` recorded."""
+    from kfp.dsl.types import artifact_types
+
+    outputs: dict[str, Any] = dict(recorded.get("parameters") or {})
+    lists = set(recorded.get("artifactLists") or ())
+    for name, items in (recorded.get("artifacts") or {}).items():
+        built = [
+            artifact_types._SCHEMA_TITLE_TO_TYPE.get(a.get("schemaTitle"), artifact_types.Artifact)(
+                name=a.get("name"), uri=a.get("uri"), metadata=dict(a.get("metadata") or {})
+            )
+            for a in items
+        ]
+        outputs[name] = built if name in lists or len(built) != 1 else built[0]
+    return outputs
 
 
 def _tail(log: Path) -> str:

@@ -1,5 +1,5 @@
-"""``python -m hydra_vertex.emulator.pipeline_main SPEC PARAMS ROOT RESULT EVENTS``: one pipeline
-job.
+"""``python -m hydra_vertex.emulator.pipeline_main SPEC PARAMS ROOT RESULT EVENTS [JOB_ID]``: one
+pipeline job.
 
 The emulator starts this in its own process group for each pipeline job: the compiled spec is
 loaded with ``kfp.components.load_component_from_file`` and run by ``kfp.local`` (lightweight
@@ -7,7 +7,9 @@ Python components in subprocesses of this Python, container components with kfp.
 DockerRunner), with the emulator's endpoint in the environment so that the components' own Vertex
 calls come back to it. Every task's start and end goes to EVENTS
 (:mod:`~hydra_vertex.emulator.pipeline_events`), each component's output to a log of its own in
-``tasks/`` beside it; the outcome goes to RESULT as JSON.
+``tasks/`` beside it; the outcome goes to RESULT as JSON. Started again on an EVENTS file that
+already has events (the emulator restarted), it resumes: the tasks that succeeded are not run
+again. JOB_ID is what kfp.local's ``PIPELINE_JOB_ID`` placeholder resolves to.
 """
 
 from __future__ import annotations
@@ -25,15 +27,19 @@ _EMULATOR_ENV = ("HYDRA_VERTEX_EMULATOR", "HYDRA_VERTEX_EMULATOR_TOKEN", "STORAG
 
 
 def main(argv: list[str]) -> int:
-    spec, params, root, result, events = argv
+    spec, params, root, result, events = argv[:5]
+    job_id = argv[5] if len(argv) > 5 else ""
     from kfp import local
     from kfp.components import load_component_from_file
 
-    from hydra_vertex.emulator.pipeline_events import Recorder
+    from hydra_vertex.emulator.pipeline_events import Recorder, read, succeeded
 
     docker_env = {k: os.environ[k] for k in _EMULATOR_ENV if k in os.environ}
     events_path = Path(events).resolve()
-    Recorder(events_path, events_path.parent / "tasks", docker_env).install()
+    done = succeeded(read(events_path))
+    if done:
+        print(f"resuming: {len(done)} task(s) done before the restart are not run again")
+    Recorder(events_path, events_path.parent / "tasks", docker_env, done, job_id).install()
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=root)
     out: dict[str, object]
     try:

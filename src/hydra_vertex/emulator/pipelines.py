@@ -13,8 +13,13 @@
   updated while the run goes and final when it ends.
 - Cancel kills the run's process group: the running component gets SIGTERM (``launch_tuning``
   then cancels its tuning job), and the job ends CANCELLED.
-- Restart: a pipeline job that was running is not resumed (its process group is killed) and ends
-  FAILED ("interrupted").
+- Restart (after ``kill -9`` or a graceful stop): a pipeline job that was running resumes from its
+  last finished tasks. What is left of its process group is killed (SIGKILL: a component that
+  got SIGTERM would cancel its Vertex job), and ``pipeline_main`` runs again on the same events
+  file: tasks that SUCCEEDED are not run again, their outputs are reused
+  (:mod:`~hydra_vertex.emulator.pipeline_events`); ``PIPELINE_JOB_ID`` is the job id, so the
+  launchers find the jobs they created (which the emulator itself re-adopted) instead of creating
+  new ones.
 """
 
 from __future__ import annotations
@@ -154,6 +159,10 @@ class PipelineRunner(StoredJobRunner):
     """Runs one pipeline job to its end; follows cancel requests; reflects task progress."""
 
     collection = COLLECTION
+    terminal_states = TERMINAL
+    cancelling_state = "PIPELINE_STATE_CANCELLING"
+    cancelled_state = "PIPELINE_STATE_CANCELLED"
+    failed_state = "PIPELINE_STATE_FAILED"
 
     def __init__(self, store: Store, job_id: str, endpoint: str, token: str) -> None:
         super().__init__(store, job_id)
@@ -203,13 +212,13 @@ class PipelineRunner(StoredJobRunner):
         details = self._details(rec["resource"], outcome, extra.pop("outputs", None))
         self.finish(state, error, jobDetail={"taskDetails": details})
 
-    def run(self) -> None:
+    def carry(self) -> None:
         rec = self.store.get(COLLECTION, self.job_id)
         if rec is None or rec["resource"].get("state") in TERMINAL:
             return
-        if self.interrupted(rec, "PIPELINE_STATE_FAILED", "pipeline"):
-            self._set_tasks(self._details(rec["resource"], "failed"))
-            return
+        resumed = bool(rec["internal"].get("pid"))
+        if resumed:  # the emulator stopped while it ran: what is left of it goes
+            executor.kill_leftover(rec["internal"], hard=True)
         if self._state() == "PIPELINE_STATE_CANCELLING":
             self._end("PIPELINE_STATE_CANCELLED", "cancelled", CANCELLED)
             return
@@ -223,7 +232,8 @@ class PipelineRunner(StoredJobRunner):
         values = res["runtimeConfig"].get("parameterValues") or {}
         params_path.write_text(json.dumps(typed_parameters(res["pipelineSpec"], values)))
         result_path.unlink(missing_ok=True)
-        events_path.unlink(missing_ok=True)
+        if not resumed:  # a resumed run skips the tasks its events say are done
+            events_path.unlink(missing_ok=True)
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("HYDRA_VERTEX_EMULATOR")},
             "HYDRA_VERTEX_EMULATOR": self.endpoint,
@@ -239,6 +249,7 @@ class PipelineRunner(StoredJobRunner):
             str(local_root),
             str(result_path),
             str(events_path),
+            self.job_id,
         ]
         with open(run_dir / "pipeline.log", "ab") as log:
             proc = subprocess.Popen(
@@ -262,12 +273,13 @@ class PipelineRunner(StoredJobRunner):
         last: list[dict[str, Any]] = []
         try:
             while proc.poll() is None:
-                if self.stop_event.is_set():
-                    return  # emulator stopping: the group is killed below
+                if self.stop_event.is_set():  # emulator stopping: the next start resumes it
+                    executor.kill_group(proc.pid, proc, hard=True)
+                    return
                 current = self.store.get(COLLECTION, self.job_id)
                 if current is None:
                     return
-                if current["resource"].get("state") == "PIPELINE_STATE_CANCELLING":
+                if self.cancel_requested():
                     executor.kill_group(proc.pid, proc)
                     self._end("PIPELINE_STATE_CANCELLED", "cancelled", CANCELLED)
                     return
@@ -300,9 +312,7 @@ class PipelineRunner(StoredJobRunner):
         )
 
 
-def failure_message(
-    details: list[dict[str, Any]], result: dict[str, Any], run_dir: Path
-) -> str:
+def failure_message(details: list[dict[str, Any]], result: dict[str, Any], run_dir: Path) -> str:
     """A failed run's ``error.message``: the failed task and its deciding line first, then the
     failed tasks as Vertex names them, then the pipeline log's path. No ANSI, no traceback."""
     lines = []

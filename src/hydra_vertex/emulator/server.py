@@ -105,7 +105,14 @@ class Emulator:
         self.port = 0
         self.allowed_hosts: set[str] = set()
         self.any_interface = False
-        self.vertex = VertexApi(self.store, self._run, self.resolve_image, seed, self.devices)
+        self.vertex = VertexApi(
+            self.store,
+            self._run,
+            self.resolve_image,
+            seed,
+            self.devices,
+            on_cancel=self.notify_cancel,
+        )
         self.router = Router(
             [
                 *self.vertex.routes(),
@@ -136,11 +143,20 @@ class Emulator:
 
     # -- runners ---------------------------------------------------------------------------------
     def start_runners(self) -> None:
-        """Start runners for every unfinished job (after a restart), and the scheduler."""
-        for collection in _RUNNERS:
-            for job_id, rec in self.store.items(collection):
-                if rec["resource"].get("state") not in TERMINAL_JOB_STATES:
-                    self._run(collection, job_id)
+        """Start runners for every unfinished job (after a restart), and the scheduler. The
+        devices of processes that outlived the last emulator are reserved again first, before
+        any job can ask for them."""
+        unfinished = [
+            (collection, job_id, rec)
+            for collection in _RUNNERS
+            for job_id, rec in self.store.items(collection)
+            if rec["resource"].get("state") not in TERMINAL_JOB_STATES
+        ]
+        for collection, job_id, rec in unfinished:
+            for owner, held in _RUNNERS[collection].devices_in_use(job_id, rec).items():
+                self.devices.adopt(owner, held)
+        for collection, job_id, _rec in unfinished:
+            self._run(collection, job_id)
         for job_id, rec in self.store.items(pipelines.COLLECTION):
             if rec["resource"].get("state") not in pipelines.TERMINAL:
                 self._run(pipelines.COLLECTION, job_id)
@@ -158,6 +174,17 @@ class Emulator:
                 )
             self.runners[f"{collection}/{job_id}"] = runner
             runner.start()
+
+    def notify_cancel(self, collection: str, job_id: str) -> None:
+        """A job was set CANCELLING: wake its runner now. A job whose runner is gone (it failed
+        and could not store the job's end) gets a new one, which carries the cancel out."""
+        with self._lock:
+            runner = self.runners.get(f"{collection}/{job_id}")
+        if runner is not None and runner.is_alive():
+            runner.cancel_event.set()
+            runner.wake.set()
+        elif collection in _RUNNERS or collection == pipelines.COLLECTION:
+            self._run(collection, job_id)
 
     def shutdown(self) -> None:
         if self.grpc_server is not None:

@@ -231,22 +231,35 @@ def _cardinality(tree: Sequence[_Node]) -> float:
         p = node.param
         if p.kind == "DOUBLE":
             return math.inf
-        if p.kind == "INTEGER":
-            values: list[Value] = [float(v) for v in range(int(p.low), int(p.high) + 1)]
-        elif p.kind == "CATEGORICAL":
-            values = list(p.categories)
-        else:
-            values = [float(v) for v in p.values]
-        total = 0.0
-        for v in values:
-            sub = 1.0
-            for child in node.children:
-                if _matches(p, v, child.param.parent_values):
-                    sub *= one(child)
-            total += sub
-        return total
+        if p.kind == "INTEGER":  # counted, not listed: a range may hold 2**53 values
+            size = float(int(p.high) - int(p.low) + 1)
+            conditions = {
+                float(c)
+                for child in node.children
+                for c in child.param.parent_values
+                if float(c).is_integer() and int(p.low) <= float(c) <= int(p.high)
+            }
+            return size - len(conditions) + sum(_branches(node, v, one) for v in conditions)
+        values: list[Value] = (
+            list(p.categories) if p.kind == "CATEGORICAL" else [float(v) for v in p.values]
+        )
+        return sum(_branches(node, v, one) for v in values)
 
     return math.prod(one(n) for n in tree)
+
+
+def _branches(node: _Node, value: Value, one: Callable[[_Node], float]) -> float:
+    """How many points the subtree under ``node`` holds when it takes ``value``."""
+    sub = 1.0
+    for child in node.children:
+        if _matches(node.param, value, child.param.parent_values):
+            sub *= one(child)
+    return sub
+
+
+def grid_size(study_spec: StudySpec) -> float:
+    """How many points a GRID_SEARCH over the space enumerates (inf with a DOUBLE)."""
+    return _cardinality(_tree(_space(study_spec)))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -586,4 +599,12 @@ def parameter_kinds(study_spec: StudySpec) -> dict[str, str]:
     return {p.parameter_id: p.kind for p in _space(study_spec).params}
 
 
-__all__ = ["PastTrial", "model_for", "parameter_kinds", "startup_trials", "suggest", "warm_up"]
+__all__ = [
+    "PastTrial",
+    "grid_size",
+    "model_for",
+    "parameter_kinds",
+    "startup_trials",
+    "suggest",
+    "warm_up",
+]

@@ -18,10 +18,18 @@ The parameters, the goal and the measurement selection come from the one paramet
 :meth:`SearchSpace.from_study_spec`. Processes belong to :mod:`executor`; the stored trials to
 :class:`TrialBook`.
 
-Restart after the emulator died: a trial that was ACTIVE is not resumed. Its process group (if it
-still exists and is the one started) is killed, the trial ends INFEASIBLE with
-``infeasible_reason`` "interrupted ...", it does not count as a failure, and it does count towards
-``max_trial_count``. The job then carries on.
+Cancel is honoured between any two trial starts (:meth:`~runners.StoredJobRunner.cancel_requested`
+is asked before each one).
+
+Restart after the emulator died: trials outlive it (their own sessions) and are not lost. Each
+trial is stored ACTIVE with a marker (:data:`executor.MARKER_ENV`) before its process starts, so
+no process runs unrecorded: on restart a trial still running is re-adopted (found by its stored
+pid and start time, else by its marker) and waited for, its devices reserved again; one that ended
+while the emulator was down is judged from the exit status its supervisor left and its metric
+file, as if it had been watched. Only a trial whose process is gone without an exit status (it
+never started, or it was killed) ends INFEASIBLE "interrupted ..."; it counts neither as a failure
+nor towards ``max_trial_count`` (``_replaced``): the job runs another trial in its place. A graceful
+stop of the emulator kills the running trials, which end the same way.
 """
 
 from __future__ import annotations
@@ -31,14 +39,14 @@ import threading
 import time
 from typing import Any
 
-from hydra_vertex.emulator import executor, metrics
+from hydra_vertex.emulator import executor, fault_points, metrics
 from hydra_vertex.emulator.devices import DeviceError, DevicePool
 from hydra_vertex.emulator.failures import FailurePolicy, Finished
 from hydra_vertex.emulator.runners import (
     CANCELLED,
     POLL_SECONDS,
-    TERMINAL_JOB_STATES,
     JobRunner,
+    elapsed_since,
 )
 from hydra_vertex.emulator.stopping import Clock, Curve, StoppingPolicy, policy_for, savings
 from hydra_vertex.emulator.store import Record, Store, now
@@ -46,6 +54,10 @@ from hydra_vertex.search_space import SearchSpace
 
 COLLECTION = "hyperparameterTuningJobs"
 _LIVE = ("ACTIVE", "REQUESTED", "STOPPING")
+INTERRUPTED = (
+    "interrupted: the emulator stopped while the trial ran and its process is gone without an "
+    "exit status (not counted: another trial runs in its place)"
+)
 
 
 class TrialBook:
@@ -100,9 +112,18 @@ class TrialBook:
             fields.update(state="INFEASIBLE", infeasibleReason=end.reason)
         self.set(tid, **fields, **extra)
 
-    def stop_uncounted(self, tid: str, why: str) -> None:
-        """End a trial that did not fail on its own (it does not count as a failure)."""
-        self.set(tid, state="INFEASIBLE", endTime=now(), infeasibleReason=why, _uncounted=True)
+    def stop_uncounted(self, tid: str, why: str, replaced: bool = False) -> None:
+        """End a trial that did not fail on its own (it does not count as a failure); a
+        ``replaced`` one does not count towards ``max_trial_count`` either."""
+        extra = {"_replaced": True} if replaced else {}
+        self.set(
+            tid, state="INFEASIBLE", endTime=now(), infeasibleReason=why, _uncounted=True, **extra
+        )
+
+
+def counted(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The trials that count towards ``max_trial_count`` (all but the interrupted ones)."""
+    return [t for t in trials if not t.get("_replaced")]
 
 
 def finished_trials(trials: list[dict[str, Any]]) -> list[Finished]:
@@ -152,14 +173,23 @@ class TuningJobRunner(JobRunner):
         self.started_wall: dict[str, float] = {}  # trial id -> time.time() at its start
         self.space: SearchSpace  # the job's study spec, read when the loop starts
         self.maximize = False
+        self.timeout: float | None = None  # each trial's scheduling.timeout
 
-    def run(self) -> None:
+    @classmethod
+    def devices_in_use(cls, job_id: str, rec: Record) -> dict[str, list[str]]:
+        return {
+            f"{cls.collection}/{job_id}/{t['id']}": list(t["_devices"])
+            for t in rec["resource"].get("trials", [])
+            if t.get("state") in _LIVE and t.get("_devices") and t.get("_marker")
+        }
+
+    def carry(self) -> None:
         from google.cloud.aiplatform_v1.types import StudySpec
 
         from hydra_vertex.emulator import suggester
 
         rec = self.store.get(self.collection, self.job_id)
-        if rec is None or rec["resource"].get("state") in TERMINAL_JOB_STATES:
+        if rec is None or rec["resource"].get("state") in self.terminal_states:
             return
         res = rec["resource"]
         spec = StudySpec.from_json(json.dumps(res["studySpec"]), ignore_unknown_fields=True)
@@ -172,6 +202,7 @@ class TuningJobRunner(JobRunner):
         stopping = policy_for(spec, self.maximize, self.clock)
         seed = int(rec["internal"].get("seed", 0))
         job_spec = res.get("trialJobSpec") or {}
+        self.timeout = executor.job_timeout(job_spec)
         self._reconcile_after_restart()
         self.set_running()
         exhausted = False
@@ -183,22 +214,28 @@ class TuningJobRunner(JobRunner):
                 if stopping is not None and self._apply(stopping, trials):
                     trials = self.book.trials()
                 if self.cancel_requested():
+                    fault_points.reach("cancelling")
                     self._stop_all("cancelled with the job")
-                    self.finish("JOB_STATE_CANCELLED", CANCELLED)
+                    self.finish(self.cancelled_state, CANCELLED)
                     return
                 error = failures.verdict(finished_trials(trials))
                 if error is not None:
                     self._stop_all("stopped: the job failed")
-                    self.finish("JOB_STATE_FAILED", {"code": 9, "message": error})
+                    self.finish(self.failed_state, {"code": 9, "message": error})
                     return
-                while len(self.running) < parallel and len(trials) < max_trials and not exhausted:
+                while (
+                    len(self.running) < parallel
+                    and len(counted(trials)) < max_trials
+                    and not exhausted
+                    and not self.cancel_requested()  # honoured between any two starts
+                ):
                     tid = str(len(trials) + 1)
                     try:
                         granted = self.claim_devices(self._owner(tid), job_spec, per_trial=True)
                     except DeviceError as e:
                         self._stop_all("stopped: the job failed")
                         message = f"trial_job_spec.worker_pool_specs[0] {e}"
-                        self.finish("JOB_STATE_FAILED", {"code": 9, "message": message})
+                        self.finish(self.failed_state, {"code": 9, "message": message})
                         return
                     if granted is None:
                         break  # devices busy: wait for a trial (of any job) to end
@@ -211,20 +248,30 @@ class TuningJobRunner(JobRunner):
                         for t in trials
                     ]
                     params = suggester.suggest(spec, past, seed=seed)
-                    if params is None:
+                    if params is None or self.cancel_event.is_set():
                         self.devices.release(self._owner(tid))
-                        exhausted = True
+                        exhausted = params is None
                         break
                     self._start_trial(tid, params, job_spec, granted)
                     trials = self.book.trials()
-                if not self.running and (len(trials) >= max_trials or exhausted):
+                if not self.running and (len(counted(trials)) >= max_trials or exhausted):
                     self._done(trials)
                     return
                 self.wake.wait(POLL_SECONDS)
         finally:
-            for proc in self.running.values():
-                proc.kill()
-            self.devices.release_all(self._owner(""))
+            if self.stop_event.is_set():  # the emulator stops: its next start replaces them
+                self._stop_all(INTERRUPTED, replaced=True)
+            if not self.running:  # else the job failed: cleanup() stops them first
+                self.devices.release_all(self._owner(""))
+
+    def cleanup(self, why: str) -> None:
+        procs, self.running = list(self.running.values()), {}
+        for proc in procs:
+            proc.kill()
+        self.devices.release_all(self._owner(""))
+        for t in self.book.trials():
+            if t.get("state") in _LIVE:
+                self.book.stop_uncounted(t["id"], why)
 
     # -- steps -----------------------------------------------------------------------------------
     def _reap(self) -> None:
@@ -234,19 +281,28 @@ class TuningJobRunner(JobRunner):
                 continue
             del self.running[tid]
             self.devices.release(self._owner(tid))
-            run_dir = self.store.run_dir(self.job_id, tid)
-            points, seen = metrics.read_metric_file(
-                executor.metric_file(run_dir), self.space.metric, self.started_wall.get(tid)
-            )
-            end = metrics.judge(
-                executor.describe_exit(outcome, run_dir),
-                points,
-                seen,
-                self.space.metric,
-                self.space.measurement_selection,
-                self.maximize,
-            )
-            self.book.end(tid, end, self.space.metric)
+            self._judge(tid, outcome)
+
+    def _judge(self, tid: str, outcome: executor.Outcome) -> None:
+        """End a trial whose process ended: from its exit and its metric file; one gone without
+        an exit status is interrupted (replaced)."""
+        if outcome.lost:
+            self.book.stop_uncounted(tid, INTERRUPTED, replaced=True)
+            return
+        run_dir = self.store.run_dir(self.job_id, tid)
+        points, seen = metrics.read_metric_file(
+            executor.metric_file(run_dir), self.space.metric, self.started_wall.get(tid)
+        )
+        end = metrics.judge(
+            executor.describe_exit(outcome, run_dir),
+            points,
+            seen,
+            self.space.metric,
+            self.space.measurement_selection,
+            self.maximize,
+        )
+        self.book.end(tid, end, self.space.metric)
+        fault_points.reach("trial-ended")
 
     def _apply(self, policy: StoppingPolicy, trials: list[dict[str, Any]]) -> bool:
         """Stop the running trials the policy stops: they end SUCCEEDED with what they reported.
@@ -296,15 +352,18 @@ class TuningJobRunner(JobRunner):
     def _start_trial(
         self, tid: str, params: dict[str, Any], job_spec: dict[str, Any], granted: tuple[str, ...]
     ) -> None:
+        marker = executor.new_marker(self.job_id, tid)
         trial: dict[str, Any] = {
             "id": tid,
             "state": "ACTIVE",
             "startTime": now(),
             "parameters": [{"parameterId": k, "value": v} for k, v in params.items()],
+            "_marker": marker,  # internal: finds the process again after a crash
         }
         if self.devices.size:
             trial["_devices"] = list(granted)  # internal: not rendered by the API
-        self.book.add(trial)
+        self.book.add(trial)  # stored before its process exists: none runs unrecorded
+        fault_points.reach("trial-stored")
         self.started_wall[tid] = time.time()
         try:
             proc = self.launcher.start(
@@ -315,6 +374,7 @@ class TuningJobRunner(JobRunner):
                 trial_args(params, self.space),
                 notify=self.wake,
                 devices=self.launch_devices(granted),
+                marker=marker,
             )
         except Exception as e:
             self.devices.release(self._owner(tid))
@@ -324,6 +384,7 @@ class TuningJobRunner(JobRunner):
             return
         self.running[tid] = proc
         self.started_at[tid] = self.clock()
+        fault_points.reach("process-started")
         self.book.started(tid, proc.pid)
 
     def _done(self, trials: list[dict[str, Any]]) -> None:
@@ -336,22 +397,41 @@ class TuningJobRunner(JobRunner):
             "JOB_STATE_FAILED", {"code": 9, "message": f"no trial succeeded. Last reason: {last}"}
         )
 
-    def _stop_all(self, why: str) -> None:
-        for tid, proc in list(self.running.items()):
+    def _stop_all(self, why: str, replaced: bool = False) -> None:
+        procs, self.running = list(self.running.items()), {}
+        for tid, proc in procs:
             proc.kill()
             self.devices.release(self._owner(tid))
-            self.book.stop_uncounted(tid, why)
-            del self.running[tid]
+        for tid, _ in procs:
+            self.book.stop_uncounted(tid, why, replaced)
 
     def _reconcile_after_restart(self) -> None:
+        """Re-adopt the trials still running, judge those that ended while the emulator was
+        down, interrupt those gone without an exit status (see the module docstring)."""
         rec = self.book.record()
-        for t in rec["resource"].get("trials", []):
-            if t.get("state") in _LIVE:
-                info = rec["internal"].get("pids", {}).get(t["id"])
+        live = [t for t in rec["resource"].get("trials", []) if t.get("state") in _LIVE]
+        if not live:
+            return
+        found = executor.marked_processes()
+        pids = rec["internal"].get("pids", {})
+        for t in live:
+            tid, marker, info = t["id"], t.get("_marker"), pids.get(t["id"])
+            if not marker:  # stored by an emulator that did not mark its processes
                 if info:
                     executor.kill_leftover(info)
-                self.book.stop_uncounted(
-                    t["id"],
-                    "interrupted: the emulator stopped while the trial ran (trials are not "
-                    "resumed after a restart)",
-                )
+                self.book.stop_uncounted(tid, INTERRUPTED, replaced=True)
+                continue
+            elapsed = elapsed_since(t.get("startTime"))
+            self.started_wall[tid] = time.time() - elapsed
+            self.started_at[tid] = self.clock() - elapsed
+            run_dir = self.store.run_dir(self.job_id, tid)
+            pid = executor.locate(marker, info, found)
+            if pid is None:  # ended while the emulator was down, or never started
+                executor.kill_marked(marker, found)
+                outcome = executor.read_status(run_dir)
+                self._judge(tid, outcome or executor.Outcome(None, None, False, lost=True))
+                continue
+            self.devices.adopt(self._owner(tid), t.get("_devices") or [])
+            self.running[tid] = executor.TrialProcess.adopt(
+                pid, run_dir, self.timeout, self.wake, elapsed
+            )

@@ -22,6 +22,7 @@ cancel/delete go to the tuning job.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable
 from functools import partial
@@ -37,6 +38,11 @@ from hydra_vertex.emulator.runners import TERMINAL_JOB_STATES
 from hydra_vertex.emulator.seeds import job_seed
 from hydra_vertex.emulator.store import COLLECTIONS, Store, now, valid_id
 
+# Vertex documents no ceiling on parallel_trial_count (its quotas bound the machines instead);
+# this one keeps a burst of trial processes from swamping one machine (docs/emulator.md).
+MAX_PARALLEL_TRIALS = 64
+MAX_EXACT_INT = 2**53  # trial parameter values are doubles (google.protobuf.Value)
+MAX_GRID_POINTS = 100_000
 _SEGMENT = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _NUMERIC_ID = re.compile(r"^[0-9]{1,24}$")
 _TUNING_ID_DIGITS = 18  # Store.new_id: 10**17 <= id < 10**18
@@ -124,6 +130,7 @@ class VertexApi:
         resolve_image: Callable[[str], Path | None],
         seed: int | None = None,
         devices: DevicePool | None = None,
+        on_cancel: Callable[[str, str], None] | None = None,
     ) -> None:
         self.store = store
         self.start_runner = start_runner
@@ -131,6 +138,7 @@ class VertexApi:
         self.seed = seed
         self.operations = Operations(store.root)
         self.devices = devices if devices is not None else DevicePool()
+        self.on_cancel = on_cancel  # wakes the job's runner at once
 
     # -- the table -------------------------------------------------------------------------------
     def routes(self) -> list[Route]:
@@ -326,30 +334,81 @@ class VertexApi:
         )
         if too_many:
             raise ApiError(400, too_many)
-        if collection == "hyperparameterTuningJobs":
-            if msg.max_trial_count <= 0:
-                raise ApiError(400, f"max_trial_count must be > 0, got {msg.max_trial_count}")
-            if msg.parallel_trial_count <= 0:
-                raise ApiError(
-                    400, f"parallel_trial_count must be > 0, got {msg.parallel_trial_count}"
-                )
-            if msg.max_failed_trial_count < 0:
-                raise ApiError(400, "max_failed_trial_count must be >= 0")
-            if len(msg.study_spec.metrics) != 1:
+        for name in ("timeout", "max_wait_duration"):
+            duration = getattr(job_spec.scheduling, name)
+            if duration is not None and duration.total_seconds() < 0:
                 raise ApiError(
                     400,
-                    "study_spec.metrics must hold exactly one metric, got "
-                    f"{len(msg.study_spec.metrics)}",
+                    f"{field}.scheduling.{name} must not be negative, got "
+                    f"{duration.total_seconds():g}s",
                 )
-            if not msg.study_spec.parameters:
-                raise ApiError(400, "study_spec.parameters must not be empty")
-            from hydra_vertex.errors import HydraVertexError
-            from hydra_vertex.search_space import SearchSpace
+        if collection == "hyperparameterTuningJobs":
+            self._validate_tuning(msg)
 
-            try:
-                SearchSpace.from_study_spec(msg.study_spec, source="study_spec")
-            except HydraVertexError as e:
-                raise ApiError(400, str(e)) from None
+    @staticmethod
+    def _validate_tuning(msg: Any) -> None:
+        """The budget and the study of a tuning job: counts in range, every bound a number the
+        suggester can work with (400 naming the field otherwise)."""
+        if msg.max_trial_count <= 0:
+            raise ApiError(400, f"max_trial_count must be > 0, got {msg.max_trial_count}")
+        if msg.parallel_trial_count <= 0:
+            raise ApiError(400, f"parallel_trial_count must be > 0, got {msg.parallel_trial_count}")
+        if msg.parallel_trial_count > msg.max_trial_count:
+            raise ApiError(
+                400,
+                f"parallel_trial_count ({msg.parallel_trial_count}) must not exceed "
+                f"max_trial_count ({msg.max_trial_count})",
+            )
+        if msg.parallel_trial_count > MAX_PARALLEL_TRIALS:
+            raise ApiError(
+                400,
+                f"parallel_trial_count is {msg.parallel_trial_count}; the emulator runs at most "
+                f"{MAX_PARALLEL_TRIALS} trials at once on one machine (docs/emulator.md)",
+            )
+        if msg.max_failed_trial_count < 0:
+            raise ApiError(400, "max_failed_trial_count must be >= 0")
+        if len(msg.study_spec.metrics) != 1:
+            raise ApiError(
+                400,
+                "study_spec.metrics must hold exactly one metric, got "
+                f"{len(msg.study_spec.metrics)}",
+            )
+        if not msg.study_spec.parameters:
+            raise ApiError(400, "study_spec.parameters must not be empty")
+        from hydra_vertex.emulator import suggester
+        from hydra_vertex.errors import HydraVertexError
+        from hydra_vertex.search_space import SearchSpace
+
+        try:
+            space = SearchSpace.from_study_spec(msg.study_spec, source="study_spec")
+        except HydraVertexError as e:
+            raise ApiError(400, str(e)) from None
+        for p in space.params:
+            where = f"study_spec.parameters {p.parameter_id!r}"
+            if p.kind == "DOUBLE" and not (
+                math.isfinite(float(p.high) - float(p.low))
+                and math.isfinite(float(p.high) + float(p.low))
+            ):
+                raise ApiError(
+                    400,
+                    f"{where}: double_value_spec [{p.low!r}, {p.high!r}] overflows "
+                    "(max_value - min_value must be a finite double): narrow the bounds",
+                )
+            if p.kind == "INTEGER" and max(abs(int(p.low)), abs(int(p.high))) > MAX_EXACT_INT:
+                raise ApiError(
+                    400,
+                    f"{where}: integer_value_spec [{p.low}, {p.high}] is out of range: trial "
+                    f"values travel as doubles, exact only within +-2**53 ({MAX_EXACT_INT})",
+                )
+        if space.algorithm == "grid":
+            points = suggester.grid_size(msg.study_spec)
+            if points > MAX_GRID_POINTS:
+                raise ApiError(
+                    400,
+                    f"study_spec: GRID_SEARCH over {points:.3g} points; the emulator enumerates "
+                    f"at most {MAX_GRID_POINTS} (narrow the INTEGER ranges or use another "
+                    "algorithm)",
+                )
 
     def get(
         self, collection: str, request: Request, project: str, location: str, job_id: str
@@ -401,6 +460,8 @@ class VertexApi:
                 rec["resource"]["updateTime"] = now()
 
         self.store.update(collection, job_id, fn)
+        if self.on_cancel is not None:
+            self.on_cancel(collection, job_id)
         return 200, {}
 
     def delete(

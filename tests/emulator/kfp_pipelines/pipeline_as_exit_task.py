@@ -29,33 +29,34 @@ def print_op(message: str):
 def fail_op(message: str):
     """Fails."""
     import sys
+
     print(message)
     sys.exit(1)
 
 
 @component
 def get_run_state(status: dict) -> str:
-    print('Pipeline status: ', status)
-    return status['state']
+    print("Pipeline status: ", status)
+    return status["state"]
 
 
-@dsl.pipeline(name='conditional-notification')
+@dsl.pipeline(name="conditional-notification")
 def exit_op(status: PipelineTaskFinalStatus):
     """Checks pipeline run status."""
-    with dsl.Condition(get_run_state(status=status).output == 'FAILED'):
-        print_op(message='notify task failure.')
+    with dsl.Condition(get_run_state(status=status).output == "FAILED"):
+        print_op(message="notify task failure.")
 
 
-@dsl.pipeline(name='pipeline-with-task-final-status-conditional')
-def my_pipeline(message: str = 'Hello World!'):
+@dsl.pipeline(name="pipeline-with-task-final-status-conditional")
+def my_pipeline(message: str = "Hello World!"):
     exit_task = exit_op()
 
-    with dsl.ExitHandler(exit_task, name='my-pipeline'):
+    with dsl.ExitHandler(exit_task, name="my-pipeline"):
         print_op(message=message)
-        fail_op(message='Task failed.')
+        fail_op(message="Task failed.")
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     compiler.Compiler().compile(
-        pipeline_func=my_pipeline,
-        package_path=__file__.replace('.py', '.yaml'))
+        pipeline_func=my_pipeline, package_path=__file__.replace(".py", ".yaml")
+    )

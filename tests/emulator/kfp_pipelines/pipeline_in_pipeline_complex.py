@@ -26,8 +26,8 @@ def print_op1(msg: str) -> str:
 @dsl.container_component
 def print_op2(msg: str):
     return dsl.ContainerSpec(
-        image='alpine',
-        command=['echo', msg],
+        image="alpine",
+        command=["echo", msg],
     )
 
 
@@ -44,28 +44,28 @@ implementation:
 """)
 
 
-@dsl.pipeline(name='inner-pipeline')
+@dsl.pipeline(name="inner-pipeline")
 def graph_component(msg: str):
     task = print_op1(msg=msg)
-    with dsl.If(task.output == 'Hello'):
-        print_op2(msg='world')
-    with dsl.If(task.output != 'Hello'):
-        print_op3(msg='Bye!')
+    with dsl.If(task.output == "Hello"):
+        print_op2(msg="world")
+    with dsl.If(task.output != "Hello"):
+        print_op3(msg="Bye!")
 
 
-@dsl.pipeline(name='pipeline-not-used')
+@dsl.pipeline(name="pipeline-not-used")
 def pipeline_not_used():
-    graph_component(msg='abc')
+    graph_component(msg="abc")
 
 
-@dsl.pipeline(name='pipeline-in-pipeline-complex')
-def my_pipeline(msg: str = 'Hello'):
+@dsl.pipeline(name="pipeline-in-pipeline-complex")
+def my_pipeline(msg: str = "Hello"):
     print_op1(msg=msg)
-    with dsl.ParallelFor(['Hello', 'world!']) as item:
+    with dsl.ParallelFor(["Hello", "world!"]) as item:
         graph_component(msg=item)
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     compiler.Compiler().compile(
-        pipeline_func=my_pipeline,
-        package_path=__file__.replace('.py', '.yaml'))
+        pipeline_func=my_pipeline, package_path=__file__.replace(".py", ".yaml")
+    )

@@ -4,12 +4,14 @@ It keeps the trial contract of app.py: the shim turns the trial's ``--x=...`` ar
 overrides (``x=1.5``, plus ``hydra.*`` and the reporting callback's ``++...metric=value``), and the
 value is reported through cloudml-hypertune to ``CLOUD_ML_HP_METRIC_FILE`` under the space's
 metric tag. The ``hydra.*`` overrides the shim adds are ignored: there is no Hydra config here.
+``sleep=SECONDS`` waits that long before reporting (the restart tests kill the emulator meanwhile).
 """
 
 from __future__ import annotations
 
 import math
 import sys
+import time
 
 
 def branin(x: float, y: float) -> float:
@@ -27,6 +29,8 @@ def main(argv: list[str]) -> int:
         elif "=" in arg and not arg.startswith(("+", "hydra.")):
             key, value = arg.split("=", 1)
             values[key] = value
+    print("fast_app: started", flush=True)
+    time.sleep(float(values.pop("sleep", 0)))
     import hypertune
 
     hypertune.HyperTune().report_hyperparameter_tuning_metric(
