@@ -82,11 +82,63 @@ def write_app(directory: Path, algorithm: str = "bayesian") -> Path:
     return directory
 
 
-def _shim() -> str:
-    shim = shutil.which("hydra-vertex-shim", path=str(Path(sys.executable).parent))
+def _shim(python: str = sys.executable) -> str:
+    shim = shutil.which("hydra-vertex-shim", path=str(Path(python).parent))
     if shim is None:
-        raise RuntimeError("hydra-vertex-shim is not installed next to this interpreter")
+        raise RuntimeError(f"hydra-vertex-shim is not installed next to {python}")
     return shim
+
+
+ROOT = Path(__file__).resolve().parent.parent
+# What a wheel of hydra-vertex is built from (the rest of the checkout is not packaged).
+PACKAGED = ("pyproject.toml", "README.md", "src", "components", "pipelines")
+
+
+def regular_install(work: Path) -> str:
+    """A regular (non-editable) install of this checkout, as a trial image has one: a wheel built
+    from a copy of the packaged sources, installed into a fresh virtual environment with its
+    bytecode compiled. Its dependencies (Hydra, OmegaConf, cloudml-hypertune) are this
+    environment's, reached through a ``.pth`` line: a path added that way is not a site
+    directory, so the editable install's hooks in it stay off. Returns the venv's interpreter."""
+    src = work / "src"
+    src.mkdir(parents=True)
+    for name in PACKAGED:
+        if (ROOT / name).is_dir():
+            shutil.copytree(
+                ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+            )
+        else:
+            shutil.copy2(ROOT / name, src / name)
+    pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
+    wheels = work / "wheel"
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(src)],
+        check=True, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    venv = work / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    site = _purelib(python)
+    Path(site, "_bench_dependencies.pth").write_text(_purelib(sys.executable) + "\n")
+    [wheel] = wheels.glob("hydra_vertex-*.whl")
+    subprocess.run(
+        [*pip, "--python", python, "install", "--no-deps", "--no-index", "--compile", str(wheel)],
+        check=True, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    where = subprocess.run(
+        [python, "-c", "import hydra, hydra_vertex; print(hydra_vertex.__file__)"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    if not where.startswith(site):
+        raise RuntimeError(f"the regular install imports hydra_vertex from {where}, not {site}")
+    return python
+
+
+def _purelib(python: str) -> str:
+    return subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
 
 
 def _client(handle: Any) -> Any:
@@ -162,10 +214,11 @@ def run_tuning_job(
     parallel: int,
     env: dict[str, str],
     seed: int = 0,
+    python: str = sys.executable,
 ) -> dict[str, Any]:
-    """One tuning job of ``app.py`` through the emulator and the real shim; times from the
-    resource (server side) and from the client."""
-    command = [_shim(), "--search-space", "space.yaml", "--", sys.executable, "app.py"]
+    """One tuning job of ``app.py`` through the emulator and the real shim (``python``'s, and the
+    app run by ``python``); times from the resource (server side) and from the client."""
+    command = [_shim(python), "--search-space", "space.yaml", "--", python, "app.py"]
     _, wall, got = submit_and_wait(app, state, command, env, n_trials, parallel, seed)
     return {
         "wall": wall,
@@ -175,56 +228,77 @@ def run_tuning_job(
     }
 
 
-def _time_direct(app: Path, runs: int, env: dict[str, str], out: Path) -> list[float]:
+def _time_direct(
+    app: Path, runs: int, env: dict[str, str], out: Path, python: str = sys.executable
+) -> list[float]:
     times = []
     rng = random.Random(0)
     for i in range(runs):
         x, y = rng.uniform(-5, 10), rng.uniform(0, 15)
-        cmd = [sys.executable, "app.py", f"x={x!r}", f"y={y!r}", f"hydra.run.dir={out}/d{i}"]
+        cmd = [python, "app.py", f"x={x!r}", f"y={y!r}", f"hydra.run.dir={out}/d{i}"]
         t0 = time.perf_counter()
         subprocess.run(cmd, cwd=app, env=env, check=True, stdout=subprocess.DEVNULL)
         times.append(time.perf_counter() - t0)
     return times
 
 
-def overhead(n_trials: int, work: Path, per_block: int = 5) -> dict[str, Any]:
-    """B1: a no-op Hydra app through emulator + shim vs the same app started directly.
+def overhead(
+    n_trials: int, work: Path, per_block: int = 5, regular: str | None = None
+) -> dict[str, Any]:
+    """B1: a no-op Hydra app through emulator + shim vs the same app started directly, with
+    hydra-vertex installed as a trial image has it (a wheel, bytecode compiled:
+    :func:`regular_install`): ``added`` is that figure. ``editable`` is the same measured with
+    this checkout's editable install (what a developer runs), which imports through setuptools'
+    editable finder; PYTHONDONTWRITEBYTECODE is off for both (``run.py`` drops it).
+    ``regular``: the regular install's interpreter (default: one made under ``work``).
 
-    RANDOM_SEARCH, one trial at a time, so the figure is the machinery (scheduling, process start,
-    shim, reporting callback, state writes), not the suggestion engine; the Bayesian ask is timed
-    apart (``gp_ask_ms``). A trial's cost under the emulator is its cycle, from its start to the
-    next trial's start (span + scheduling gap + ask + state writes). The machine is noisy, so the
-    runs alternate in small blocks (``per_block`` direct runs, then a tuning job of ``per_block``
-    trials) and each block's median cycle is paired with the median of the direct runs just
-    before it; the figure is the median of those paired differences."""
-    app = write_app(work / "noop", algorithm="random")
+    RANDOM_SEARCH, one trial at a time, so the figure is the machinery (scheduling, process
+    start, shim, reporting callback, state writes), not the suggestion engine; the Bayesian ask
+    is timed apart (``gp_ask_ms``). A trial's cost under the emulator is its cycle, from its start
+    to the next trial's start (span + scheduling gap + ask + state writes). The machine is noisy,
+    so the runs alternate in small blocks (``per_block`` direct runs, then a tuning job of
+    ``per_block`` trials, for each install in turn) and each block's median cycle is paired with
+    the median of the direct runs just before it; the figure is the median of those paired
+    differences."""
+    installs = {
+        "regular": (regular or regular_install(work / "install"), "regular (wheel, bytecode)"),
+        "editable": (sys.executable, "editable (pip install -e)"),
+    }
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env.pop("CLOUD_ML_TRIAL_ID", None)
-    _time_direct(app, 2, env, work / "direct")  # warm caches
-    blocks = max(1, round(n_trials / (per_block - 1)))
-    direct: list[float] = []
-    cycles: list[float] = []
-    spans: list[float] = []
-    added: list[float] = []
-    for b in range(blocks):
-        block_direct = _time_direct(app, per_block, env, work / "direct")
-        job = run_tuning_job(app, work / f"state-b1-{b}", per_block, 1, {})
-        starts = sorted(s for s, _ in job["spans"])
-        block_cycles = [b2 - a for a, b2 in itertools.pairwise(starts)]
-        added.append(statistics.median(block_cycles) - statistics.median(block_direct))
-        direct += block_direct
-        cycles += block_cycles
-        spans += [e - s for s, e in job["spans"]]
-    return {
-        "trials": len(cycles),
-        "blocks": blocks,
-        "direct_ms": 1000 * statistics.median(direct),
-        "emulator_ms_per_trial": 1000 * statistics.median(cycles),
-        "added": 1000 * statistics.median(added),
-        "added_by_block_ms": [round(1000 * a, 1) for a in added],
-        "trial_span_ms": 1000 * statistics.median(spans),
-        "gp_ask_ms": gp_ask_ms(),
+    app = write_app(work / "noop", algorithm="random")
+    samples: dict[str, dict[str, list[float]]] = {
+        name: {"direct": [], "cycles": [], "spans": [], "added": []} for name in installs
     }
+    for python, _ in installs.values():
+        _time_direct(app, 2, env, work / "direct", python)  # warm caches
+    blocks = max(1, round(n_trials / (per_block - 1)))
+    for b in range(blocks):
+        for name, (python, _) in installs.items():
+            got = samples[name]
+            block_direct = _time_direct(app, per_block, env, work / "direct", python)
+            job = run_tuning_job(app, work / f"state-{name}-{b}", per_block, 1, {}, python=python)
+            starts = sorted(s for s, _ in job["spans"])
+            block_cycles = [b2 - a for a, b2 in itertools.pairwise(starts)]
+            got["added"].append(statistics.median(block_cycles) - statistics.median(block_direct))
+            got["direct"] += block_direct
+            got["cycles"] += block_cycles
+            got["spans"] += [e - s for s, e in job["spans"]]
+    figures = {
+        name: {
+            "install": label,
+            "python": python,
+            "trials": len(samples[name]["cycles"]),
+            "blocks": blocks,
+            "direct_ms": 1000 * statistics.median(samples[name]["direct"]),
+            "emulator_ms_per_trial": 1000 * statistics.median(samples[name]["cycles"]),
+            "added": 1000 * statistics.median(samples[name]["added"]),
+            "added_by_block_ms": [round(1000 * a, 1) for a in samples[name]["added"]],
+            "trial_span_ms": 1000 * statistics.median(samples[name]["spans"]),
+        }
+        for name, (python, label) in installs.items()
+    }
+    return {**figures["regular"], "editable": figures["editable"], "gp_ask_ms": gp_ask_ms()}
 
 
 def gp_ask_ms(n_past: int = 30) -> float:
@@ -258,14 +332,22 @@ def _busy(path: Path) -> list[tuple[float, float]]:
 
 
 def scheduling(
-    n_trials: int, work: Path, sweeper_py: Path, seed: int, median: float, sigma: float
+    n_trials: int,
+    work: Path,
+    sweeper_py: Path,
+    seed: int,
+    median: float,
+    sigma: float,
+    python: str = sys.executable,
 ) -> dict[str, Any]:
     """B2: hydra_vertex (emulator, default algorithm, 2 parallel) against hydra-optuna-sweeper with
-    the joblib launcher (n_jobs=2), the same app and the same trial durations."""
+    the joblib launcher (n_jobs=2), the same app and the same trial durations. The trials run
+    ``python``'s shim and interpreter (``run.py`` gives the regular install's, as in a trial
+    image)."""
     app = write_app(work / "sleep")
     durs = durations(n_trials, seed, median, sigma)
     (work / "durations.json").write_text(json.dumps(durs))
-    out: dict[str, Any] = {"trials": n_trials, "durations_sum": sum(durs)}
+    out: dict[str, Any] = {"trials": n_trials, "durations_sum": sum(durs), "python": python}
 
     busy_hv = work / "busy-hv.jsonl"
     job = run_tuning_job(
@@ -275,6 +357,7 @@ def scheduling(
         2,
         {"BENCH_DURATIONS": str(work / "durations.json"), "BENCH_BUSY_FILE": str(busy_hv)},
         seed=seed,
+        python=python,
     )
     hv_spans = job["spans"]
     out["hydra_vertex"] = _sched_stats(job["wall"], hv_spans, _busy(busy_hv), min(job["values"]))

@@ -7,7 +7,8 @@ A   search quality on a simulated clock (Branin, Hartmann-6, Ackley-5, a digits 
     budgets of 10, 20 and 50 trials: random, tpe_sequential, sync_batch (hydra-optuna-sweeper's
     loop and sampler, 2 per batch), hydra_vertex (2 parallel) and hydra_vertex_p4 (4 parallel);
     and the time of one Bayesian ask at 50 trials.
-B1  added overhead per trial: a no-op Hydra app through the emulator and the shim vs run directly.
+B1  added overhead per trial: a no-op Hydra app through the emulator and the shim vs run directly,
+    with hydra-vertex installed from a wheel (as in a trial image), and again editable.
 B2  wall clock and worker utilization, hydra_vertex vs hydra-optuna-sweeper + joblib (n_jobs=2).
 B3  the digits example: wall clock to reach a target validation error, both ways.
 C   ``hydra-vertex run --local`` on the digits example vs its trials' work / parallelism + retrain.
@@ -110,29 +111,38 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         if "A" in parts:
             t = time.perf_counter()
-            values = search_quality.collect(
+            values, short = search_quality.collect(
                 PROBLEMS, seeds, cfg["trials"], cfg["parallel"], sweeper_py
             )
-            result["search_quality"] = search_quality.summarize(values)
+            result["search_quality"] = search_quality.summarize(values, short=short)
             for prob, ms in search_quality.bench_asks(PROBLEMS, cfg["trials"]).items():
                 result["search_quality"][prob]["ask_ms_at_50"] = ms["wall"]
                 result["search_quality"][prob]["ask_cpu_ms_at_50"] = ms["cpu"]
             timings["A"] = time.perf_counter() - t
+        # hydra-vertex as a trial image has it (a wheel, bytecode compiled), for B1 and B2
+        regular = processes.regular_install(work / "install") if parts & {"B1", "B2"} else None
         if "B1" in parts:
             t = time.perf_counter()
-            result["overhead_ms_per_trial"] = processes.overhead(cfg["b1_trials"], work / "b1")
+            load = os.getloadavg()
+            result["overhead_ms_per_trial"] = processes.overhead(
+                cfg["b1_trials"], work / "b1", regular=regular
+            )
+            result["overhead_ms_per_trial"]["load_average"] = _loads(load)
             timings["B1"] = time.perf_counter() - t
         if "B2" in parts:
             assert sweeper_py is not None
             t = time.perf_counter()
+            load = os.getloadavg()
+            assert regular is not None
             sched = processes.scheduling(
                 cfg["b2_trials"], work / "b2", sweeper_py, 0,
-                cfg["b2_median_seconds"], cfg["b2_sigma"],
+                cfg["b2_median_seconds"], cfg["b2_sigma"], python=regular,
             )  # fmt: skip
             result["scheduling"] = {
                 "utilization": {m: sched[m]["utilization"] for m in ("hydra_vertex", "sync_batch")},
                 "wall_ratio_vs_sync_batch": sched["wall_ratio_vs_sync_batch"],
                 "details": sched,
+                "load_average": _loads(load),
             }
             timings["B2"] = time.perf_counter() - t
         if "B3" in parts:
@@ -148,8 +158,9 @@ def main(argv: list[str] | None = None) -> int:
             import pipeline
 
             t = time.perf_counter()
+            load = os.getloadavg()
             runs = [pipeline.run(work / f"c{i}") for i in range(cfg["c_runs"])]
-            result["pipeline"] = {"runs": runs}
+            result["pipeline"] = {"runs": runs, "load_average": _loads(load)}
             result["pipeline_overhead_ratio"] = statistics.median(
                 r["pipeline_overhead_ratio"] for r in runs
             )
@@ -161,6 +172,16 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(result, indent=1, default=_json_default) + "\n")
         print(f"\nwrote {args.json}")
     return 0
+
+
+def _loads(start: tuple[float, float, float]) -> dict[str, list[float]]:
+    """The 1/5/15-minute load averages when a part started and ended (the machine is shared)."""
+    return {"start": [round(x, 2) for x in start], "end": [round(x, 2) for x in os.getloadavg()]}
+
+
+def _load_note(part: dict[str, Any]) -> str:
+    load = part.get("load_average")
+    return f"load avg {load['start'][0]:.1f} -> {load['end'][0]:.1f}" if load else ""
 
 
 def _json_default(o: Any) -> Any:
@@ -262,17 +283,22 @@ def print_table(r: dict[str, Any]) -> None:
     o = r.get("overhead_ms_per_trial")
     if o:
         print(
-            f"\nB1. overhead per trial ({o['trials']} no-op trials, 1 at a time): direct "
-            f"{o['direct_ms']:.0f} ms, through emulator+shim {o['emulator_ms_per_trial']:.0f} ms"
-            f" -> added {o['added']:.0f} ms (trial span {o['trial_span_ms']:.0f} ms; "
+            f"\nB1. overhead per trial ({o['trials']} no-op trials, 1 at a time; {_load_note(o)}; "
             f"a Bayesian ask {o['gp_ask_ms']:.0f} ms)"
         )
+        for x in (o, o.get("editable")):
+            if x:
+                print(
+                    f"  {x['install']:36s} direct {x['direct_ms']:.0f} ms, through emulator+shim "
+                    f"{x['emulator_ms_per_trial']:.0f} ms -> added {x['added']:.0f} ms "
+                    f"(trial span {x['trial_span_ms']:.0f} ms)"
+                )
     s = r.get("scheduling")
     if s:
         d = s["details"]
         print(
             f"\nB2. scheduling ({d['trials']} trials, 2 workers, "
-            f"sleeps sum {d['durations_sum']:.1f} s)"
+            f"sleeps sum {d['durations_sum']:.1f} s; {_load_note(s)})"
         )
         for m in ("hydra_vertex", "sync_batch"):
             x = d[m]
@@ -300,7 +326,7 @@ def print_table(r: dict[str, Any]) -> None:
         print(
             f"\nC. pipeline: run --local {p['wall']:.1f} s vs trials/parallel + retrain "
             f"{p['ideal_seconds']:.1f} s -> ratio {r['pipeline_overhead_ratio']:.3f} "
-            f"(tuning job {p['tuning_job_seconds']:.1f} s)"
+            f"(tuning job {p['tuning_job_seconds']:.1f} s; {_load_note(r['pipeline'])})"
         )
     tg = r.get("targets", {})
     if tg:

@@ -8,13 +8,18 @@ Methods (all read the same Hydra sweep-grammar search space, ``problems.PROBLEMS
 - ``sync_batch``: hydra-optuna-sweeper's own loop and default sampler, in its own environment
   (``_sweeper_sync.py``): ask ``n_jobs`` (2) trials, wait for all, tell, repeat.
 - ``hydra_vertex`` / ``hydra_vertex_p4``: ``hydra_vertex.emulator.suggester.suggest`` exactly as
-  the emulator's tuning runner calls it: default (Bayesian) algorithm, the job seed, asynchronous
-  with 2 (4) parallel slots, every trial passed in id order with running ones as pending; a slot is
-  refilled the moment a trial ends on the simulated clock.
+  the emulator's tuning runner calls it: default (Bayesian) algorithm, the job seed, the job's
+  budget (``max_trial_count``), asynchronous with 2 (4) parallel slots, every trial passed in id
+  order with running ones as pending; a slot is refilled the moment a trial ends on the simulated
+  clock.
 
-Budgets: every run is ``n_trials`` long and values are kept in the order the trials were asked, so
-the first ``b`` of them are exactly the trials a ``b``-trial job would have run (a suggestion
-depends only on what happened before it was asked; the simulated durations are fixed per seed).
+Budgets: values are kept in the order the trials were asked. For the methods that do not know the
+budget, the first ``b`` values of one ``n_trials`` run are exactly the trials a ``b``-trial job
+would have run (a suggestion depends only on what happened before it was asked; the simulated
+durations are fixed per seed). ``hydra_vertex`` knows its budget (it exploits as the budget ends),
+so it runs once per budget: a ``b``-trial job for each budget ``b`` (``collect``'s ``short``
+runs). Its curve for budget ``b`` is that job's trials followed by the ``n_trials`` job's trials
+after ``b`` (used only when it has not reached a target within ``b``).
 
 Figures per problem, method and budget ``b`` (paired over seeds: the same seed for every method):
 
@@ -64,13 +69,19 @@ def study_spec(problem: str, algorithm: str = "bayesian") -> Any:
     return from_mapping(mapping).to_study_spec()
 
 
-def run_async(problem: str, seed: int, n_trials: int, parallel: int, algorithm: str) -> list[float]:
-    """The emulator's runner loop on a simulated clock; values in the order trials were asked."""
-    past = _run_async(problem, seed, n_trials, parallel, algorithm)
+def run_async(
+    problem: str, seed: int, n_trials: int, parallel: int, algorithm: str, budget: bool = True
+) -> list[float]:
+    """The emulator's runner loop on a simulated clock; values in the order trials were asked.
+    ``budget``: the suggester is told the job's ``max_trial_count`` (``n_trials``), as the
+    emulator's runner tells it."""
+    past = _run_async(problem, seed, n_trials, parallel, algorithm, budget)
     return [float(t.value) for t in past]  # type: ignore[arg-type]
 
 
-def _run_async(problem: str, seed: int, n_trials: int, parallel: int, algorithm: str) -> list[Any]:
+def _run_async(
+    problem: str, seed: int, n_trials: int, parallel: int, algorithm: str, budget: bool = True
+) -> list[Any]:
     from hydra_vertex.emulator.suggester import PastTrial, suggest
 
     spec = study_spec(problem, algorithm)
@@ -80,7 +91,7 @@ def _run_async(problem: str, seed: int, n_trials: int, parallel: int, algorithm:
     clock = 0.0
     while len(past) < n_trials or running:
         while len(running) < parallel and len(past) < n_trials:
-            params = suggest(spec, past, seed=seed)
+            params = suggest(spec, past, seed=seed, budget=n_trials if budget else None)
             assert params is not None
             heapq.heappush(running, (clock + durs[len(past)], len(past)))
             past.append(PastTrial(params, None, pending=True))
@@ -129,6 +140,10 @@ def _init_worker() -> None:
         pass
 
 
+Values = dict[str, dict[str, dict[int, list[float]]]]  # [problem][method][seed] -> values
+Short = dict[str, dict[str, dict[int, dict[int, list[float]]]]]  # [problem][method][budget][seed]
+
+
 def collect(
     problem_names: list[str],
     seeds: list[int],
@@ -136,20 +151,24 @@ def collect(
     parallel: int,
     sweeper_py: Path | None,
     workers: int = 2,
-) -> dict[str, dict[str, dict[int, list[float]]]]:
-    """values[problem][method][seed] -> objective values in the order the trials were asked.
+    budgets: tuple[int, ...] = BUDGETS,
+) -> tuple[Values, Short]:
+    """``values[problem][method][seed]``: objective values in the order the trials were asked,
+    ``n_trials`` long; ``short[problem][method][budget][seed]``: the budget-aware methods' jobs
+    of each smaller budget.
 
     ``parallel`` is the slots of ``hydra_vertex`` and of the sweeper's batches; ``hydra_vertex_p4``
     runs 4."""
     from concurrent.futures import ProcessPoolExecutor
 
-    out: dict[str, dict[str, dict[int, list[float]]]] = {
-        p: {m: {} for m in METHODS} for p in problem_names
-    }
+    out: Values = {p: {m: {} for m in METHODS} for p in problem_names}
+    short: Short = {p: {m: {} for m in _PARALLEL} for p in problem_names}
     slots = {**_PARALLEL, "hydra_vertex": parallel}
+    smaller = [b for b in budgets if b < n_trials]
     jobs = [
-        (m, p, s, n_trials, slots.get(m, parallel))
+        (m, p, s, n, slots.get(m, parallel))
         for m in ("hydra_vertex", "hydra_vertex_p4", "random", "tpe_sequential")
+        for n in ([n_trials, *smaller] if m in _PARALLEL else [n_trials])
         for p in problem_names
         for s in seeds
     ]
@@ -168,7 +187,10 @@ def collect(
         )
     with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
         for method, problem, seed, values in pool.map(_one, jobs):
-            out[problem][method][seed] = values
+            if len(values) == n_trials:
+                out[problem][method][seed] = values
+            else:
+                short[problem][method].setdefault(len(values), {})[seed] = values
     if sync_proc is not None:
         stdout, _ = sync_proc.communicate()
         if sync_proc.returncode != 0:
@@ -176,12 +198,13 @@ def collect(
         runs = [(p, s) for p in problem_names for s in seeds]
         for (p, s), res in zip(runs, json.loads(stdout), strict=True):
             out[p]["sync_batch"][s] = res["values"]
-    return out
+    return out, short
 
 
 def ask_ms(problem: str, n_past: int = 50, parallel: int = 2, repeats: int = 5) -> dict[str, float]:
     """Median wall and CPU time (ms) of one Bayesian ask with ``n_past`` trials of a
-    ``hydra_vertex`` run, ``parallel - 1`` of them running: the runner's ask late in a job. The
+    ``hydra_vertex`` run, ``parallel - 1`` of them running: the runner's ask late in a job, the
+    larger of a job that goes on (a global ask) and one at its end (the exploitation phase). The
     CPU time tells the engine's cost apart from waiting for a core on a shared machine."""
     from hydra_vertex.emulator.suggester import PastTrial, suggest
 
@@ -189,14 +212,18 @@ def ask_ms(problem: str, n_past: int = 50, parallel: int = 2, repeats: int = 5) 
     past = _run_async(problem, 0, n_past, parallel, "bayesian")
     for i in range(n_past - (parallel - 1), n_past):
         past[i] = PastTrial(past[i].parameters, None, pending=True)
-    wall, cpu = [], []
-    for r in range(repeats + 1):
-        t0, c0 = time.perf_counter(), time.process_time()
-        suggest(spec, past, seed=r)
-        if r:  # the first ask pays the imports
-            wall.append(time.perf_counter() - t0)
-            cpu.append(time.process_time() - c0)
-    return {"wall": 1000 * statistics.median(wall), "cpu": 1000 * statistics.median(cpu)}
+    out = {"wall": 0.0, "cpu": 0.0}
+    for budget in (None, n_past + 1):
+        wall, cpu = [], []
+        for r in range(repeats + 1):
+            t0, c0 = time.perf_counter(), time.process_time()
+            suggest(spec, past, seed=r, budget=budget)
+            if r:  # the first ask pays the imports
+                wall.append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
+        out["wall"] = max(out["wall"], 1000 * statistics.median(wall))
+        out["cpu"] = max(out["cpu"], 1000 * statistics.median(cpu))
+    return out
 
 
 def _traces(runs: dict[int, list[float]], seeds: list[int], horizon: int) -> Any:
@@ -225,13 +252,25 @@ def _interval(samples: Any) -> list[float]:
     return [float(lo), float(hi)]
 
 
+def _at_budget(
+    runs: dict[int, list[float]], short: dict[int, dict[int, list[float]]], budget: int
+) -> dict[int, list[float]]:
+    """A method's runs as seen by a ``budget``-trial job: its own job of that budget when it ran
+    one (budget-aware methods), followed by the longest job's trials after ``budget``."""
+    if budget not in short:
+        return runs
+    return {s: [*short[budget][s], *v[budget:]] for s, v in runs.items()}
+
+
 def summarize(
-    values: dict[str, dict[str, dict[int, list[float]]]],
+    values: Values,
     budgets: tuple[int, ...] = BUDGETS,
     seed: int = 0,
+    short: Short | None = None,
 ) -> dict[str, Any]:
     """Per problem and method: the figures of the module docstring, plus trials to reach random
-    search's final median and the paired log-ratio of regrets at the largest budget."""
+    search's final median and the paired log-ratio of regrets at the largest budget.
+    ``short``: the budget-aware methods' jobs of smaller budgets (see ``collect``)."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -254,15 +293,16 @@ def summarize(
         for method, runs in by_method.items():
             if not runs:
                 continue
-            curves = _traces(runs, seeds, horizon)
-            regret = np.maximum(curves - opt, 0.0)
+            own = (short or {}).get(problem, {}).get(method, {})
             ratio_at: dict[str, float] = {}
             ratio_ci: dict[str, list[float]] = {}
             eff_at: dict[str, float] = {}
             eff_ci: dict[str, list[float]] = {}
             regret_at: dict[str, float] = {}
-            curve_boot = np.median(curves[idx], axis=1)
             for b in budgets_here:
+                curves = _traces(_at_budget(runs, own, b), seeds, horizon)
+                regret = np.maximum(curves - opt, 0.0)
+                curve_boot = np.median(curves[idx], axis=1)
                 ratios = (regret[:, b - 1] + floor) / (base_regret[:, b - 1] + floor)
                 ratio_at[str(b)] = float(np.median(ratios))
                 ratio_ci[str(b)] = _interval(np.median(ratios[idx], axis=1))

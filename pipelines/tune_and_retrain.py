@@ -1,7 +1,8 @@
 """The tune-and-retrain pipeline: build -> tune -> best trial -> retrain.
 
 ``compile_template()`` writes the generic template (``pipelines/tune_and_retrain.json``): every
-app-specific value is a pipeline parameter, so one file serves any app.
+app-specific value is a pipeline parameter, so one file serves any app. What a job file gives
+each parameter is :mod:`hydra_vertex.pipelines.job_request`.
 """
 
 import json
@@ -17,9 +18,9 @@ from hydra_vertex.components.best_trial import best_trial
 from hydra_vertex.components.build_image import build_image
 from hydra_vertex.components.launch_tuning import launch_tuning
 from hydra_vertex.components.retrain import retrain
+from hydra_vertex.pipelines.job_request import PIPELINE_NAME, TEMPLATE
 
-PIPELINE_NAME = "hydra-vertex-tune-and-retrain"
-TEMPLATE = Path(__file__).with_name("tune_and_retrain.json")
+__all__ = ["PIPELINE_NAME", "TEMPLATE", "compile_template", "compiled", "tune_and_retrain"]
 
 
 class Outputs(NamedTuple):

@@ -124,11 +124,12 @@ def test_tuning_and_retrain_jobs_carry_the_job_files_vertex_settings(
     from hydra_vertex import jobfile
     from hydra_vertex.components.launch_tuning import launch_tuning
     from hydra_vertex.components.retrain import retrain
-    from hydra_vertex.local_run import load_space_data, pipeline_parameters
+    from hydra_vertex.local_run import load_space_data
+    from hydra_vertex.pipelines.job_request import parameters
     from hydra_vertex.steps.best import pick
 
     spec = jobfile.load(job_file(tmp_path))
-    p = _as_a_task_gets_them(pipeline_parameters(spec, load_space_data(spec)[0]))
+    p = _as_a_task_gets_them(parameters(spec, load_space_data(spec)[0]))
     common = {
         "project": p["project"],
         "location": p["location"],

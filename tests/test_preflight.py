@@ -101,3 +101,27 @@ def test_a_plus_key_may_be_new() -> None:
 
 def test_it_can_be_switched_off() -> None:
     assert preflight.enabled({}) and not preflight.enabled({"HYDRA_VERTEX_PREFLIGHT": "0"})
+
+
+def test_a_passed_preflight_is_not_run_again_for_the_same_image_space_and_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    from hydra_vertex import images, jobfile
+    from hydra_vertex.local_run import load_space, run_preflight
+
+    monkeypatch.setenv("HYDRA_VERTEX_IMAGES", str(tmp_path / "images"))
+    monkeypatch.setenv("HYDRA_VERTEX_CACHE_DIR", str(tmp_path / "cache"))
+    spec, parsed, _ = load_space(jobfile.load(DIGITS / "job.yaml"))
+    image = images.build_local(DIGITS, "digits")
+
+    def check(space: Any) -> str:
+        out = io.StringIO()
+        run_preflight(spec, space, image, "lines", out)
+        return out.getvalue()
+
+    assert "composes for 2 branch(es)" in check(parsed)
+    assert "composed for 2 branch(es) of the space (this image, space and command: checked before)" in check(parsed)
+    other = space({**DIGITS_PARAMS, "trainer.max_iter": "int(interval(5, 50))"})
+    assert "composes for 2 branch(es)" in check(other)  # another space: checked again

@@ -288,7 +288,7 @@ def test_trials_stopped_early_are_marked_and_what_they_saved_is_totalled(tmp_pat
     html = report.render(s)
     rows = [a for t, a in _parse(html).tags if t == "tr" and "data-trial" in a]
     assert [r["data-trial"] for r in rows if r.get("data-stopped-early") == "true"] == ["1", "4"]
-    assert f'<span class="stopped" title="{why}">stopped early</span>' in html
+    assert f'<span class="badge stopped" data-stopped="true" title="{why}">stopped early</span>' in html
     assert "<dt>stopped early</dt><dd>2 trials, saving about 59 steps and 6.0 s</dd>" in html
 
 

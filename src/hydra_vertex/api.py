@@ -28,7 +28,6 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["compile", "pipeline_job", "run", "schedule", "submit"]
 
 
-
 def run(
     job_file: str | os.PathLike[str],
     output: str | os.PathLike[str] | None = None,
@@ -39,7 +38,9 @@ def run(
     """Run build -> tune -> best trial -> retrain on this machine (the local emulator).
 
     Returns the :class:`~hydra_vertex.summary.Summary` (``status`` ``failed`` with ``error`` when
-    a step failed; what finished is in it). ``output`` also writes it as JSON.
+    a step failed; what finished is in it). ``output`` also writes it as JSON. Ctrl-C (or
+    SIGTERM) cancels the run's pipeline job, waits for it, then raises ``KeyboardInterrupt``
+    (``SystemExit(143)``).
     """
     from hydra_vertex.local_run import run_local
 
@@ -102,11 +103,9 @@ def _pipeline_job(
 ) -> PipelineJob:
     from google.cloud import aiplatform
 
-    from hydra_vertex.local_run import pipeline_parameters
-    from hydra_vertex.pipelines.tune_and_retrain import PIPELINE_NAME, TEMPLATE
+    from hydra_vertex.pipelines.job_request import TEMPLATE, request
 
-    parameters = pipeline_parameters(spec, space_data)
-    parameters["app_source"] = source_uri
+    run = request(spec, space_data, source_uri)
     if template_path is None:
         template_path = str(TEMPLATE)
         if components_image:
@@ -121,15 +120,15 @@ def _pipeline_job(
 
         template_path = resolve_template_path(template_path)
     return aiplatform.PipelineJob(
-        display_name=f"{spec.name}-{PIPELINE_NAME.removeprefix('hydra-vertex-')}",
+        display_name=run.display_name,
         template_path=template_path,
-        pipeline_root=f"{spec.vertex.staging_bucket.rstrip('/')}/pipeline-root",
-        parameter_values=parameters,
+        pipeline_root=run.pipeline_root,
+        parameter_values=run.parameter_values,
         project=spec.vertex.project,
         location=spec.vertex.region,
         enable_caching=False,
-        labels={"hydra-vertex-app": spec.name, **spec.vertex.job.labels},
-        encryption_spec_key_name=spec.vertex.job.encryption_key,
+        labels=run.labels,
+        encryption_spec_key_name=run.encryption_key,
     )
 
 

@@ -32,11 +32,25 @@ def write(path: str | os.PathLike[str], resource_type: str, name: str, base: str
 def read(path: str | os.PathLike[str], resource_type: str) -> str | None:
     """The resource name of the first ``resource_type`` entry in the file, or None."""
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
+        text = Path(path).read_text()
+    except OSError:
         return None
-    for r in data.get("resources", []) if isinstance(data, dict) else []:
-        uri = str(r.get("resourceUri", ""))
-        if r.get("resourceType") == resource_type and "/v1/" in uri:
-            return uri.split("/v1/", 1)[1]
-    return None
+    found = names(text, resource_type)
+    return found[0] if found else None
+
+
+def names(text: str, resource_type: str | None = None) -> list[str]:
+    """The resource names in a ``gcp_resources`` value (of ``resource_type`` only, if given);
+    nothing for text that is not one."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return []
+    resources = data.get("resources") if isinstance(data, dict) else None
+    out = []
+    for r in resources if isinstance(resources, list) else []:
+        uri = str(r.get("resourceUri", "")) if isinstance(r, dict) else ""
+        if resource_type not in (None, r.get("resourceType")) or "/v1/" not in uri:
+            continue
+        out.append(uri.split("/v1/", 1)[1])
+    return out

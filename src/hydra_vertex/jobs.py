@@ -5,8 +5,9 @@ launcher first looks for the job it created: the ``gcp_resources`` file it wrote
 google-cloud-pipeline-components launchers do), then a job carrying its idempotency label (a hash
 of the pipeline run and task, stable across restarts). Only if neither exists does it create one.
 
-Waiting polls ``get`` through :mod:`hydra_vertex.retries` (429/5xx are retried), and SIGTERM (the
-pipeline was cancelled) or Ctrl-C cancels the job before the launcher exits.
+Waiting polls ``get`` through :mod:`hydra_vertex.retries` (429/5xx are retried) at the
+:mod:`~hydra_vertex.polling` pace (short adaptive polls locally, Vertex's pace remotely), and
+SIGTERM (the pipeline was cancelled) or Ctrl-C cancels the job before the launcher exits.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hydra_vertex import gcp_resources, retries
+from hydra_vertex.polling import Pace
 
 LAUNCH_LABEL = "hydra-vertex-launch"
 TERMINAL = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
@@ -136,22 +138,32 @@ def create_once(
     return name
 
 
+def progress_mark(job: Any) -> tuple[Any, ...]:
+    """What a poll compares to see whether a job moved on: its state and its trials' states."""
+    trials = getattr(job, "trials", None) or []
+    return (state_name(job), tuple((t.id, str(getattr(t.state, "name", t.state))) for t in trials))
+
+
 def wait(
     client: Any,
     kind: Kind,
     name: str,
     *,
-    poll_seconds: float,
+    pace: Pace,
     on_poll: Callable[[Any], None] | None = None,
 ) -> Any:
-    """Poll until the job is in a terminal state; returns the final job."""
+    """Poll until the job is in a terminal state, at ``pace`` (short polls while the job keeps
+    changing); returns the final job."""
+    seen: tuple[Any, ...] | None = None
     while True:
         job = retries.call(lambda: kind.call(client, "get", name=name), f"get {name}")
         if on_poll is not None:
             on_poll(job)
         if state_name(job) in TERMINAL:
             return job
-        time.sleep(poll_seconds)
+        mark = progress_mark(job)
+        time.sleep(pace.after(mark != seen))
+        seen = mark
 
 
 @contextlib.contextmanager
@@ -210,7 +222,7 @@ def run_once(
     key: str,
     gcp_resources_path: str | None,
     api_base: str,
-    poll_seconds: float,
+    pace: Pace,
     log: Callable[[str], None] = print,
     on_poll: Callable[[Any], None] | None = None,
 ) -> Any:
@@ -227,4 +239,4 @@ def run_once(
             log=log,
             launched=launched,
         )
-        return wait(client, kind, name, poll_seconds=poll_seconds, on_poll=on_poll)
+        return wait(client, kind, name, pace=pace, on_poll=on_poll)

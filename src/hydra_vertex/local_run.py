@@ -3,17 +3,24 @@
 1. Read and check the job file and its search space (errors name the field); a ``hydra.sweeper``
    block's ``n_trials``/``n_jobs`` fill what the job file leaves unset, and its ignored keys get a
    warning line each.
-2. Build the local image: the source snapshot and its Python environment (progress shown while an
+2. Take a lease on the emulator: the one ``HYDRA_VERTEX_EMULATOR`` names, or the one whose
+   ``endpoint.json`` is in the state directory, or one started for this run in a process of its
+   own (:mod:`hydra_vertex.local_emulator`), which starts while 3 and 4 run and stops when no run
+   holds a lease any more.
+3. Build the local image: the source snapshot and its Python environment (progress shown while an
    environment is built; :mod:`hydra_vertex.images`).
-3. Pre-flight: compose the app's config in the image for every branch of the space
+4. Pre-flight: compose the app's config in the image for every branch of the space
    (:mod:`hydra_vertex.preflight`); a key the config lacks stops the run here, in seconds.
-4. Use the emulator named by ``HYDRA_VERTEX_EMULATOR``, or the one whose ``endpoint.json`` is in
-   the state directory, or start one in this process.
-5. Run the compiled template (``pipelines/tune_and_retrain.json``) with ``kfp.local`` (each
-   component in a subprocess of this Python), given the image built in 2; the pipeline's own output
-   goes to a log file.
-6. Meanwhile, show progress read from the emulator; at the end, write ``SUMMARY.json``, also when
-   a step failed (what finished stays in it), with each trial's and the retrain's Hydra output
+5. Create the compiled template (``pipelines/tune_and_retrain.json``) as a ``PipelineJob`` on the
+   emulator, with the parameters ``hydra-vertex submit`` gives it on Vertex AI
+   (:mod:`hydra_vertex.pipelines.job_request`) and the image built in 3, and follow it through the
+   API (:mod:`hydra_vertex.pipeline_runs`): the emulator runs it as it runs any pipeline job.
+   Progress comes from the job's task details and the tuning job its ``launch-tuning`` task
+   created; a failure's reason is the failed task's error (its deciding line first).
+6. Ctrl-C or SIGTERM cancels the pipeline job (which cancels the tuning job or the retrain it
+   launched), waits until it is CANCELLED, and exits 130 / 143.
+7. At the end, write ``SUMMARY.json`` from the pipeline job's outputs and its own tuning job, also
+   when a step failed (what finished stays in it), with each trial's and the retrain's Hydra output
    directory and whether the retrain wrote a model.
 """
 
@@ -21,17 +28,20 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
+import signal
 import sys
+import threading
 import time
-from datetime import UTC, datetime, timedelta
+from collections.abc import Hashable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from hydra_vertex import images, jobfile, preflight
-from hydra_vertex.local_emulator import DEFAULT_STATE_DIR, EmulatorInfo, emulator, pointed_at
-from hydra_vertex.progress import Display, Snapshot, Watcher, best_of
-from hydra_vertex.reasons import strip_ansi
+from hydra_vertex.local_details import JobDetails
+from hydra_vertex.local_emulator import DEFAULT_STATE_DIR, EmulatorInfo, lease, pointed_at
+from hydra_vertex.progress import Display, Snapshot, best_of
 from hydra_vertex.results import (  # noqa: F401 (the CLI imports the table from here)
     model_warning,
     print_summary,
@@ -41,33 +51,19 @@ from hydra_vertex.results import (  # noqa: F401 (the CLI imports the table from
 from hydra_vertex.search_space import SearchSpace
 from hydra_vertex.summary import Summary
 
-RUNS_DIR = Path(".hydra-vertex") / "runs"
-
-
-def pipeline_parameters(spec: jobfile.JobSpec, space_data: Any) -> dict[str, Any]:
-    """The template's parameter values for a job file (local source directory)."""
-    return {
-        "app_name": spec.name,
-        "app_source": str(spec.source),
-        "app_command": list(spec.command),
-        "search_space": space_data,
-        "project": spec.vertex.project,
-        "location": spec.vertex.region,
-        "staging_bucket": spec.vertex.staging_bucket,
-        "max_trial_count": spec.tuning.max_trials,
-        "parallel_trial_count": spec.tuning.parallel_trials,
-        "max_failed_trial_count": spec.tuning.max_failed_trials,
-        "machine_type": spec.vertex.machine_type,
-        "service_account": spec.vertex.service_account or "",
-        "retrain_overrides": list(spec.retrain_overrides),
-        "wandb": dict(spec.wandb),
-        "seed": -1 if spec.tuning.seed is None else spec.tuning.seed,
-        "trial_timeout_seconds": spec.tuning.timeout_seconds or 0,
-        "trial_machine": spec.vertex.machine.to_dict(),
-        "retrain_machine": spec.retrain_machine.to_dict() if spec.retrain_vertex else {},
-        "job_settings": spec.vertex.job.to_dict(),
-        "tuning_options": spec.tuning.options.to_dict(),
-    }
+RUNS_DIR = Path(".hydra-vertex") / "runs"  # a run's report when no --output is given
+CANCEL_TIMEOUT_SECONDS = 300.0
+_STAGES = {
+    "build-image": "building image",
+    "launch-tuning": "tuning",
+    "best-trial": "picking the best trial",
+    "retrain": "retraining",
+}
+_ENDED = {
+    "PIPELINE_STATE_SUCCEEDED": "done",
+    "PIPELINE_STATE_FAILED": "failed",
+    "PIPELINE_STATE_CANCELLED": "cancelled",
+}
 
 
 def load_space(spec: jobfile.JobSpec) -> tuple[jobfile.JobSpec, SearchSpace, list[str]]:
@@ -100,88 +96,6 @@ def load_space_data(spec: jobfile.JobSpec) -> tuple[dict[str, Any], SearchSpace]
     return space.to_mapping(), space
 
 
-class _Jobs:
-    """Reads this run's jobs from the emulator (by display name, created after the start)."""
-
-    def __init__(self, spec: jobfile.JobSpec, since: datetime) -> None:
-        from hydra_vertex.steps.common import job_client, parent
-
-        self.client = job_client(spec.vertex.region)
-        self.parent = parent(spec.vertex.project, spec.vertex.region)
-        self.name = spec.name
-        self.since = since - timedelta(seconds=2)
-
-    def _newest(self, collection: str, display_name: str) -> Any | None:
-        method = getattr(self.client, f"list_{collection}")
-        pager = method(request={"parent": self.parent, "filter": f'display_name="{display_name}"'})
-        for job in pager:  # newest first
-            if job.display_name == display_name and job.create_time >= self.since:
-                return job
-            break
-        return None
-
-    def tuning(self) -> Any | None:
-        return self._newest("hyperparameter_tuning_jobs", f"{self.name}-tuning")
-
-    def retrain(self) -> Any | None:
-        return self._newest("custom_jobs", f"{self.name}-retrain")
-
-
-def _snapshot(jobs: _Jobs, spec: jobfile.JobSpec, minimize: bool, started: float) -> Snapshot:
-    from hydra_vertex.jobs import state_name
-    from hydra_vertex.local_details import from_environment
-    from hydra_vertex.trials import trial_results
-
-    snap = Snapshot(max_trials=spec.tuning.max_trials, started=started)
-    job = jobs.tuning()
-    if job is None:
-        snap.stage = "building image"
-        return snap
-    details = from_environment(job.name)
-    snap.trials = trial_results(job, details)
-    snap.warnings = list(details.warnings)
-    snap.best = best_of(snap.trials, minimize)
-    state = state_name(job)
-    if state in ("JOB_STATE_QUEUED", "JOB_STATE_PENDING", "JOB_STATE_RUNNING"):
-        snap.stage = "tuning"
-    elif state != "JOB_STATE_SUCCEEDED":
-        snap.stage = f"tuning {state.removeprefix('JOB_STATE_').lower()}"
-    elif (retrain := jobs.retrain()) is None:
-        snap.stage = "picking the best trial"
-    else:
-        snap.stage = "retraining"
-        snap.warnings += list(from_environment(retrain.name).warnings)
-    return snap
-
-
-_OUR_ERROR_RE = re.compile(r"^hydra_vertex\.errors\.\w+: (.*)$")
-# An error answer of the API (the emulator's 400 naming a field): the message after the code and
-# the request line ("400 POST http://...: <message>").
-_API_ERROR_RE = re.compile(r"^google\.api_core\.exceptions\.\w+: (?:\d{3} )?(?:[A-Z]+ \S+: )?(.*)$")
-_ANY_ERROR_RE = re.compile(r"^\w*(?:Error|Exception): (.*)$")
-
-
-def pipeline_error(log_text: str) -> str | None:
-    """The message of the last exception a component raised, from the pipeline's log.
-
-    Our own errors (``hydra_vertex.errors.*``, with their continuation lines) are preferred over
-    the API's error answers, and those over whatever else failed.
-    """
-    lines = [line.strip() for line in strip_ansi(log_text).splitlines()]
-    for pattern in (_OUR_ERROR_RE, _API_ERROR_RE, _ANY_ERROR_RE):
-        for i in range(len(lines) - 1, -1, -1):
-            m = pattern.match(lines[i])
-            if not m:
-                continue
-            out = [m.group(1)]
-            for extra in lines[i + 1 :]:
-                if not extra or extra.startswith(("[KFP", "Traceback")):
-                    break
-                out.append(extra)
-            return "\n".join(out)
-    return None
-
-
 def run_local(
     job_file: str | os.PathLike[str],
     *,
@@ -193,9 +107,12 @@ def run_local(
     """Build, tune, pick the best trial and retrain on this machine; returns the summary.
 
     ``progress``: ``auto`` (live on a terminal, lines otherwise), ``live``, ``lines``, ``quiet``.
-    The summary's ``status`` is ``failed`` (with ``error``) when a step failed.
+    The summary's ``status`` is ``failed`` (with ``error``) when a step failed. Ctrl-C (SIGINT) or
+    SIGTERM cancels the run's pipeline job and waits until it has ended, writes the summary
+    (``status`` ``cancelled``), then raises ``KeyboardInterrupt`` (SIGINT) or ``SystemExit(143)``.
     """
     out = stream or sys.stdout
+    _import_in_background("google.cloud.aiplatform_v1")  # the client, while the rest gets ready
     spec, space, notes = load_space(jobfile.load(job_file))
     mode = progress
     if mode == "auto":
@@ -203,51 +120,272 @@ def run_local(
     if mode != "quiet":
         for note in notes:
             print(f"hydra-vertex: {note}", file=sys.stderr, flush=True)
-    image = build_image(spec, mode, out)
-    if preflight.enabled():
-        run_preflight(spec, space, image, mode, out)
     summary = Summary(
         name=spec.name,
         metric=space.metric,
         direction=space.direction,
         retrain_overrides=list(spec.retrain_overrides),
     )
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    run_dir = (RUNS_DIR / f"{spec.name}-{stamp}-{os.getpid()}").resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log_path = run_dir / "pipeline.log"
-    summary.log = str(log_path)
-
     started = time.monotonic()
-    since = datetime.now(UTC)
-    outputs: dict[str, Any] = {}
     state = Path(state_dir) if state_dir is not None else DEFAULT_STATE_DIR
-    with emulator(state, spec.tuning.seed) as emu, pointed_at(emu):
-        jobs = _Jobs(spec, since)
-        minimize = space.direction == "minimize"
-        with Display(mode, space.metric, out) as display:
-            watcher = Watcher(lambda: _snapshot(jobs, spec, minimize, started), display)
-            watcher.start()
-            try:
-                outputs = _run_pipeline(spec, space, image.ref, run_dir, log_path)
-                summary.status = "succeeded"
-            except _PipelineFailed as e:
-                summary.status = "failed"
-                summary.error = e.message
-            finally:
-                watcher.stop()
-        _collect(summary, jobs, outputs, emu, space)
+    signalled: int | None = None
+    with lease(state, spec.tuning.seed) as held:  # an emulator started here starts meanwhile
+        image = build_image(spec, mode, out)
+        if preflight.enabled():
+            run_preflight(spec, space, image, mode, out)
+        emu = held.use()
+        with pointed_at(emu):
+            run = _Run(spec, space, emu, mode, out, started)
+            signalled = run.run(image.ref)
+            run.collect(summary)
     summary.elapsed_seconds = round(time.monotonic() - started, 2)
-    summary.report = write_report(summary, Path(output).parent if output else run_dir)
+    report_dir = Path(output).parent if output else _report_dir(spec.name)
+    summary.report = write_report(summary, report_dir)
     if output is not None:
         summary.write(output)
+    if signalled == signal.SIGINT:
+        raise KeyboardInterrupt
+    if signalled is not None:
+        raise SystemExit(128 + signalled)
     return summary
 
 
-class _PipelineFailed(Exception):
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+def _report_dir(name: str) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    path = (RUNS_DIR / f"{name}-{stamp}-{os.getpid()}").resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _import_in_background(module: str) -> None:
+    import importlib
+
+    threading.Thread(target=importlib.import_module, args=(module,), daemon=True).start()
+
+
+class _Signalled(BaseException):
+    """SIGINT or SIGTERM arrived (a BaseException: no ``except Exception`` swallows it)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals() -> Iterator[None]:
+    """While inside, SIGINT and SIGTERM raise :class:`_Signalled` (in the main thread only)."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise _Signalled(signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@dataclass
+class _Run:
+    """One pipeline job of the template on the emulator, followed to its end."""
+
+    spec: jobfile.JobSpec
+    space: SearchSpace
+    emu: EmulatorInfo
+    mode: str
+    out: TextIO
+    started: float
+    name: str = ""
+    job: Any = None
+    signalled: int | None = None
+    _tuning: Any = field(default=None, repr=False)
+    _jobs: Any = field(default=None, repr=False)
+
+    @property
+    def jobs(self) -> Any:
+        """The v1 ``JobServiceClient`` (one, made when first needed)."""
+        if self._jobs is None:
+            from hydra_vertex.vertex import job_client
+
+            self._jobs = job_client(self.spec.vertex.region)
+        return self._jobs
+
+    @property
+    def parent(self) -> str:
+        return f"projects/{self.spec.vertex.project}/locations/{self.spec.vertex.region}"
+
+    def run(self, image_ref: str) -> int | None:
+        """Create the pipeline job and follow it to its end; on SIGINT/SIGTERM cancel it and wait
+        for that. Returns the signal, if one came."""
+        from hydra_vertex import pipeline_runs
+        from hydra_vertex.pipelines.job_request import request
+        from hydra_vertex.polling import for_endpoint
+        from hydra_vertex.vertex import pipeline_client
+
+        client = pipeline_client(self.spec.vertex.region)
+        body = request(self.spec, self.space.to_mapping(), image_ref).pipeline_job()
+        job_id = _job_id(self.spec.name)
+        self.name = f"{self.parent}/pipelineJobs/{job_id}"
+        pace = for_endpoint()
+        try:
+            with _signals(), Display(self.mode, self.space.metric, self.out) as display:
+                pipeline_runs.create(client, self.parent, body, job_id)
+                self.job = pipeline_runs.follow(
+                    client, self.name, pace=pace, on_poll=lambda job: self._show(job, display)
+                )
+        except _Signalled as e:
+            self.signalled = e.signum
+            self.job = self._cancel(client, e.signum)
+        return self.signalled
+
+    def _cancel(self, client: Any, signum: int) -> Any:
+        from hydra_vertex import pipeline_runs
+        from hydra_vertex.polling import for_endpoint
+
+        why = signal.Signals(signum).name
+        _say(f"{why}: cancelling pipeline job {self.name} (and the job it launched) ...")
+        try:
+            with _signals():
+                job = pipeline_runs.cancel(
+                    client, self.name, pace=for_endpoint(), timeout=CANCEL_TIMEOUT_SECONDS
+                )
+        except _Signalled:
+            _say(f"not waiting any longer: pipeline job {self.name} is being cancelled")
+            return None
+        except Exception as e:  # a job never created (the signal came first) is not found
+            _say(f"could not cancel pipeline job {self.name}: {e}")
+            return None
+        state = pipeline_runs.state(job)
+        _say(f"pipeline job {self.name} {state.removeprefix('PIPELINE_STATE_')}")
+        return job
+
+    def _show(self, job: Any, display: Display) -> Hashable:
+        """Show the run's progress; returns what counts as progress for the poll pace: the
+        tasks' states and, while the retrain runs, its job's (the run ends right after it, and
+        polls quicken when it does)."""
+        from hydra_vertex import pipeline_runs
+
+        running = pipeline_runs.running_task(job)
+        marks = (pipeline_runs.task_states(job), self._retrain_state(job, running))
+        if self.mode == "quiet":
+            return marks
+        snap = Snapshot(max_trials=self.spec.tuning.max_trials, started=self.started)
+        ended = _ENDED.get(pipeline_runs.state(job))
+        snap.stage = ended or _STAGES.get(running or "", "starting")
+        tuning = self._tuning_job(job)
+        if tuning is not None:
+            from hydra_vertex.trials import trial_results
+
+            details = self._details(tuning.name)
+            snap.trials = trial_results(tuning, details)
+            snap.warnings = list(details.warnings)
+            snap.best = best_of(snap.trials, self.space.direction == "minimize")
+        if running == "retrain":
+            from hydra_vertex import pipeline_runs as runs
+
+            retrain = runs.launched(job, "retrain", "CustomJob")
+            if retrain is not None:
+                snap.warnings += list(self._details(retrain).warnings)
+        display.update(snap)
+        return marks
+
+    def _details(self, job_name: str) -> JobDetails:
+        """The emulator's own details of a job (devices, early stops, warnings)."""
+        from hydra_vertex.local_details import job_details
+
+        return job_details(self.emu.endpoint, self.emu.token, job_name)
+
+    def _retrain_state(self, job: Any, running: str | None) -> str:
+        from hydra_vertex import pipeline_runs
+        from hydra_vertex.jobs import state_name
+
+        name = pipeline_runs.launched(job, "retrain", "CustomJob") if running == "retrain" else None
+        if name is None:
+            return ""
+        with contextlib.suppress(Exception):  # only the pace depends on it
+            return state_name(self.jobs.get_custom_job(name=name))
+        return ""
+
+    def _tuning_job(self, job: Any) -> Any | None:
+        """The tuning job the run's launch-tuning task created, as it is now (None before)."""
+        from hydra_vertex import pipeline_runs
+        from hydra_vertex.jobs import TERMINAL, state_name
+
+        if self._tuning is not None and state_name(self._tuning) in TERMINAL:
+            return self._tuning
+        name = pipeline_runs.launched(job, "launch-tuning", "HyperparameterTuningJob")
+        if name is None:
+            return None
+        with contextlib.suppress(Exception):  # progress never breaks the run
+            self._tuning = self.jobs.get_hyperparameter_tuning_job(name=name)
+        return self._tuning
+
+    def collect(self, summary: Summary) -> None:
+        """The summary from the pipeline job (its outputs, the failed task's error) and the
+        tuning job it created: only this run's trials, whoever else uses the emulator."""
+        from hydra_vertex import pipeline_runs
+        from hydra_vertex.results import best_so_far, trials_of
+
+        job = self.job
+        if self.emu.storage_root is not None and self.name:
+            summary.log = str(pipeline_runs.local_log(self.emu.storage_root.parent, self.name))
+        if job is None:
+            summary.status, summary.error = "cancelled", f"interrupted: {self.name} not waited for"
+            return
+        state = pipeline_runs.state(job)
+        outs = pipeline_runs.outputs(job) if state == "PIPELINE_STATE_SUCCEEDED" else {}
+        tuning = outs.get("tuning_job") or pipeline_runs.launched(
+            job, "launch-tuning", "HyperparameterTuningJob"
+        )
+        retrain = outs.get("retrain_job") or pipeline_runs.launched(job, "retrain", "CustomJob")
+        if tuning:
+            with contextlib.suppress(Exception):
+                trials_of(
+                    summary,
+                    self.jobs.get_hyperparameter_tuning_job(name=str(tuning)),
+                    self.space,
+                    self._details(str(tuning)),
+                )
+        if state == "PIPELINE_STATE_SUCCEEDED":
+            summary.status = "succeeded"
+            summary.best_trial_id = str(outs["best_trial_id"])
+            summary.best_value = float(outs["best_value"])
+            summary.best_overrides = [str(o) for o in outs["best_overrides"]]
+            summary.model_uri = str(outs["model_dir"])
+            summary.image_uri = str(outs["image_uri"])
+            for t in summary.trials:
+                if t.id == summary.best_trial_id:
+                    summary.best_parameters = dict(t.parameters)
+        else:
+            summary.status = "cancelled" if self.signalled is not None else "failed"
+            why = pipeline_runs.failure(job) if self.signalled is None else None
+            summary.error = why or f"pipeline job {self.name} ended {state}"
+            if summary.trials:  # still say what the best finished trial was
+                best_so_far(summary)
+        summary.retrain_job = str(retrain) if retrain else None
+        if self.emu.storage_root is not None:
+            where_things_land(summary, self.emu.storage_root.resolve(), summary.retrain_job)
+        elif summary.model_uri:
+            summary.model_dir = summary.model_uri
+
+
+def _job_id(name: str) -> str:
+    """A pipeline job id for this run (lowercase letters, digits, hyphens), chosen here so that
+    a signal that comes while the job is being created can still cancel it by name."""
+    import re
+    import secrets
+
+    stem = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:80] or "run"
+    stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    return f"{stem}-{stamp}-{secrets.token_hex(3)}"
+
+
+def _say(line: str) -> None:
+    print(f"hydra-vertex: {line}", file=sys.stderr, flush=True)
 
 
 def build_image(spec: jobfile.JobSpec, mode: str, out: TextIO) -> images.LocalImage:
@@ -267,7 +405,9 @@ def build_image(spec: jobfile.JobSpec, mode: str, out: TextIO) -> images.LocalIm
             image = images.build_local(spec.source, spec.name, log=update, **kwargs)
     elif mode == "lines":
         image = images.build_local(
-            spec.source, spec.name, log=lambda line: print(f"image: {line}", file=out, flush=True),
+            spec.source,
+            spec.name,
+            log=lambda line: print(f"image: {line}", file=out, flush=True),
             **kwargs,
         )
     else:
@@ -282,8 +422,23 @@ def build_image(spec: jobfile.JobSpec, mode: str, out: TextIO) -> images.LocalIm
 def run_preflight(
     spec: jobfile.JobSpec, space: SearchSpace, image: images.LocalImage, mode: str, out: TextIO
 ) -> None:
-    """Compose the app's config in the image for every branch of the space, before any trial."""
+    """Compose the app's config in the image for every branch of the space, before any trial;
+    once per image, space and command (an unchanged app re-run is not checked again)."""
+    marker = _preflight_marker(spec, space, image)
+    if marker.is_file():
+        if mode != "quiet":
+            print(
+                f"pre-flight: the app's config composed for {marker.read_text().strip()} "
+                "branch(es) of the space (this image, space and command: checked before)",
+                file=out,
+                flush=True,
+            )
+        return
     count, seconds = preflight.check(space, spec.command, images.runtime(image.workdir))
+    with contextlib.suppress(OSError):  # a read-only cache only means checking again next time
+        from hydra_vertex.files import atomic_write_text
+
+        atomic_write_text(marker, f"{count}\n")
     if mode != "quiet":
         print(
             f"pre-flight: the app's config composes for {count} branch(es) of the space "
@@ -293,64 +448,17 @@ def run_preflight(
         )
 
 
-def _run_pipeline(
-    spec: jobfile.JobSpec, space: SearchSpace, image_ref: str, run_dir: Path, log_path: Path
-) -> dict[str, Any]:
-    from kfp import local
-    from kfp.components import load_component_from_file
+def _preflight_marker(spec: jobfile.JobSpec, space: SearchSpace, image: images.LocalImage) -> Path:
+    """Where a passed pre-flight is remembered: keyed by the image (source snapshot and
+    environment, by content), the space and the app command."""
+    import hashlib
+    import json
 
-    from hydra_vertex.pipelines.tune_and_retrain import TEMPLATE
+    from hydra_vertex.search_space import cache_dir
 
-    pipeline = load_component_from_file(str(TEMPLATE))
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run_dir / "root"))
-    with (
-        open(log_path, "w", buffering=1) as log,
-        contextlib.redirect_stdout(log),
-        contextlib.redirect_stderr(log),
-    ):
-        parameters = pipeline_parameters(spec, space.to_mapping())
-        parameters["app_source"] = image_ref  # built above, with the job's environment settings
-        try:
-            task = pipeline(**parameters)
-        except Exception as e:  # kfp.local raises RuntimeError naming the failed task
-            log.flush()
-            detail = pipeline_error(log_path.read_text(errors="replace"))
-            raise _PipelineFailed(
-                (detail or strip_ansi(str(e))) + f"\n(the pipeline's log: {log_path})"
-            ) from None
-    return dict(task.outputs)
-
-
-def _collect(
-    summary: Summary, jobs: _Jobs, outputs: dict[str, Any], emu: EmulatorInfo, space: SearchSpace
-) -> None:
-    """Fill the summary from the pipeline's outputs and, for what they lack, from the jobs."""
-    from hydra_vertex.local_details import job_details
-    from hydra_vertex.results import best_so_far, trials_of
-
-    with contextlib.suppress(Exception):
-        job = jobs.tuning()
-        if job is not None:
-            trials_of(summary, job, space, job_details(emu.endpoint, emu.token, job.name))
-    if outputs:
-        summary.best_trial_id = str(outputs["best_trial_id"])
-        summary.best_value = float(outputs["best_value"])
-        summary.best_overrides = [str(o) for o in outputs["best_overrides"]]
-        summary.model_uri = str(outputs["model_dir"])
-        summary.retrain_job = str(outputs["retrain_job"])
-        summary.tuning_job = str(outputs["tuning_job"])
-        summary.image_uri = str(outputs["image_uri"])
-        for t in summary.trials:
-            if t.id == summary.best_trial_id:
-                summary.best_parameters = dict(t.parameters)
-    elif summary.trials:  # a failed run: still say what the best finished trial was
-        best_so_far(summary)
-    if emu.storage_root is not None:
-        retrain = summary.retrain_job
-        if retrain is None:
-            with contextlib.suppress(Exception):
-                job = jobs.retrain()
-                retrain = job.name if job is not None else None
-        where_things_land(summary, emu.storage_root.resolve(), retrain)
-    elif summary.model_uri:
-        summary.model_dir = summary.model_uri
+    key = json.dumps(
+        [image.ref, str(image.environment.python), space.to_dict(), list(spec.command)],
+        sort_keys=True,
+        default=str,
+    )
+    return cache_dir() / "preflight" / hashlib.sha256(key.encode()).hexdigest()

@@ -34,6 +34,10 @@ _PY_WARNING_RE = re.compile(r"^\S.*:\d+: \w*Warning: ")
 _HYDRA_FOOTER = "Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace."
 _HYDRA_JOB_ERROR = "Error executing job with overrides:"
 _TRACEBACK = "Traceback (most recent call last):"
+# google.api_core's error for an HTTP answer: "<class>: <code> <METHOD> <url>: <message>"
+_API_ERROR_RE = re.compile(
+    r"^google\.api_core\.exceptions\.\w+: (?:\d{3} )?(?:[A-Z]+ \S+: )?(?P<message>.+)$"
+)
 _MAX_JOINED = 240  # characters of a multi-line Hydra message kept on the deciding line
 _MAX_LINE = 400
 TAIL_BYTES = 16384
@@ -64,13 +68,15 @@ def _ours(lines: list[str]) -> str | None:
 
 
 def _exception_line(lines: list[str]) -> str | None:
-    """The first line of the last traceback's exception (``ValueError: bad value``)."""
+    """The first line of the last traceback's exception (``ValueError: bad value``); for an error
+    answer of a Google API (the emulator's 400 naming a field), the answer's message alone."""
     starts = [i for i, line in enumerate(lines) if line.strip() == _TRACEBACK]
     if not starts:
         return None
     for line in lines[starts[-1] + 1 :]:
         if line.strip() and not line.startswith((" ", "\t")):  # frames are indented
-            return line.strip()
+            answer = _API_ERROR_RE.match(line.strip())
+            return answer.group("message") if answer else line.strip()
     return None
 
 

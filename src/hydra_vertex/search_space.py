@@ -38,7 +38,6 @@ is cached as JSON keyed by the file's content hash (:func:`load_cached`).
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import math
@@ -884,12 +883,15 @@ def _describe(p: Param) -> str:
 # ------------------------------------------------------------------------------------------------
 
 
-def _cache_dir() -> Path:
+def cache_dir(kind: str = "spaces") -> Path:
+    """hydra-vertex's cache of ``kind``: parsed ``spaces`` in ``$HYDRA_VERTEX_CACHE_DIR`` itself,
+    anything else in a directory of that name beside them; else under
+    ``~/.cache/hydra-vertex/`` (``$XDG_CACHE_HOME`` honoured)."""
     explicit = os.environ.get("HYDRA_VERTEX_CACHE_DIR")
     if explicit:
-        return Path(explicit)
+        return Path(explicit) if kind == "spaces" else Path(explicit) / kind
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "hydra-vertex" / "spaces"
+    return Path(base) / "hydra-vertex" / kind
 
 
 def load_cached(path: str | os.PathLike[str]) -> SearchSpace:
@@ -900,8 +902,10 @@ def load_cached(path: str | os.PathLike[str]) -> SearchSpace:
     except (OSError, ValueError) as e:  # ValueError: a NUL in the path
         why = e.strerror if isinstance(e, OSError) else str(e)
         raise SearchSpaceError(f"cannot read search-space file {str(p)!r}: {why}") from None
+    import hashlib  # here: the shim's inline (--search-space-json) path needs no hashing
+
     digest = hashlib.sha256(raw).hexdigest()
-    cache = _cache_dir() / f"{digest}-v{SCHEMA_VERSION}.json"
+    cache = cache_dir() / f"{digest}-v{SCHEMA_VERSION}.json"
     try:
         data = json.loads(cache.read_text(encoding="utf-8"))
         return replace(SearchSpace.from_dict(data), source=str(p))

@@ -6,14 +6,14 @@ record: the deciding line, then the log's last lines), ``reason`` (the deciding 
 ``output_dir`` (the trial's Hydra output directory); from the emulator also ``stopped_early``,
 ``stop_reason``, ``saved_steps``, ``saved_seconds`` and ``devices``), ``model_dir``; and
 ``early_stopping`` (``stopped_trials``, ``saved_steps``, ``saved_seconds``: the totals), ``status``
-(``succeeded``/``failed``), ``error``, ``name``, ``metric``, ``direction``, ``best_parameters``,
-``retrain_overrides``, ``model_uri``, ``retrain_value`` (the metric the retrain's run returned,
-when its metric file has it: see docs/report.md), ``model_dir_empty`` (true when the retrain wrote
-nothing under ``AIP_MODEL_DIR``; null when there was no retrain), ``retrain_output_dir`` (the
-retrain's Hydra output directory), ``image_uri``, ``tuning_job``, ``retrain_job``,
-``elapsed_seconds``, ``log`` (the pipeline's), ``trial_logs`` (the emulator's directory of
-per-trial logs), ``report`` (the HTML report). ``model_dir`` stays a string. No string holds an
-ANSI escape sequence.
+(``succeeded``/``failed``/``cancelled``), ``error``, ``name``, ``metric``, ``direction``,
+``best_parameters``, ``retrain_overrides``, ``model_uri``, ``retrain_value`` (the metric the
+retrain's run returned, when its metric file has it: see docs/report.md), ``model_dir_empty`` (true
+when the retrain wrote nothing under ``AIP_MODEL_DIR``; null when there was no retrain),
+``retrain_output_dir`` (the retrain's Hydra output directory), ``image_uri``, ``tuning_job``,
+``retrain_job``, ``elapsed_seconds``, ``log`` (the pipeline job's, in the emulator's state),
+``trial_logs`` (the emulator's directory of per-trial logs), ``report`` (the HTML report).
+``model_dir`` stays a string. No string holds an ANSI escape sequence.
 """
 
 from __future__ import annotations

@@ -90,54 +90,50 @@ def emulator_init_kwargs(endpoint: str, token: str | None) -> dict[str, Any]:
     }
 
 
-def job_client(location: str, endpoint: str | None = None) -> Any:
+def job_client(location: str, endpoint: str | Endpoint | None = None) -> Any:
     """A v1 ``JobServiceClient`` for ``location``: the emulator over REST, or Google's regional
     endpoint as the aiplatform SDK computes it (never hard-coded here)."""
+    return _client("JobServiceClient", location, endpoint)
+
+
+def pipeline_client(location: str, endpoint: str | Endpoint | None = None) -> Any:
+    """A v1 ``PipelineServiceClient`` for ``location``, resolved as :func:`job_client`."""
+    return _client("PipelineServiceClient", location, endpoint)
+
+
+def _client(service: str, location: str, endpoint: str | Endpoint | None) -> Any:
+    """``endpoint``: an address (resolved as :func:`resolve_endpoint` does) or an already resolved
+    :class:`Endpoint`."""
     from google.cloud import aiplatform_v1
 
-    resolved = resolve_endpoint(endpoint)
+    cls = getattr(aiplatform_v1, service)
+    resolved = endpoint if isinstance(endpoint, Endpoint) else resolve_endpoint(endpoint)
     if resolved.is_emulator:
-        return emulator_job_client(str(resolved.api_endpoint), resolved.token)
+        return emulator_client(str(resolved.api_endpoint), resolved.token, service)
     if resolved.api_endpoint:
-        return aiplatform_v1.JobServiceClient(
-            client_options={"api_endpoint": resolved.api_endpoint}
-        )
+        return cls(client_options={"api_endpoint": resolved.api_endpoint})
+    # Vertex AI itself: the regional endpoint as the SDK computes it (imports the whole SDK)
     from google.cloud.aiplatform import initializer
 
     options = initializer.global_config.get_client_options(location_override=location)
-    return aiplatform_v1.JobServiceClient(client_options=options)
+    return cls(client_options=options)
 
 
 def emulator_job_client(endpoint: str, token: str | None) -> Any:
     """A v1 ``JobServiceClient`` for the emulator at ``endpoint`` (REST, bearer token)."""
+    return emulator_client(endpoint, token, "JobServiceClient")
+
+
+def emulator_client(endpoint: str, token: str | None, service: str) -> Any:
+    """A v1 GAPIC client (``service``: ``JobServiceClient``, ``PipelineServiceClient``) for the
+    emulator at ``endpoint``: REST, bearer token."""
     from google.cloud import aiplatform_v1
 
-    return aiplatform_v1.JobServiceClient(
+    return getattr(aiplatform_v1, service)(
         transport="rest",
         client_options={"api_endpoint": endpoint},
         credentials=bearer_credentials(token),
     )
-
-
-def pipeline_client(location: str, endpoint: Endpoint | None = None) -> Any:
-    """A v1 ``PipelineServiceClient`` for ``location``, resolved as :func:`job_client` is."""
-    from google.cloud import aiplatform_v1
-
-    resolved = endpoint or resolve_endpoint()
-    if resolved.is_emulator:
-        return aiplatform_v1.PipelineServiceClient(
-            transport="rest",
-            client_options={"api_endpoint": resolved.api_endpoint},
-            credentials=bearer_credentials(resolved.token),
-        )
-    if resolved.api_endpoint:
-        return aiplatform_v1.PipelineServiceClient(
-            client_options={"api_endpoint": resolved.api_endpoint}
-        )
-    from google.cloud.aiplatform import initializer
-
-    options = initializer.global_config.get_client_options(location_override=location)
-    return aiplatform_v1.PipelineServiceClient(client_options=options)
 
 
 def logging_client(project: str, endpoint: Endpoint | None = None) -> Any:

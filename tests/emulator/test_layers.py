@@ -25,6 +25,7 @@ SHARED = {
     "hydra_vertex.pipeline_dag",
     "hydra_vertex.report_charts",  # the console draws the report's charts
     "hydra_vertex.trials",  # trial values and the best trial: one rule for every page
+    "hydra_vertex.gcp_resources",  # the launchers' output format: cancel reaches their jobs
 }
 
 

@@ -107,24 +107,34 @@ def test_the_template_runs_as_a_pipeline_job(emulator: EmulatorHandle, env: Path
 def test_cancel_stops_the_run_and_its_tuning_job(emulator: EmulatorHandle) -> None:
     from google.cloud import aiplatform
 
+    from hydra_vertex import gcp_resources
+
     job = _job(max_trial_count=40, parallel_trial_count=1)
     job.submit()
+    pipelines = _gapic("PipelineServiceClient", emulator)
     deadline = time.monotonic() + 120
-    while not aiplatform.HyperparameterTuningJob.list():
-        assert time.monotonic() < deadline, "the tuning job never appeared"
-        time.sleep(0.5)
+    # While it runs, the launch-tuning task names the job it created (its gcp_resources).
+    named: list[str] = []
+    while not named:
+        assert time.monotonic() < deadline, "the launch-tuning task never named its job"
+        time.sleep(0.2)
+        got = pipelines.get_pipeline_job(name=job.resource_name)
+        for task in got.job_detail.task_details:
+            if task.task_name == "launch-tuning" and task.state.name == "RUNNING":
+                text = task.execution.metadata.get("output:gcp_resources")
+                named = gcp_resources.names(text, "HyperparameterTuningJob") if text else []
+    [tuning] = aiplatform.HyperparameterTuningJob.list()
+    assert named == [tuning.resource_name]
     job.cancel()
     while job.state.name not in ("PIPELINE_STATE_CANCELLED", "PIPELINE_STATE_FAILED"):
         assert time.monotonic() < deadline
-        time.sleep(0.5)
+        time.sleep(0.2)
     assert job.state.name == "PIPELINE_STATE_CANCELLED"
-    [tuning] = aiplatform.HyperparameterTuningJob.list()
-    while tuning.state.name not in ("JOB_STATE_CANCELLED", "JOB_STATE_SUCCEEDED"):
-        assert time.monotonic() < deadline, tuning.state.name
-        time.sleep(0.5)
-        tuning = aiplatform.HyperparameterTuningJob.get(tuning.resource_name)
-    assert tuning.state.name == "JOB_STATE_CANCELLED"  # launch_tuning cancelled it on SIGTERM
+    # The cancel reached the tuning job before the pipeline job reported CANCELLED.
+    tuning = aiplatform.HyperparameterTuningJob.get(tuning.resource_name)
+    assert tuning.state.name == "JOB_STATE_CANCELLED"
     assert len(tuning.trials) < 40
+    assert all(t.state.name != "ACTIVE" for t in tuning.trials)
 
 
 def _gapic(kind: str, handle: EmulatorHandle) -> Any:

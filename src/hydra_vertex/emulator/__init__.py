@@ -132,7 +132,11 @@ def start(
             f"cannot write {str(Path(state_dir) / 'endpoint.json')!r}: {e.strerror or e}"
         ) from None
     emulator.start_runners()
-    thread = threading.Thread(target=httpd.serve_forever, name="emulator-http", daemon=True)
+    # stop() waits for serve_forever's next poll: 50 ms, not the default half second
+    thread = threading.Thread(
+        target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="emulator-http",
+        daemon=True,
+    )
     thread.start()
     return EmulatorHandle(
         emulator.endpoint,

@@ -19,7 +19,8 @@ name and the task name.
   running when the run ended is CANCELLED (cancel) or FAILED. Nothing is left PENDING or RUNNING
   after a terminal run.
 - ``execution``: ``schemaTitle`` ``system.ContainerExecution`` or ``system.DagExecution``, the
-  state, and output parameters as ``output:<name>`` metadata (as Vertex shows them);
+  state, and output parameters as ``output:<name>`` metadata (as Vertex shows them; while a task
+  runs, and after it failed, those it has written so far: a launcher's ``gcp_resources``);
   ``outputs``: artifacts with ``gs://`` URIs.
 - ``error`` of a failed task: the deciding line of its log, then its log's path; a failed DAG
   names its failed tasks (Vertex's wording).
@@ -244,9 +245,15 @@ def _detail(
         ended = run.end_time
     _times(detail, started, ended, run)
     outputs = (end or {}).get("outputs") or {}
+    # output parameters written so far (a launcher's gcp_resources while it runs, or after it
+    # failed), then what the task returned
+    parameters = {
+        **((slot.get("files") or {}).get("parameters") or {}),
+        **(outputs.get("parameters") or {}),
+    }
     if start is not None:
         schema = DAG_EXECUTION if task.kind != "task" else CONTAINER_EXECUTION
-        detail["execution"] = _execution(task.name, schema, state, outputs.get("parameters") or {})
+        detail["execution"] = _execution(task.name, schema, state, parameters)
     artifacts = {
         name: {
             "artifacts": [

@@ -2,8 +2,10 @@
 
 - Create validates the spec (it must load with kfp) and the parameters (each must be declared
   by the spec's root; required ones must be given) and answers 400 naming the field otherwise.
-- The run: ``pipeline_main`` in its own process group, with ``HYDRA_VERTEX_EMULATOR`` (+ token)
-  so the components' Vertex calls come back here. Its pipeline root is the local backing of
+- The run: ``pipeline_main`` in its own process group, forked from a warm server that has kfp and
+  the clients imported (:mod:`~hydra_vertex.emulator.forkserver`; it forks each lightweight
+  component in turn), with ``HYDRA_VERTEX_EMULATOR`` (+ token) so the components' Vertex calls
+  come back here. Its pipeline root is the local backing of
   ``runtimeConfig.gcsOutputDirectory``/<job id>.
 - Container components (anything kfp.local's SubprocessRunner refuses) run with kfp.local's
   DockerRunner, so create refuses a spec that has one (400 naming the task and its component)
@@ -12,7 +14,9 @@
   (:mod:`~hydra_vertex.emulator.pipeline_tasks`, :mod:`~hydra_vertex.emulator.pipeline_events`),
   updated while the run goes and final when it ends.
 - Cancel kills the run's process group: the running component gets SIGTERM (``launch_tuning``
-  then cancels its tuning job), and the job ends CANCELLED.
+  then cancels its tuning job, ``retrain`` its custom job); any job a task launched (its
+  ``gcp_resources``) that is still going is cancelled here too, and the pipeline job ends
+  CANCELLED once those jobs have ended.
 - Restart (after ``kill -9`` or a graceful stop): a pipeline job that was running resumes from its
   last finished tasks. What is left of its process group is killed (SIGKILL: a component that
   got SIGTERM would cancel its Vertex job), and ``pipeline_main`` runs again on the same events
@@ -31,19 +35,27 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
-from hydra_vertex import reasons
-from hydra_vertex.emulator import executor, pipeline_events, pipeline_tasks
+from hydra_vertex import gcp_resources, reasons
+from hydra_vertex.emulator import (
+    executor,
+    forkserver,
+    pipeline_events,
+    pipeline_main,
+    pipeline_tasks,
+)
 from hydra_vertex.emulator.router import ApiError
-from hydra_vertex.emulator.runners import CANCELLED, StoredJobRunner
+from hydra_vertex.emulator.runners import CANCELLED, TERMINAL_JOB_STATES, StoredJobRunner
 from hydra_vertex.emulator.store import Record, Store, now
 from hydra_vertex.local_conventions import local_path
 
 COLLECTION = "pipelineJobs"
 TERMINAL = ("PIPELINE_STATE_SUCCEEDED", "PIPELINE_STATE_FAILED", "PIPELINE_STATE_CANCELLED")
 POLL_SECONDS = 0.5
+CANCEL_WAIT_SECONDS = 60.0
 
 
 # -- validation -----------------------------------------------------------------------------------
@@ -240,27 +252,9 @@ class PipelineRunner(StoredJobRunner):
             "HYDRA_VERTEX_EMULATOR_TOKEN": self.token,
             "STORAGE_EMULATOR_HOST": self.endpoint,
         }
-        argv = [
-            sys.executable,
-            "-m",
-            "hydra_vertex.emulator.pipeline_main",
-            str(spec_path),
-            str(params_path),
-            str(local_root),
-            str(result_path),
-            str(events_path),
-            self.job_id,
-        ]
-        with open(run_dir / "pipeline.log", "ab") as log:
-            proc = subprocess.Popen(
-                argv,
-                cwd=run_dir,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        args = [str(p) for p in (spec_path, params_path, local_root, result_path, events_path)]
+        args.append(self.job_id)
+        proc = _start(args, env, run_dir, f"pipeline-{self.job_id}")
         start = executor.proc_start(proc.pid)
         self.update(lambda r: r["internal"].update(pid=proc.pid, start=start))
 
@@ -280,7 +274,9 @@ class PipelineRunner(StoredJobRunner):
                 if current is None:
                     return
                 if self.cancel_requested():
-                    executor.kill_group(proc.pid, proc)
+                    launched = launched_jobs(self._details(current["resource"], "running"))
+                    executor.kill_group(proc.pid, proc)  # a launcher cancels its job on SIGTERM
+                    self._cancel_jobs(launched)
                     self._end("PIPELINE_STATE_CANCELLED", "cancelled", CANCELLED)
                     return
                 details = self._details(current["resource"], "running")
@@ -293,6 +289,27 @@ class PipelineRunner(StoredJobRunner):
         finally:
             if proc.poll() is None:
                 executor.kill_group(proc.pid, proc)
+
+    def _cancel_jobs(self, launched: list[tuple[str, str]]) -> None:
+        """Cancel the jobs the run's tasks launched that are still going (a launcher killed
+        before it could cancel its own), and wait until each has ended."""
+        for collection, job_id in launched:
+
+            def cancelling(rec: Record) -> None:
+                state = rec["resource"].get("state")
+                if state not in (*TERMINAL_JOB_STATES, "JOB_STATE_CANCELLING"):
+                    rec["resource"]["state"] = "JOB_STATE_CANCELLING"
+                    rec["resource"]["updateTime"] = now()
+
+            with contextlib.suppress(KeyError):
+                self.store.update(collection, job_id, cancelling)
+        deadline = time.monotonic() + CANCEL_WAIT_SECONDS
+        for collection, job_id in launched:
+            while time.monotonic() < deadline and not self.stop_event.is_set():
+                rec = self.store.get(collection, job_id)
+                if rec is None or rec["resource"].get("state") in TERMINAL_JOB_STATES:
+                    break
+                time.sleep(0.05)
 
     def _finish_from(self, result_path: Path, run_dir: Path) -> None:
         try:
@@ -310,6 +327,50 @@ class PipelineRunner(StoredJobRunner):
             {"code": 9, "message": failure_message(details, result, run_dir)},
             jobDetail={"taskDetails": details},
         )
+
+
+def _start(args: list[str], env: dict[str, str], run_dir: Path, name: str) -> Any:
+    """The pipeline process (``pipeline_main`` with ``args``) in a session of its own, logging to
+    ``run_dir/pipeline.log``: forked from the warm server where there is one, else a fresh
+    interpreter."""
+    log = run_dir / "pipeline.log"
+    if forkserver.available():
+        return forkserver.start(pipeline_main.forked, (args, env, str(run_dir), str(log)), name)
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "hydra_vertex.emulator.pipeline_main", *args],
+            cwd=run_dir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def warm_up() -> None:
+    """The warm server the pipeline processes fork from (started first: it imports in a process
+    of its own), then kfp's imports here (create validates a spec with kfp). Slow: call it in
+    the background."""
+    forkserver.warm()
+    import kfp.components
+    import kfp.dsl.component_factory  # noqa: F401
+
+
+def launched_jobs(details: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """``(collection, job id)`` of every job named in a task's ``gcp_resources`` output (a
+    launcher writes it as soon as it has created its job)."""
+    found = []
+    for detail in details:
+        metadata = (detail.get("execution") or {}).get("metadata") or {}
+        text = metadata.get("output:gcp_resources")
+        if not isinstance(text, str):
+            continue
+        for name in gcp_resources.names(text):
+            parts = name.split("/")
+            if len(parts) == 6 and parts[4] in ("customJobs", "hyperparameterTuningJobs"):
+                found.append((parts[4], parts[5]))
+    return found
 
 
 def failure_message(details: list[dict[str, Any]], result: dict[str, Any], run_dir: Path) -> str:

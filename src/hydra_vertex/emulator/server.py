@@ -61,6 +61,18 @@ _RUNNERS: dict[str, type[JobRunner]] = {
 }
 
 
+def _warm_up() -> None:
+    """What the first jobs will need, in the order they need it: the pipeline processes' warm
+    server and kfp (a pipeline job's create), then Optuna (its first trial). One thread: imports
+    running side by side would only contend for the interpreter lock."""
+    import contextlib
+
+    with contextlib.suppress(ImportError):  # an emulator without the local extra runs neither
+        pipelines.warm_up()
+    with contextlib.suppress(ImportError):
+        import optuna  # noqa: F401
+
+
 class Emulator:
     """State, runners and the services; ``serve`` binds it to a socket. Every service's routes
     go into one :class:`~hydra_vertex.emulator.router.Router`."""
@@ -143,9 +155,11 @@ class Emulator:
 
     # -- runners ---------------------------------------------------------------------------------
     def start_runners(self) -> None:
-        """Start runners for every unfinished job (after a restart), and the scheduler. The
-        devices of processes that outlived the last emulator are reserved again first, before
-        any job can ask for them."""
+        """Start runners for every unfinished job (after a restart), and the scheduler; warm
+        the server that pipeline processes fork from, and the suggester's imports (the first
+        trial of the first tuning job need not wait for Optuna). The devices of processes that
+        outlived the last emulator are reserved again first, before any job can ask for them."""
+        threading.Thread(target=_warm_up, name="emulator-warm-up", daemon=True).start()
         unfinished = [
             (collection, job_id, rec)
             for collection in _RUNNERS

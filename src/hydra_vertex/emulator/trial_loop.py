@@ -247,7 +247,9 @@ class TuningJobRunner(JobRunner):
                         )
                         for t in trials
                     ]
-                    params = suggester.suggest(spec, past, seed=seed)
+                    # the job's budget in asks: its max_trial_count plus the replaced trials
+                    budget = max_trials + len(trials) - len(counted(trials))
+                    params = suggester.suggest(spec, past, seed=seed, budget=budget)
                     if params is None or self.cancel_event.is_set():
                         self.devices.release(self._owner(tid))
                         exhausted = params is None

@@ -8,8 +8,6 @@ from typing import Any
 
 from hydra_vertex.errors import SettingError, UsageError
 
-DEFAULT_POLL_SECONDS = 30.0
-EMULATOR_POLL_SECONDS = 0.5
 _WANDB_VARS = {
     "project": "WANDB_PROJECT",
     "entity": "WANDB_ENTITY",
@@ -33,12 +31,6 @@ def run_dir(staging_bucket: str, name: str, launch_key: str) -> str:
     if not staging_bucket.startswith("gs://"):
         raise UsageError(f"staging_bucket must be a gs:// URI, got {staging_bucket!r}")
     return f"{staging_bucket.rstrip('/')}/{name}/{idempotency_value(launch_key)[:16]}"
-
-
-def default_poll_seconds() -> float:
-    from hydra_vertex.vertex import resolve_endpoint
-
-    return EMULATOR_POLL_SECONDS if resolve_endpoint().is_emulator else DEFAULT_POLL_SECONDS
 
 
 def wandb_env(
@@ -108,8 +100,10 @@ def run_job(
     on_poll: Any = None,
 ) -> Any:
     """:func:`hydra_vertex.jobs.run_once` for a step: create ``job`` once per ``key``, wait for it
-    (cancel on SIGTERM); returns the finished job."""
+    (cancel on SIGTERM); returns the finished job. ``poll_seconds`` fixes the poll interval
+    (default: :func:`hydra_vertex.polling.for_endpoint`, adaptive against the emulator)."""
     from hydra_vertex import jobs
+    from hydra_vertex.polling import for_endpoint
     from hydra_vertex.vertex import api_base
 
     return jobs.run_once(
@@ -120,7 +114,7 @@ def run_job(
         key=key,
         gcp_resources_path=gcp_resources_path,
         api_base=api_base(location),
-        poll_seconds=poll_seconds or default_poll_seconds(),
+        pace=for_endpoint(poll_seconds),
         log=log,
         on_poll=on_poll,
     )
