@@ -118,13 +118,14 @@ def clients(target: Target) -> Clients:
 
 
 def alive(endpoint: str, token: str) -> bool:
-    """Whether an emulator answers at ``endpoint`` with ``token`` (a one-item list, 2 s)."""
+    """Whether an emulator answers at ``endpoint`` with ``token`` (a one-item list; 10 s: a
+    stopped one is refused at once, a busy machine may take seconds to answer)."""
     request = urllib.request.Request(
         f"{endpoint}/v1/projects/ping/locations/{DEFAULT_REGION}/customJobs?pageSize=1",
         headers={"Authorization": f"Bearer {token}"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=2) as response:
+        with urllib.request.urlopen(request, timeout=10) as response:
             return bool(response.status == 200)
     except OSError:
         return False
