@@ -155,8 +155,9 @@ def test_open_prints_the_console_page_of_the_job(emulator: EmulatorHandle, tunin
     job, _ = tuning
     done = cli(emulator, "open", "life-tuning")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == (
-        f"{emulator.endpoint}/console/hyperparameterTuningJobs/{job.name}?token={emulator.token}"
+    assert done.stdout.strip() == (  # the read-only console token, never the API token
+        f"{emulator.endpoint}/console/hyperparameterTuningJobs/{job.name}"
+        f"?token={emulator.console_token}"
     )
 
 

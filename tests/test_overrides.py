@@ -71,6 +71,9 @@ WEIRD = (
     "\\",
     "$",
     "tab\there\nnewline",
+    "ends in backslash, newline\\\n",  # "$" matched before the final newline (issue 15)
+    "\\\n",
+    "two\\\\\n",
 )
 
 PARAMS = (
@@ -163,6 +166,12 @@ ERROR_ROWS = [
     pytest.param("model", "rnn", ["'model'", "'rnn'", "['mlp', 'cnn']"], id="category-unknown"),
     pytest.param("model", "CNN", ["'CNN'", "['mlp', 'cnn']"], id="category-case"),
     pytest.param("name", "a, b=c", ["'name'", "'a, b=c'"], id="category-prefix"),
+    # Python converts at most 4300 digits to an int: one line, not a ValueError (issue 15)
+    pytest.param(
+        "batch_size", "9" * 4300, ["'batch_size'", "[1, 1024]", "4300 characters"], id="int-4300"
+    ),
+    pytest.param("width", "-" + "1" * 5000, ["'width'", "DISCRETE values"], id="discrete-5000"),
+    pytest.param("lr", "1" * 5000, ["'lr'", "finite", "5000 characters"], id="double-5000"),
 ]
 
 
@@ -172,6 +181,7 @@ def test_format_value_errors(pid: str, raw: str | float, needles: list[str]) -> 
         format_value(P[pid], raw)
     for needle in needles:
         assert needle in str(e.value)
+    assert "\n" not in str(e.value)
 
 
 def test_trial_overrides_keys_and_new_key() -> None:

@@ -357,7 +357,10 @@ def test_the_report_command_reads_a_job_through_the_client_from_the_emulator(tmp
     from hydra_vertex.emulator.store import atomic_write_json
 
     name = "projects/local-project/locations/us-central1/hyperparameterTuningJobs/123456"
-    resource = json.loads(HyperparameterTuningJob.to_json(_tuning_job(name)))
+    # stored as the emulator stores it: enums by name (a number is a wrong-shaped record)
+    resource = json.loads(
+        HyperparameterTuningJob.to_json(_tuning_job(name), use_integers_for_enums=False)
+    )
     state = tmp_path / "state"
     atomic_write_json(state / "jobs" / "hyperparameterTuningJobs" / "123456.json",
                       {"resource": resource, "internal": {}})

@@ -255,7 +255,9 @@ def _param(draw: st.DrawFn, key: str) -> ss.Param:
     if kind == "DISCRETE":
         vals = draw(st.lists(st.integers(-50, 50), min_size=1, max_size=8, unique=True))
         return ss.Param(key, "DISCRETE", values=tuple(sorted(vals)))
-    cats = draw(st.lists(st.text(min_size=0, max_size=6), min_size=1, max_size=5, unique=True))
+    # any text a command line can carry (a NUL cannot: such a category is refused)
+    text = st.text(st.characters(exclude_characters="\x00"), min_size=0, max_size=6)
+    cats = draw(st.lists(text, min_size=1, max_size=5, unique=True))
     return ss.Param(key, "CATEGORICAL", values=tuple(cats))
 
 

@@ -144,6 +144,11 @@ def test_config_group_selection(work: Path) -> None:
         pytest.param(["--lr=0.01", "--lr=0.02"], ["'lr'", "more than once"], id="duplicate"),
         pytest.param(["--batch_size=64.5"], ["'batch_size'", "64.5"], id="int-fraction"),
         pytest.param(["--model=rnn"], ["'rnn'", "['mlp', 'cnn']"], id="bad-category"),
+        pytest.param(
+            ["--extra.depth=" + "7" * 4300],
+            ["'extra.depth'", "[0, 8]", "4300 characters"],
+            id="int-4300-digits",
+        ),
     ],
 )
 def test_trial_errors_are_one_line_exit_2(work: Path, args: list[str], needles: list[str]) -> None:
@@ -243,6 +248,12 @@ def test_inline_json_space_as_the_pipeline_passes_it(work: Path) -> None:
     assert bad.returncode == 2
     assert "--search-space-json: not a compiled search space" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+    nul = inline.replace('"plain"', '"pl\\u0000ain"')  # a NUL (JSON-escaped) in a category
+    assert nul != inline
+    bad = run(work, ["--search-space-json", nul, "--", "python", "app.py", "--name=a"])
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
+    assert "NUL character" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def _metric_entries(work: Path) -> list[dict[str, Any]]:

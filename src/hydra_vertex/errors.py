@@ -53,3 +53,9 @@ class SettingError(HydraVertexError):
     def located(self, where: str) -> SettingError:
         """The same error, saying where the setting came from (a file, a parameter)."""
         return SettingError(self.field, self.rule, self.value, self.hint, where)
+
+
+class StateWriteError(EmulatorError):
+    """The emulator's store could not save a record (disk full, read-only or removed state
+    directory). The message names the record, the file and the system's reason; the record in
+    memory is left as it was, so what is served stays what is on disk."""

@@ -68,7 +68,8 @@ _ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
 @dataclass(frozen=True)
 class Target:
     """Where the jobs are: the endpoint, the project and location (``-``: every one, on the
-    emulator), and, for the emulator, its address and token for console links."""
+    emulator), and, for the emulator, its console token for console links (read-only pages;
+    None: not known yet, :func:`hydra_vertex.lifecycle.console_url` asks the emulator)."""
 
     endpoint: Endpoint
     project: str
@@ -117,13 +118,14 @@ def clients(target: Target) -> Clients:
 
 
 def alive(endpoint: str, token: str) -> bool:
-    """Whether an emulator answers at ``endpoint`` with ``token`` (a one-item list, 2 s)."""
+    """Whether an emulator answers at ``endpoint`` with ``token`` (a one-item list; 10 s: a
+    stopped one is refused at once, a busy machine may take seconds to answer)."""
     request = urllib.request.Request(
         f"{endpoint}/v1/projects/ping/locations/{DEFAULT_REGION}/customJobs?pageSize=1",
         headers={"Authorization": f"Bearer {token}"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=2) as response:
+        with urllib.request.urlopen(request, timeout=10) as response:
             return bool(response.status == 200)
     except OSError:
         return False
@@ -153,7 +155,7 @@ def target(
             endpoint,
             project or (resource["project"] if resource else "-"),
             region or (resource["location"] if resource else "-"),
-            endpoint.token,
+            None,  # the console token: asked of the emulator when a link needs it
             f"${EMULATOR_ENV}",
         )
     local = None if project else _local(state_dir)
@@ -163,7 +165,7 @@ def target(
         return Target(Endpoint(None), chosen, location, source="--project")
     if local is not None:
         endpoint = Endpoint(local["endpoint"].rstrip("/"), local.get("token", ""), True)
-        console = local.get("console_token") or local.get("token", "")
+        console = local.get("console_token")  # never the API token: links get printed
         return Target(endpoint, "-", "-", console, f"{_state_dir(state_dir)}/endpoint.json")
     configured = configured_project()
     if configured is not None:

@@ -306,13 +306,18 @@ GOOGLE_CONSOLE = "https://console.cloud.google.com"
 
 
 def console_url(t: Target, found: Found | None = None) -> str:
-    """The page of ``found`` (or the job list): the emulator's console, with its console token
-    in the query as its own links carry it, or Google Cloud console's (as the aiplatform SDK
-    composes them)."""
+    """The page of ``found`` (or the job list): the emulator's console, with its read-only
+    console token in the query as its own links carry it (never the API token), or Google
+    Cloud console's (as the aiplatform SDK composes them)."""
     if t.is_emulator:
         base = str(t.endpoint.api_endpoint).rstrip("/")
         path = "/" if found is None else f"/console/{found.kind.collection}/{quote(found.id)}"
-        query = f"?{urlencode({'token': t.console_token})}" if t.console_token else ""
+        token = t.console_token
+        if token is None:  # never the API token (t.endpoint.token): a link gets shared
+            from hydra_vertex.local_details import console_token
+
+            token = console_token(base, t.endpoint.token)
+        query = f"?{urlencode({'token': token})}" if token else ""
         return f"{base}{path}{query}"
     if found is None:
         return f"{GOOGLE_CONSOLE}/vertex-ai/training/hyperparameter-tuning-jobs?project={t.project}"

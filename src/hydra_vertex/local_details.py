@@ -85,6 +85,21 @@ def emulator_devices(endpoint: str, token: str | None, timeout: float = 5.0) -> 
     return data if isinstance(data, dict) else {}
 
 
+def console_token(endpoint: str, token: str | None, timeout: float = 5.0) -> str | None:
+    """The console token of the emulator at ``endpoint`` (asked with the API ``token``: the
+    ``url`` of ``/emulator/v1/console``); None on error."""
+    from urllib.parse import parse_qs, urlsplit
+
+    try:
+        data = _get(endpoint, token, f"{PREFIX}/console", timeout)
+    except (OSError, ValueError):
+        return None
+    url = data.get("url") if isinstance(data, dict) else None
+    if not isinstance(url, str):
+        return None
+    return parse_qs(urlsplit(url).query).get("token", [""])[-1]
+
+
 def from_environment(job_name: str) -> JobDetails:
     """:func:`job_details` from the emulator named by ``HYDRA_VERTEX_EMULATOR`` (empty when
     Vertex itself is the endpoint)."""

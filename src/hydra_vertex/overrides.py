@@ -61,7 +61,7 @@ _BARE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_\-./]*")
 _KEYWORDS = frozenset({"null", "true", "false", "nan", "inf", "infinity"})
 _INTERPOLATION_RE = re.compile(r"(\\*)\$\{")
 _QUOTE_RE = re.compile(r"(\\*)(')")
-_TRAILING_BACKSLASHES_RE = re.compile(r"(\\*)$")
+_TRAILING_BACKSLASHES_RE = re.compile(r"(\\*)\Z")  # \Z: "$" also matches before a final "\n"
 _INT_RE = re.compile(r"[+-]?[0-9]+")
 
 
@@ -83,6 +83,18 @@ def quote_string(text: str) -> str:
     return f"'{escaped}'"
 
 
+#: Values longer than this are shortened in error messages (the line stays readable).
+_SHOWN_CHARS = 80
+
+
+def shown(raw: object) -> str:
+    """``repr(raw)``, shortened to its start and its length when it is long."""
+    text = repr(raw)
+    if len(text) <= _SHOWN_CHARS:
+        return text
+    return f"{text[:_SHOWN_CHARS]}... ({len(str(raw))} characters)"
+
+
 def _number(param: Param, raw: Value) -> int | float:
     """The trial value as a finite number (an exact ``int`` for plain integer text)."""
     if isinstance(raw, bool):
@@ -91,18 +103,27 @@ def _number(param: Param, raw: Value) -> int | float:
     if isinstance(raw, int | float):
         number = raw
     elif param.is_int and _INT_RE.fullmatch(raw.strip()):
-        number = int(raw.strip())
+        try:
+            number = int(raw.strip())
+        except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits())
+            raise ShimError(
+                f"parameter {param.parameter_id!r}: value {shown(raw)} is outside the declared "
+                f"space; it must lie in [{param.low!r}, {param.high!r}]"
+                if param.kind == "INTEGER"
+                else f"parameter {param.parameter_id!r}: value {shown(raw)} is not one of the "
+                f"DISCRETE values {list(param.values)}"
+            ) from None
     else:
         try:
             number = float(raw)
         except ValueError:
             raise ShimError(
-                f"parameter {param.parameter_id!r}: {raw!r} is not a number "
+                f"parameter {param.parameter_id!r}: {shown(raw)} is not a number "
                 f"({param.kind} parameter)"
             ) from None
     if isinstance(number, float) and not math.isfinite(number):
         raise ShimError(
-            f"parameter {param.parameter_id!r}: {raw!r} is not a finite number; NaN and "
+            f"parameter {param.parameter_id!r}: {shown(raw)} is not a finite number; NaN and "
             f"infinities cannot be trial values"
         )
     return number
@@ -128,7 +149,8 @@ def _check_in_space(param: Param, value: float, raw: Value) -> None:
             return
         rule = f"it must be one of the DISCRETE values {list(param.values)}"
     raise ShimError(
-        f"parameter {param.parameter_id!r}: value {raw!r} is outside the declared space; {rule}"
+        f"parameter {param.parameter_id!r}: value {shown(raw)} is outside the declared space; "
+        f"{rule}"
     )
 
 
@@ -138,8 +160,8 @@ def format_value(param: Param, raw: Value) -> str:
         category = raw if isinstance(raw, str) else category_string(raw)
         if category not in param.categories:
             raise ShimError(
-                f"parameter {param.parameter_id!r}: {category!r} is not one of its categories "
-                f"{list(param.categories)}"
+                f"parameter {param.parameter_id!r}: {shown(category)} is not one of its "
+                f"categories {list(param.categories)}"
             )
         typed = param.category_value(category)
         if isinstance(typed, bool):
@@ -154,10 +176,14 @@ def format_value(param: Param, raw: Value) -> str:
         if isinstance(number, float) and not number.is_integer():
             raise ShimError(
                 f"parameter {param.parameter_id!r} is an integer ({_describe(param)}), but the "
-                f"trial value {raw!r} is not a whole number"
+                f"trial value {shown(raw)} is not a whole number"
             )
         as_int = int(number)
-        _check_in_space(param, float(as_int), raw)
+        try:
+            as_float = float(as_int)
+        except OverflowError:  # beyond any float, so beyond any declared bound
+            as_float = math.inf if as_int > 0 else -math.inf
+        _check_in_space(param, as_float, raw)
         return str(as_int)
     as_float = float(number)
     _check_in_space(param, as_float, raw)
@@ -205,7 +231,8 @@ def _split_trial_args(
             if name in HYDRA_FLAGS or not name:
                 break
             raise ShimError(
-                f"undeclared trial argument {token.split('=', 1)[0]!r} (in {token!r}); only "
+                f"undeclared trial argument {shown(token.split('=', 1)[0])} (in {shown(token)}); "
+                f"only "
                 f"parameters of the search space ({space.source or 'given'}) are converted: "
                 f"{sorted(declared)}"
             )
@@ -221,9 +248,9 @@ def _split_trial_args(
     for arg in argv[1 : i + 1]:
         if arg.startswith("--") and arg[2:].split("=", 1)[0] in declared:
             raise ShimError(
-                f"trial argument {arg!r} is followed by {argv[i]!r}, which is not a trial argument "
-                f"of the search space ({space.source or 'given'}); Vertex appends the trial "
-                f"arguments last, so everything after them must be declared parameters: "
+                f"trial argument {shown(arg)} is followed by {shown(argv[i])}, which is not a "
+                f"trial argument of the search space ({space.source or 'given'}); Vertex appends "
+                f"the trial arguments last, so everything after them must be declared parameters: "
                 f"{sorted(declared)}"
             )
     seen: set[str] = set()
@@ -231,7 +258,7 @@ def _split_trial_args(
         if name in seen:
             raise ShimError(
                 f"trial parameter {name!r} is given more than once: "
-                f"{[f'--{n}={v}' for n, v in trial if n == name]}"
+                f"{shown([f'--{n}={v}' for n, v in trial if n == name])}"
             )
         seen.add(name)
     return list(argv[: i + 1]), trial

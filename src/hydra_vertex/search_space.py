@@ -281,8 +281,9 @@ def load(path: str | os.PathLike[str]) -> SearchSpace:
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
-    except OSError as e:
-        raise SearchSpaceError(f"cannot read search-space file {str(p)!r}: {e.strerror}") from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL in the path, or not UTF-8
+        why = e.strerror if isinstance(e, OSError) else str(e)
+        raise SearchSpaceError(f"cannot read search-space file {str(p)!r}: {why}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -766,6 +767,11 @@ _KEY_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*")
 def _validate_space(space: SearchSpace) -> None:
     src = space.source or "search space"
     for metric, direction in space.objectives:
+        if not isinstance(metric, str) or "\x00" in metric:
+            raise SearchSpaceError(
+                f"{src}: 'metric' must be a metric tag (a string without NUL characters), got "
+                f"{metric!r}"[:300]
+            )
         if direction not in _DIRECTIONS:
             raise SearchSpaceError(
                 f"{src}: direction must be one of {list(_DIRECTIONS)}, got {direction!r} "
@@ -870,6 +876,12 @@ def _validate_param(p: Param, src: str, where: str = "") -> None:
             )
         if p.scale != "linear":
             raise SearchSpaceError(f"{where}: scale {p.scale!r} does not apply to CATEGORICAL")
+        nul = [c for c in cats if "\x00" in c]
+        if nul:
+            raise SearchSpaceError(
+                f"{where}: categories cannot hold a NUL character (a trial's command line cannot "
+                f"carry it), but {nul[0]!r} does"[:300]
+            )
     else:
         raise SearchSpaceError(f"{where}: unknown parameter type {p.kind!r}")
 
@@ -961,8 +973,9 @@ def load_cached(path: str | os.PathLike[str]) -> SearchSpace:
     p = Path(path)
     try:
         raw = p.read_bytes()
-    except OSError as e:
-        raise SearchSpaceError(f"cannot read search-space file {str(p)!r}: {e.strerror}") from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL in the path
+        why = e.strerror if isinstance(e, OSError) else str(e)
+        raise SearchSpaceError(f"cannot read search-space file {str(p)!r}: {why}") from None
     import hashlib  # here: the shim's inline (--search-space-json) path needs no hashing
 
     digest = hashlib.sha256(raw).hexdigest()

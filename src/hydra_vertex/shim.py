@@ -18,7 +18,8 @@ and signals are the shim's own. ``--retrain`` (the final training) converts noth
 names the study's metric (the retrain step sets it), the reporting callback in its lenient mode.
 An app command with ``-m`` is refused: a trial is one run. Errors print one line
 (``hydra-vertex-shim: error: ...``) and exit 2; an app command that cannot be started exits 127
-(not found) or 126 (not executable), as a shell would.
+(not found) or 126 (not executable), as a shell would. Every error is one line; an unexpected one
+(a bug) too, with its exception type, unless ``HYDRA_VERTEX_DEBUG=1`` asks for the traceback.
 """
 
 from __future__ import annotations
@@ -86,6 +87,11 @@ def _parse(argv: Sequence[str]) -> tuple[str, list[str]]:
     raise _Usage("missing '--' before the app command")
 
 
+def _one_line(text: str, limit: int = 2000) -> str:
+    line = " ".join(text.split("\n"))
+    return line if len(line) <= limit else f"{line[:limit]}... ({len(line)} characters)"
+
+
 def _error(message: str, code: int = 2) -> int:
     sys.stderr.write(f"{PROG}: error: {message}\n")
     sys.stderr.flush()
@@ -147,7 +153,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         final = build_command(space_file, command)
     except HydraVertexError as e:
-        return _error(" ".join(str(e).split("\n")))
+        return _error(_one_line(str(e)))
+    except Exception as e:  # a bug: still one line, the traceback on request
+        if os.environ.get("HYDRA_VERTEX_DEBUG"):
+            raise
+        return _error(f"internal error: {type(e).__name__}: {_one_line(str(e))} "
+                      "(HYDRA_VERTEX_DEBUG=1 shows the traceback)")  # fmt: skip
+    if any("\x00" in arg for arg in final):
+        where = next(a for a in final if "\x00" in a)
+        return _error(f"the app command cannot hold a NUL character: {_one_line(repr(where))}")
     sys.stdout.flush()
     sys.stderr.flush()
     os.environ[FORCED_RUN_ENV] = "1"

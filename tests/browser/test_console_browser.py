@@ -45,7 +45,7 @@ def test_console_lists_the_jobs_then_a_jobs_trials_then_a_trials_log(
     summary = digits_run.summary
     tuning_id = summary["tuning_job"].rsplit("/", 1)[-1]
     retrain_id = summary["retrain_job"].rsplit("/", 1)[-1]
-    browser.get(f"{emulator.endpoint}/?token={emulator.token}")
+    browser.get(emulator.console_url)  # the printed link: the read-only console token
     page_errors(browser)
     assert browser.title.startswith("Emulator console")
     tuning = _css(browser, "table#hyperparameterTuningJobs tbody tr")
@@ -118,13 +118,15 @@ def test_console_without_the_token_is_a_login_page(
     browser.get(f"{emulator.endpoint}/console/hyperparameterTuningJobs/{tuning_id}")
     screenshot(browser, "console-login")
     page_errors(browser)  # the 401 of the page itself
-    _css(browser, "#login input[name=token]")[0].send_keys(emulator.token)
+    _css(browser, "#login input[name=token]")[0].send_keys(emulator.console_token)
     _css(browser, "#login button")[0].click()
     assert browser.title.startswith("digits-tuning")
     assert page_errors(browser) == []
-    # the token in the query opens console pages only, not the API
+    assert _css(browser, "#cancel-form") == []  # read-only: no cancel with the console token
+    # the console token opens console pages only, not the API
     browser.get(
-        f"{emulator.endpoint}/v1/projects/p/locations/us-central1/customJobs?token={emulator.token}"
+        f"{emulator.endpoint}/v1/projects/p/locations/us-central1/customJobs"
+        f"?token={emulator.console_token}"
     )
     assert "missing or invalid bearer token" in _css(browser, "body")[0].text
     page_errors(browser)

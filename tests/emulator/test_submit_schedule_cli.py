@@ -77,7 +77,7 @@ def test_submit_runs_the_pipeline_through_cloud_build(
     # quiet against the emulator: the console line and the name, no SDK chatter, no Google link
     assert done.stdout.strip().splitlines() == [
         f"console: {emulator.endpoint}/console/pipelineJobs/{name.rsplit('/', 1)[-1]}"
-        f"?token={emulator.token}",
+        f"?token={emulator.console_token}",  # the read-only console token
         name,
     ]
     assert "console.cloud.google.com" not in done.stdout + done.stderr

@@ -18,8 +18,8 @@ def register(sub: Any) -> None:
         help="run the local Vertex AI emulator in the foreground (jobs, pipeline runs, "
         "schedules, Cloud Storage, Cloud Build, template registry, console)",
         description="Serve the Vertex AI v1 subset hydra-vertex uses, over REST and gRPC (TLS). "
-        "Writes STATE_DIR/endpoint.json (endpoint, token, grpc_endpoint, grpc_ca, grpc_roots; "
-        "mode 0600).",
+        "Writes STATE_DIR/endpoint.json (endpoint, token, console_token, grpc_endpoint, "
+        "grpc_ca, grpc_roots; mode 0600).",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
     p.add_argument("--port", type=_port, default=0, help="port (default: a free one)")
@@ -52,8 +52,8 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--console-actions",
         action="store_true",
-        help="let every console visitor cancel jobs (by default only a visitor with the API "
-        "token can)",
+        help="let every console visitor (the console token) cancel jobs (by default only a "
+        "visitor signed in with the API token can)",
     )
     p.set_defaults(func=_run)
 
@@ -101,11 +101,10 @@ def _run(args: argparse.Namespace) -> int:
     gpus = ",".join(pool.get("devices") or []) or "none"
     print(
         f"hydra-vertex emulator listening on {handle.endpoint}{grpc} "
-        f"(state: {args.state_dir}; token in endpoint.json)\n"
+        f"(state: {args.state_dir}; API token in endpoint.json)\n"
         f"GPUs: {gpus} (from {pool.get('source', '?')})\n"
-        f"console (the link carries the token, as Jupyter's does; 'hydra-vertex open' prints "
-        f"it again): "
-        f"{handle.endpoint}/?token={handle.token}",
+        f"console (read-only; the link carries the console token, not the API token; "
+        f"'hydra-vertex open' prints it again): {handle.console_url}",
         flush=True,
     )
     done = threading.Event()

@@ -161,7 +161,7 @@ def _console_url(resource: Any) -> str:
     from hydra_vertex.vertex import resolve_endpoint
 
     endpoint = resolve_endpoint()
-    target = Target(endpoint, "-", "-", endpoint.token)
+    target = Target(endpoint, "-", "-")  # console_url asks the emulator for its console token
     return console_url(target, Found(PIPELINE, resource))
 
 

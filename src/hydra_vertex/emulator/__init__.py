@@ -26,7 +26,8 @@ __all__ = ["EmulatorHandle", "connect", "start", "trust_emulator_ca", "write_end
 @dataclass
 class EmulatorHandle:
     """A running emulator: where it listens (REST; gRPC with TLS unless turned off), its API
-    token, its state directory."""
+    token (every call; never printed), its console token (the read-only console pages only:
+    ``console_url`` carries it), its state directory."""
 
     endpoint: str
     token: str
@@ -35,6 +36,12 @@ class EmulatorHandle:
     _thread: threading.Thread = field(repr=False)
     grpc_endpoint: str = ""  # host:port, TLS with the CA in ``tls_ca``; "" when not served
     tls_ca: Path | None = None
+    console_token: str = ""
+
+    @property
+    def console_url(self) -> str:
+        """The console's link with the console token: what may be printed and shared."""
+        return str(self._emulator.console_url)
 
     @property
     def storage_root(self) -> Path:
@@ -67,6 +74,7 @@ def start(
     seed: int | None = None,
     gpus: str | Sequence[str] | None = None,
     grpc_port: int | None = 0,
+    limits: Any = None,
     console_actions: bool = False,
 ) -> EmulatorHandle:
     """Start an emulator in a background thread; writes ``state_dir/endpoint.json``.
@@ -74,8 +82,9 @@ def start(
     REST on ``host:port``; gRPC with TLS on ``host:grpc_port`` as well (0: a free port; None:
     no gRPC). ``gpus``: the machine's GPUs that trials share (``"0,1,2,3"`` or a list; ``""``:
     none); default ``HYDRA_VERTEX_GPUS``, then ``CUDA_VISIBLE_DEVICES``, then ``nvidia-smi -L``.
-    ``console_actions``: the console's cancel button works for every console visitor, not only
-    for those with the API token."""
+    ``limits``: a :class:`~hydra_vertex.emulator.limits.Limits` (connections, timeouts, sizes;
+    the defaults when None). ``console_actions``: the console's cancel button works for every
+    console visitor, not only for those with the API token."""
     from hydra_vertex.emulator.server import Emulator
 
     emulator = Emulator(
@@ -84,6 +93,7 @@ def start(
         token=token,
         seed=seed,
         gpus=gpus,
+        limits=limits,
         console_actions=console_actions,
     )
     try:
@@ -108,7 +118,19 @@ def start(
             "grpc_ca": str(tls.ca),
             "grpc_roots": str(tls.roots),
         }
-    write_endpoint_file(Path(state_dir), emulator.endpoint, emulator.token, **grpc_info)
+    try:
+        write_endpoint_file(
+            Path(state_dir),
+            emulator.endpoint,
+            emulator.token,
+            console_token=emulator.console_token,
+            **grpc_info,
+        )
+    except OSError as e:
+        _close(emulator)
+        raise EmulatorError(
+            f"cannot write {str(Path(state_dir) / 'endpoint.json')!r}: {e.strerror or e}"
+        ) from None
     emulator.start_runners()
     # stop() waits for serve_forever's next poll: 50 ms, not the default half second
     thread = threading.Thread(
@@ -124,6 +146,7 @@ def start(
         thread,
         grpc_endpoint=emulator.grpc_endpoint,
         tls_ca=tls.ca if tls is not None else None,
+        console_token=emulator.console_token,
     )
 
 
@@ -134,12 +157,16 @@ def _close(emulator: Any) -> None:
     emulator.shutdown()
 
 
-def write_endpoint_file(state_dir: Path, endpoint: str, token: str, **grpc: str) -> Path:
-    """``endpoint.json`` (0600): ``endpoint`` and ``token``; with gRPC, ``grpc_endpoint``
-    (host:port), ``grpc_ca`` (the emulator's CA) and ``grpc_roots`` (public roots + that CA)."""
+def write_endpoint_file(
+    state_dir: Path, endpoint: str, token: str, console_token: str = "", **grpc: str
+) -> Path:
+    """``endpoint.json`` (0600): ``endpoint``, ``token`` (the API token) and ``console_token``
+    (the console link's, read-only pages); with gRPC, ``grpc_endpoint`` (host:port),
+    ``grpc_ca`` (the emulator's CA) and ``grpc_roots`` (public roots + that CA)."""
     from hydra_vertex.files import atomic_write_text
 
-    data = json.dumps({"endpoint": endpoint, "token": token, **grpc})
+    info = {"endpoint": endpoint, "token": token, "console_token": console_token, **grpc}
+    data = json.dumps(info)
     return atomic_write_text(state_dir / "endpoint.json", data, mode=0o600)
 
 

@@ -15,10 +15,13 @@
 
 The server applies its security rules (bearer token, Host and Origin checks) before calling any
 of this; a browser cannot send a bearer header, so the token may come as ``?token=...`` on these
-pages only, and every link and form here carries it on. A page opened without it is a login page
-(:func:`login`), not an error in JSON. Everything shown is escaped; the pages have no script, load
-nothing, and carry a Content-Security-Policy (also in :data:`CSP`, for the response header) that
-allows only their own style block and forms posted to themselves. Pages with something still
+pages only, and every link and form here carries it on. Two tokens open them: the console token
+(the printed link's: read-only, ``Request.auth == "console"``) and the API token
+(``endpoint.json``'s, never printed: a sign-in with it also shows the cancel button). A page
+opened without either is a login page (:func:`login`), not an error in JSON. Everything shown
+is escaped; the pages have no script, load nothing, and carry a Content-Security-Policy (also in
+:data:`CSP`, for the response header) that allows only their own style block and forms posted to
+themselves. Pages with something still
 running refresh themselves every few seconds (``<meta http-equiv="refresh">``, no script).
 """
 
@@ -142,8 +145,10 @@ def login(path: str, query: Mapping[str, str]) -> tuple[int, Raw]:
     body = (
         f'<p class="error" id="login-needed">This console needs its token: missing or invalid '
         f"bearer token{e(tried)}.</p>"
-        "<p><code>hydra-vertex open</code> prints this console's address with its token (the "
-        "link <code>hydra-vertex emulator</code> printed when it started carries it too).</p>"
+        "<p><code>hydra-vertex open</code> prints this console's address with its read-only "
+        "console token (the link <code>hydra-vertex emulator</code> printed when it started "
+        "carries it too). To cancel jobs here, sign in with the API token instead: "
+        "<code>token</code> in the state directory's <code>endpoint.json</code>.</p>"
         f'<form method="get" action="{e(path or "/")}" id="login">'
         '<label>token <input type="password" name="token" autocomplete="off" required></label> '
         '<button class="primary" type="submit">open</button></form>'
@@ -214,8 +219,9 @@ class Console:
         if collection not in _CANCELLABLE:
             return ""
         if not may_act(auth, self.actions):
-            return ('<p class="muted" id="cancel-disabled">Cancel needs the API token or a '
-                    "console started with --console-actions.</p>")
+            return ('<p class="muted" id="cancel-disabled">Cancel needs a sign-in with the API '
+                    "token (endpoint.json's <code>token</code>) or a console started with "
+                    "--console-actions.</p>")
         token = self.csrf.issue(f"{collection}/{job_id}:cancel")
         action = f"/console/{collection}/{job_id}:cancel" + page.suffix
         return (

@@ -42,7 +42,8 @@ SUPERVISOR = Path(__file__).with_name("_supervise.py")
 # (``<job id>/<trial id or "job">/<nonce>``, stored before the process starts): after a restart the
 # process is found again by it, even if the emulator died before it stored the pid.
 MARKER_ENV = "HYDRA_VERTEX_TRIAL_MARKER"
-# Variables that must never reach a trial (the emulator's bearer token above all).
+# Variables that must never reach a trial (the emulator's bearer token above all); a variable
+# whose value holds one of the emulator's tokens (API or console) is dropped too, whatever its name.
 _SCRUBBED_ENV = ("HYDRA_VERTEX_EMULATOR_TOKEN",)
 
 
@@ -248,15 +249,23 @@ def group_alive(pgid: int) -> bool:
 
 
 def trial_env(
-    base: dict[str, str], extra: dict[str, str], python_bin: str | None
+    base: dict[str, str],
+    extra: dict[str, str],
+    python_bin: str | None,
+    secrets: tuple[str, ...] = (),
 ) -> dict[str, str]:
-    env = {k: v for k, v in base.items() if k not in _SCRUBBED_ENV}
+    """A trial's environment: ``base`` (the emulator's) with ``extra`` over it, less the
+    :data:`_SCRUBBED_ENV` names and every variable whose value holds one of ``secrets``."""
+    env = dict(base)
     if python_bin:
         env["PATH"] = python_bin + os.pathsep + env.get("PATH", "")
     env.update(extra)
-    for k in _SCRUBBED_ENV:
-        env.pop(k, None)
-    return env
+    secrets = tuple(s for s in secrets if s)
+    return {
+        k: v
+        for k, v in env.items()
+        if k not in _SCRUBBED_ENV and not any(s in v for s in secrets)
+    }
 
 
 def tail(path: Path, lines: int = 10, max_bytes: int = 4096) -> str:
@@ -305,9 +314,16 @@ class Storage(Protocol):
 class Launcher:
     """Turns a CustomJobSpec (proto-JSON dict) into a TrialProcess."""
 
-    def __init__(self, storage: Storage, resolve_image: Callable[[str], Path | None]) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        resolve_image: Callable[[str], Path | None],
+        secrets: tuple[str, ...] = (),
+    ) -> None:
+        """``secrets``: the emulator's tokens, kept out of every trial's environment."""
         self.storage = storage
         self.resolve_image = resolve_image
+        self.secrets = secrets
 
     def start(
         self,
@@ -354,7 +370,7 @@ class Launcher:
             extra[MARKER_ENV] = marker
         if devices is not None:  # the lent devices win over the container's own variables
             extra.update(device_env(devices, {**os.environ, **extra}))
-        env = trial_env(dict(os.environ), extra, image.path)
+        env = trial_env(dict(os.environ), extra, image.path, self.secrets)
         return TrialProcess.spawn(argv, image.cwd, env, run_dir, job_timeout(job_spec), notify)
 
 

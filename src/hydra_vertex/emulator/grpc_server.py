@@ -15,8 +15,14 @@ One generic handler answers ``/google.cloud.aiplatform.v1.<Service>/<Method>`` a
 An :class:`~hydra_vertex.emulator.router.ApiError` becomes the gRPC status of the same name
 (``FAILED_PRECONDITION``, ``NOT_FOUND``, ...); a method that no route serves is
 ``UNIMPLEMENTED``. The bearer token comes from the ``authorization`` metadata (the SDK's
-credentials put it there), checked before anything else. TLS only: the certificate comes from
-:mod:`~hydra_vertex.emulator.tls`.
+credentials put it there), checked before anything else: a call without it is answered
+``UNAUTHENTICATED`` by a handler that never reads its message. TLS only: the certificate comes
+from :mod:`~hydra_vertex.emulator.tls`.
+
+Limits (:class:`~hydra_vertex.emulator.limits.Limits`, as the HTTP server's): request messages up
+to ``grpc_max_message_bytes``, ``grpc_max_concurrent_rpcs`` calls at once (more are
+``RESOURCE_EXHAUSTED`` at once, not queued), at most 100 streams per connection, a TLS handshake
+within ``grpc_handshake_timeout``, idle connections closed after ``grpc_idle_timeout``.
 """
 
 from __future__ import annotations
@@ -32,8 +38,11 @@ from concurrent import futures
 from dataclasses import dataclass
 from typing import Any
 
+from hydra_vertex.emulator.limits import DEFAULT as DEFAULT_LIMITS
+from hydra_vertex.emulator.limits import Limits
 from hydra_vertex.emulator.router import ApiError, Raw, Request, Router
 from hydra_vertex.emulator.tls import TlsFiles
+from hydra_vertex.errors import StateWriteError
 
 log = logging.getLogger("hydra_vertex.emulator")
 _VERTEX = "google.cloud.aiplatform.v1"
@@ -41,7 +50,8 @@ _OPERATIONS = "google.longrunning.Operations"
 _LIBRARY = "google.cloud.aiplatform_v1"
 _METHOD = re.compile(r"^/([A-Za-z_][\w.]*)\.([A-Za-z_]\w*)/([A-Za-z_]\w*)$")
 _HTTP_STATUS = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND"}
-MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # as the HTTP server's body limit
+_NO_TOKEN = "missing or invalid bearer token (see endpoint.json)"
+MAX_MESSAGE_BYTES = DEFAULT_LIMITS.grpc_max_message_bytes  # as the HTTP server's body limit
 
 
 @dataclass(frozen=True)
@@ -129,11 +139,16 @@ class VertexGrpc:
         self.router = router
         self.token = token
 
+    def authorized(self, metadata: Sequence[tuple[str, Any]]) -> bool:
+        """The call carries the API token (``authorization: Bearer ...``)."""
+        if not self.token:
+            return True
+        auth = next((str(v) for k, v in metadata if k.lower() == "authorization"), "")
+        return hmac.compare_digest(auth.encode(), f"Bearer {self.token}".encode())
+
     def call(self, name: str, data: bytes, metadata: Sequence[tuple[str, Any]]) -> bytes:
-        if self.token:
-            auth = next((str(v) for k, v in metadata if k.lower() == "authorization"), "")
-            if not hmac.compare_digest(auth.encode(), f"Bearer {self.token}".encode()):
-                raise ApiError(401, "missing or invalid bearer token (see endpoint.json)")
+        if not self.authorized(metadata):
+            raise ApiError(401, _NO_TOKEN)
         rpc = name.lstrip("/").replace("/", ".")  # google.cloud.aiplatform.v1.JobService.X
         method = rpc_method(name)
         if method is None:
@@ -168,6 +183,9 @@ class _Handler:
     def service(self, details: Any) -> Any:
         import grpc
 
+        if not self.api.authorized(details.invocation_metadata or ()):
+            # Refused on its metadata: a streaming handler that aborts without reading the message.
+            return grpc.stream_unary_rpc_method_handler(_refuse)
         name = str(details.method)
         behaviour: Callable[[bytes, Any], bytes] = functools.partial(self._unary, name)
         return grpc.unary_unary_rpc_method_handler(behaviour)
@@ -181,13 +199,25 @@ class _Handler:
             status = e.status if e.status in grpc.StatusCode.__members__ else None
             code = grpc.StatusCode[status or _HTTP_STATUS.get(e.code, "UNKNOWN")]
             context.abort(code, e.message)
+        except StateWriteError as e:  # the disk is full or read-only: one line, no traceback
+            log.error("%s: %s", name, e)
+            context.abort(grpc.StatusCode.INTERNAL, str(e))
         except Exception:
             log.exception("internal error on %s", name)
             context.abort(grpc.StatusCode.INTERNAL, "internal emulator error")
         raise AssertionError("unreachable")  # pragma: no cover - abort raises
 
 
-def serve(api: VertexGrpc, host: str, port: int, tls: TlsFiles) -> tuple[Any, int]:
+def _refuse(requests: Any, context: Any) -> bytes:
+    import grpc
+
+    context.abort(grpc.StatusCode.UNAUTHENTICATED, _NO_TOKEN)
+    raise AssertionError("unreachable")  # pragma: no cover - abort raises
+
+
+def serve(
+    api: VertexGrpc, host: str, port: int, tls: TlsFiles, limits: Limits = DEFAULT_LIMITS
+) -> tuple[Any, int]:
     """Start a TLS gRPC server for ``api`` on ``host:port``; (the server, its bound port)."""
     import grpc
 
@@ -197,7 +227,13 @@ def serve(api: VertexGrpc, host: str, port: int, tls: TlsFiles) -> tuple[Any, in
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="emulator-grpc"),
         handlers=(Handler(api),),
-        options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)],
+        maximum_concurrent_rpcs=limits.grpc_max_concurrent_rpcs,
+        options=[
+            ("grpc.max_receive_message_length", limits.grpc_max_message_bytes),
+            ("grpc.max_concurrent_streams", 100),
+            ("grpc.server_handshake_timeout_ms", int(limits.grpc_handshake_timeout * 1000)),
+            ("grpc.max_connection_idle_ms", int(limits.grpc_idle_timeout * 1000)),
+        ],
     )
     credentials = grpc.ssl_server_credentials([(tls.key.read_bytes(), tls.cert.read_bytes())])
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -13,6 +13,9 @@ behind the same token as the rest of the API:
   "savedSeconds"}]}`` (``devices`` only on a machine with GPUs; the stop fields only for trials
   stopped early).
 - ``GET /emulator/v1/projects/P/locations/L/customJobs/ID``: ``{"name", "warnings", "devices"}``.
+- ``GET /emulator/v1/console``: ``{"url"}``, the console's link with its read-only console
+  token, for a client that holds the API token (``hydra-vertex open`` with
+  ``HYDRA_VERTEX_EMULATOR``); the console token opens nothing here.
 
 Where they are stored (what the console reads): a trial's ``_devices`` (list),
 ``_early_stopped`` (the rule's reason) and ``_saved`` (``{"steps", "seconds"}``); a custom job's
@@ -21,6 +24,7 @@ Where they are stored (what the console reads): a trial's ``_devices`` (list),
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from hydra_vertex.emulator.devices import DevicePool
@@ -32,7 +36,9 @@ _JOB = PREFIX + "/projects/{project}/locations/{location}/{collection}/{job_id}"
 _COLLECTIONS = ("hyperparameterTuningJobs", "customJobs")
 
 
-def routes(store: Store, devices: DevicePool) -> list[Route]:
+def routes(
+    store: Store, devices: DevicePool, console_url: Callable[[], str] = lambda: ""
+) -> list[Route]:
     def pool(request: Request) -> Answer:
         return 200, {
             "devices": list(devices.devices),
@@ -49,7 +55,14 @@ def routes(store: Store, devices: DevicePool) -> list[Route]:
             raise ApiError(404, f"{name} not found")
         return 200, details(rec["resource"])
 
-    return [Route("GET", PREFIX + "/devices", pool), Route("GET", _JOB, job)]
+    def console(request: Request) -> Answer:
+        return 200, {"url": console_url()}
+
+    return [
+        Route("GET", PREFIX + "/devices", pool),
+        Route("GET", PREFIX + "/console", console),
+        Route("GET", _JOB, job),
+    ]
 
 
 def details(resource: dict[str, Any]) -> dict[str, Any]:

@@ -85,9 +85,9 @@ class Request:
     query: Mapping[str, str]
     headers: Any
     body: bytes
-    #: How the caller proved itself: ``api`` (the API token, or an emulator without one). A
-    #: read-only console token, where the emulator has one, is another value: the console's
-    #: ``may_act`` decides what each may do.
+    #: How the caller proved itself: ``api`` (the API token, or an emulator without one) or
+    #: ``console`` (the read-only console token, accepted on console routes only): the
+    #: console's ``may_act`` decides what each may do.
     auth: str = "api"
 
 

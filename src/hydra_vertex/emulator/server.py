@@ -1,32 +1,41 @@
-"""The HTTP server: one response adapter over the routes table, security checks before any handler.
+"""The HTTP server: one response adapter over the routes table, security checks before any work.
 
-Stdlib ``ThreadingHTTPServer`` keeps the in-process start/stop simple and dependency-free.
+Stdlib ``ThreadingHTTPServer`` keeps the in-process start/stop simple and dependency-free;
+``connections`` bounds it (connection cap, header deadline, body rate, header size). A request is
+judged on its headers first: Host, Origin, route and token, then ``Content-Length``; only a
+request that passes has its body read. A refused request's body is never read: the connection is
+closed after the answer.
 """
 
 from __future__ import annotations
 
 import hmac
+import io
 import ipaddress
 import json
 import logging
 import os
+import re
 import secrets
 import socket
 import threading
 from collections.abc import Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from hydra_vertex import images
-from hydra_vertex.emulator import console, devices, local_api, pipelines, schedules
+from hydra_vertex.emulator import console, devices, local_api, pipelines, records, schedules
 from hydra_vertex.emulator.cloudbuild import CloudBuildService
+from hydra_vertex.emulator.connections import CappedServer, DeadlineReader, HeadersTooLarge
 from hydra_vertex.emulator.executor import Launcher
 from hydra_vertex.emulator.gcs import GcsService
+from hydra_vertex.emulator.limits import DEFAULT as DEFAULT_LIMITS
+from hydra_vertex.emulator.limits import Limits
 from hydra_vertex.emulator.logging_api import LoggingApi
 from hydra_vertex.emulator.registry import RegistryService
-from hydra_vertex.emulator.router import ApiError, Match, Raw, Request, Router
+from hydra_vertex.emulator.router import ApiError, Match, Raw, Request, Route, Router
 from hydra_vertex.emulator.runners import (
     TERMINAL_JOB_STATES,
     CustomJobRunner,
@@ -37,14 +46,12 @@ from hydra_vertex.emulator.store import Store
 from hydra_vertex.emulator.tls import TlsFiles
 from hydra_vertex.emulator.trial_loop import TuningJobRunner
 from hydra_vertex.emulator.vertex_api import VertexApi
+from hydra_vertex.errors import EmulatorError, StateWriteError
 
 log = logging.getLogger("hydra_vertex.emulator")
-MAX_BODY_BYTES = 4 * 1024 * 1024
-MAX_UPLOAD_BYTES = 512 * 1024 * 1024  # Cloud Storage uploads (/upload/...): source tarballs
-
-
-def body_limit(path: str) -> int:
-    return MAX_UPLOAD_BYTES if path.startswith("/upload/") else MAX_BODY_BYTES
+MAX_BODY_BYTES = DEFAULT_LIMITS.max_body_bytes
+MAX_UPLOAD_BYTES = DEFAULT_LIMITS.max_upload_bytes
+_DIGITS = re.compile(r"[0-9]{1,18}")  # a Content-Length that fits: 18 digits is already 1 EB
 
 
 _JSON = "application/json; charset=UTF-8"
@@ -77,19 +84,32 @@ class Emulator:
         token: str | None = None,
         seed: int | None = None,
         gpus: str | Sequence[str] | None = None,
+        limits: Limits | None = None,
         console_actions: bool = False,
+        console_token: str | None = None,
     ) -> None:
         inventory = devices.detect(gpus)  # before the store: a bad list leaves nothing locked
         self.devices = devices.DevicePool(inventory.devices, inventory.source)
-        self.store = Store(state_dir)
+        self.store = Store(state_dir, check=records.problem)
+        self.limits = limits or DEFAULT_LIMITS
         self.image_map = {k: Path(v).resolve() for k, v in (image_map or {}).items()}
         self.token = token if token is not None else secrets.token_urlsafe(32)
+        # The console's own token (printed in its link): the read-only pages, nothing else.
+        self.console_token = (
+            (console_token if console_token is not None else secrets.token_urlsafe(32))
+            if self.token
+            else ""
+        )
+        if self.token and hmac.compare_digest(self.console_token, self.token):
+            raise EmulatorError("the console token must differ from the API token")
         self.seed = seed
-        self.launcher = Launcher(self.store, self.resolve_image)
+        self.launcher = Launcher(
+            self.store, self.resolve_image, secrets=(self.token, self.console_token)
+        )
         self.runners: dict[str, StoredJobRunner] = {}
         self.scheduler: schedules.Scheduler | None = None
         self._lock = threading.Lock()
-        self.httpd: ThreadingHTTPServer | None = None
+        self.httpd: CappedServer | None = None
         self.grpc_server: Any = None
         self.grpc_endpoint = ""
         self.tls: TlsFiles | None = None
@@ -113,7 +133,8 @@ class Emulator:
                 *RegistryService(self.store).routes(),  # the KFP template registry
                 *LoggingApi(self.store).routes(),  # Cloud Logging's entries:list
                 *console.routes(self.store, actions=console_actions, api=self._call),
-                *local_api.routes(self.store, self.devices),  # the emulator's own details
+                # the emulator's own details, and its console link for API clients
+                *local_api.routes(self.store, self.devices, lambda: self.console_url),
             ]
         )
 
@@ -192,15 +213,14 @@ class Emulator:
         self.store.close()
 
     # -- serving ---------------------------------------------------------------------------------
-    def serve(self, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
+    def serve(self, host: str = "127.0.0.1", port: int = 0) -> CappedServer:
         emulator = self
 
         class Handler(_Handler):
             pass
 
         Handler.emulator = emulator
-        httpd = _Server((host, port), Handler)
-        httpd.daemon_threads = True
+        httpd = CappedServer((host, port), Handler, self.limits)
         self.httpd = httpd
         bound = httpd.server_address[1]
         self.allowed_hosts = {f"{h}:{bound}" for h in ("127.0.0.1", "localhost", host)}
@@ -209,14 +229,27 @@ class Emulator:
         self.endpoint = f"http://{host if host not in ('0.0.0.0', '') else '127.0.0.1'}:{bound}"
         return httpd
 
+    @property
+    def console_url(self) -> str:
+        """The console's link, with the console token (never the API token)."""
+        return f"{self.endpoint}/?token={self.console_token}" if self.console_token else (
+            f"{self.endpoint}/"
+        )
+
     def serve_grpc(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Serve the Vertex AI routes over gRPC with TLS as well (``grpc_server``), with a
         certificate made for this state directory (``tls``); the ``host:port`` to dial."""
         from hydra_vertex.emulator import grpc_server, tls
 
-        files = tls.ensure(self.store.root, host)
+        try:
+            files = tls.ensure(self.store.root, host)
+        except OSError as e:
+            raise EmulatorError(
+                f"cannot write the TLS files under {str(self.store.root / 'tls')!r}: "
+                f"{e.strerror or e} (is the state directory writable, and its disk not full?)"
+            ) from None
         api = grpc_server.VertexGrpc(self.router, self.token)
-        self.grpc_server, bound = grpc_server.serve(api, host, port, files)
+        self.grpc_server, bound = grpc_server.serve(api, host, port, files, self.limits)
         self.tls = files
         shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
         self.grpc_endpoint = f"[{shown}]:{bound}" if ":" in shown else f"{shown}:{bound}"
@@ -238,7 +271,17 @@ class Emulator:
             return False
         return True
 
-    def handle(self, method: str, raw_path: str, headers: Any, body: bytes) -> tuple[int, Any]:
+    def authorize(
+        self, method: str, raw_path: str, headers: Any
+    ) -> tuple[Match, dict[str, str], str]:
+        """Judge a request on its headers alone: Host, Origin, then the route and the bearer
+        token (an unknown route without the token is 401, not 404). The route's match, the
+        query and who the caller is (:attr:`Request.auth`); an :class:`ApiError` otherwise.
+        Nothing of the body has been read yet.
+
+        Two tokens: the API token (``endpoint.json``) opens everything; the console token (the
+        printed console link) opens the console's routes only (``browser``), as ``console``:
+        every API route refuses it, and the console's actions ask :func:`console.may_act`."""
         split = urlsplit(raw_path)
         host = headers.get("Host", "")
         if not self._host_allowed(host):
@@ -254,57 +297,130 @@ class Emulator:
             match = self.router.resolve(method, split.path)
         except ApiError as e:
             unrouted = e  # answered once the caller has shown the token
+        who = "api"
         if self.token:
+            browser = match is not None and match.route.browser
             auth = headers.get("Authorization", "")
-            if match is not None and match.route.browser and not auth:
+            if browser and not auth:
                 auth = f"Bearer {query.get('token', '')}"  # a browser cannot send the header
-            if not hmac.compare_digest(auth.encode(), f"Bearer {self.token}".encode()):
-                if match is not None and match.route.browser and method in ("GET", "HEAD"):
-                    return console.login(split.path, query)  # a page for a person, not JSON
+            if _shows(auth, self.token):
+                who = "api"
+            elif browser and _shows(auth, self.console_token):
+                who = "console"
+            elif browser and method in ("GET", "HEAD"):  # a page for a person, not JSON
+                page = console.login(split.path, query)
+                return Match(Route(method, split.path, lambda _request: page), {}), query, who
+            else:
                 raise ApiError(401, "missing or invalid bearer token (see endpoint.json)")
         if match is None:
             raise unrouted
-        return match(Request(method, split.path, query, headers, body))
+        return match, query, who
+
+
+def _shows(auth: str, token: str) -> bool:
+    """``auth`` (an Authorization header's value) is ``Bearer <token>``."""
+    return bool(token) and hmac.compare_digest(auth.encode(), f"Bearer {token}".encode())
 
 
 class _Handler(BaseHTTPRequestHandler):
     emulator: Emulator
     protocol_version = "HTTP/1.1"
+    reader: DeadlineReader
 
     def setup(self) -> None:
         super().setup()
         # headers and body go out in separate writes: without this, Nagle + delayed ACK add 40 ms
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.rfile.close()  # the buffered file over the plain socket: reads go through limits
+        self.reader = DeadlineReader(self.connection, self.emulator.limits)
+        self.rfile = io.BufferedReader(self.reader)
+
+    def handle_one_request(self) -> None:
+        """One request; the request line and headers under the header deadline and size limit
+        (a timeout there closes the connection without an answer, as for an idle one)."""
+        self.reader.expect_headers()
+        try:
+            super().handle_one_request()
+        except HeadersTooLarge as e:
+            self.close_connection = True
+            self.request_version = "HTTP/1.1"  # the request line may not have been read
+            self.command = getattr(self, "command", None) or ""
+            self._answer(431, ApiError(431, str(e), "INVALID_ARGUMENT").envelope())
+
+    def handle_expect_100(self) -> bool:
+        """No "100 Continue" before the checks: ``_dispatch`` sends it once they pass."""
+        return True
+
+    def _body_length(self, limit: int) -> int:
+        """The declared body size, checked before anything is read: 400 unless it is one
+        plain byte count, 413 over ``limit``; chunked bodies are refused."""
+        if self.headers.get("Transfer-Encoding"):
+            raise ApiError(400, "chunked request bodies are not supported; send Content-Length")
+        values = {v.strip() for v in self.headers.get_all("Content-Length") or []}
+        if not values:
+            return 0
+        text = values.pop() if len(values) == 1 else ""
+        if not (text.isascii() and text.isdigit()):
+            shown = ", ".join(sorted(self.headers.get_all("Content-Length") or []))[:40]
+            raise ApiError(400, f"invalid Content-Length {shown!r}: it must be one byte count")
+        if not _DIGITS.fullmatch(text) or int(text) > limit:
+            raise ApiError(
+                413, f"request body of {text[:20]} bytes exceeds the limit of {limit} bytes"
+            )
+        return int(text)
+
+    def _declares_body(self) -> bool:
+        return bool(self.headers.get("Transfer-Encoding")) or (
+            self.headers.get("Content-Length", "0").strip() not in ("", "0")
+        )
 
     def _dispatch(self, method: str) -> None:
+        emulator = self.emulator
+        unread = self._declares_body()  # a refused request's body is never read
         try:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length < 0:
-                raise ApiError(400, "invalid Content-Length")
-            limit = body_limit(self.path)
-            if length > limit:
+            match, query, who = emulator.authorize(method, self.path, self.headers)
+            path = urlsplit(self.path).path
+            length = self._body_length(emulator.limits.body_limit(path))
+            self.reader.expect_body()
+            if length and self.headers.get("Expect", "").lower() == "100-continue":
+                self.send_response_only(100)
+                self.end_headers()
+            try:
+                body = self.rfile.read(length) if length else b""
+            except TimeoutError:
+                raise
+            except OSError:  # the client reset the connection mid-body
+                body = b""
+            if len(body) < length:  # the client went away mid-body: nobody to answer
                 self.close_connection = True
-                raise ApiError(
-                    413,
-                    f"request body of {length} bytes exceeds the limit of {limit} bytes",
-                )
-            if self.headers.get("Transfer-Encoding"):
-                self.close_connection = True
-                raise ApiError(400, "chunked request bodies are not supported")
-            body = self.rfile.read(length) if length else b""
-            status, payload = self.emulator.handle(method, self.path, self.headers, body)
+                return
+            unread = False
+            status, payload = match(Request(method, path, query, self.headers, body, who))
         except ApiError as e:
             status, payload = e.code, e.envelope()
+        except TimeoutError as e:  # the body came too slowly
+            status, payload = 408, ApiError(408, str(e), "DEADLINE_EXCEEDED").envelope()
+        except StateWriteError as e:  # the disk is full or read-only: one line, no traceback
+            log.error("%s %s: %s", method, urlsplit(self.path).path, e)
+            status, payload = 500, ApiError(500, str(e)).envelope()
         except Exception:
             log.exception("internal error on %s", method)
             status, payload = 500, ApiError(500, "internal emulator error").envelope()
+        if unread:
+            self.close_connection = True
+        self._answer(status, payload)
+
+    def _answer(self, status: int, payload: Any) -> None:
         if isinstance(payload, Raw):
             data, content_type, extra = payload.body, payload.content_type, payload.headers
         else:
             data, content_type, extra = json.dumps(payload).encode(), _JSON, {}
+        self.connection.settimeout(self.emulator.limits.transfer_seconds(len(data)))
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         for name, value in extra.items():
             self.send_header(name, value)
         self.end_headers()
@@ -330,10 +446,4 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch("PUT")
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s %s", self.command, urlsplit(self.path).path)
-
-
-class _Server(ThreadingHTTPServer):
-    # The standard library listens with a backlog of 5: a burst of clients (parallel trials,
-    # pipeline tasks, a progress poller) would see refused connections under load.
-    request_queue_size = 128
+        log.debug("%s %s", getattr(self, "command", ""), urlsplit(getattr(self, "path", "")).path)

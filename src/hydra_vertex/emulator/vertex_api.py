@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import secrets
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -36,6 +35,7 @@ from hydra_vertex.emulator.devices import DevicePool
 from hydra_vertex.emulator.operations import Operations
 from hydra_vertex.emulator.router import Answer, ApiError, Request, Route, json_body
 from hydra_vertex.emulator.runners import TERMINAL_JOB_STATES
+from hydra_vertex.emulator.seeds import job_seed
 from hydra_vertex.emulator.store import COLLECTIONS, Store, now, valid_id
 
 # Vertex documents no ceiling on parallel_trial_count (its quotas bound the machines instead);
@@ -252,9 +252,7 @@ class VertexApi:
         self._validate(collection, msg)
         job_id = self.store.new_id(collection)
         _created(data, f"{parent}/{collection}/{job_id}", "JOB_STATE_PENDING", _JOB_OUTPUTS)
-        labels = data.get("labels", {})
-        seed = labels.get("hydra-vertex-seed", self.seed)
-        internal = {"seed": int(seed) if seed is not None else secrets.randbelow(2**31)}
+        internal = {"seed": job_seed(data.get("labels", {}), self.seed)}
         self.store.put(collection, job_id, {"resource": data, "internal": internal})
         self.start_runner(collection, job_id)
         return data
