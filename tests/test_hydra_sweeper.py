@@ -377,6 +377,9 @@ def test_ctrl_c_cancels_the_tuning_job(emulator: Any, named: dict[str, str], tmp
         [sys.executable, "app.py", "-m", "hydra/sweeper=vertex", *SPACE, "sleep=300",
          "hydra.sweeper.study_name=ctrl-c", "hydra.sweeper.n_trials=2"],
         cwd=app, env=named, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # as from a terminal: a shell's background job (`cmd &`, as CI may run the suite) starts
+        # with SIGINT ignored, and Python then never raises KeyboardInterrupt
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     client = _job_client(emulator)
     try:

@@ -255,8 +255,8 @@ def _param(draw: st.DrawFn, key: str) -> ss.Param:
     if kind == "DISCRETE":
         vals = draw(st.lists(st.integers(-50, 50), min_size=1, max_size=8, unique=True))
         return ss.Param(key, "DISCRETE", values=tuple(sorted(vals)))
-    # any text a command line can carry (a NUL cannot: such a category is refused)
-    text = st.text(st.characters(exclude_characters="\x00"), min_size=0, max_size=6)
+    # any text a command line can carry: UTF-8 (a lone surrogate is refused) without NUL (refused)
+    text = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=0, max_size=6)
     cats = draw(st.lists(text, min_size=1, max_size=5, unique=True))
     return ss.Param(key, "CATEGORICAL", values=tuple(cats))
 

@@ -255,6 +255,12 @@ def test_inline_json_space_as_the_pipeline_passes_it(work: Path) -> None:
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
     assert "NUL character" in bad.stderr and "Traceback" not in bad.stderr
 
+    lone = inline.replace('"plain"', '"pl\\ud800ain"')  # a lone surrogate (JSON-escaped)
+    assert lone != inline
+    bad = run(work, ["--search-space-json", lone, "--", "python", "app.py", "--name=a"])
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
+    assert "lone surrogate" in bad.stderr and "Traceback" not in bad.stderr
+
 
 def _metric_entries(work: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (work / "metrics").read_text().splitlines() if line.strip()]

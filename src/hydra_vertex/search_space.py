@@ -882,8 +882,22 @@ def _validate_param(p: Param, src: str, where: str = "") -> None:
                 f"{where}: categories cannot hold a NUL character (a trial's command line cannot "
                 f"carry it), but {nul[0]!r} does"[:300]
             )
+        unencodable = [c for c in cats if not _utf8(c)]
+        if unencodable:
+            raise SearchSpaceError(
+                f"{where}: categories must be valid Unicode text (Vertex sends them as UTF-8), but "
+                f"{unencodable[0]!r} holds a lone surrogate"[:300]
+            )
     else:
         raise SearchSpaceError(f"{where}: unknown parameter type {p.kind!r}")
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _validate_discrete(values: Sequence[Any], where: str, scale: str = "linear") -> None:
