@@ -94,6 +94,18 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGED = ("pyproject.toml", "README.md", "src", "components", "pipelines")
 
 
+def shown(python: str) -> str:
+    """An interpreter's path as results.json shows it: in this checkout or under the temporary
+    directory, never a path of the machine that ran it."""
+    path = Path(python)
+    for base, label in ((Path.cwd(), "."), (Path(tempfile.gettempdir()), "<tmp>")):
+        try:
+            return f"{label}/{path.relative_to(base)}"
+        except ValueError:
+            continue
+    return path.name
+
+
 def regular_install(work: Path) -> str:
     """A regular (non-editable) install of this checkout, as a trial image has one: a wheel built
     from a copy of the packaged sources, installed into a fresh virtual environment with its
@@ -287,7 +299,7 @@ def overhead(
     figures = {
         name: {
             "install": label,
-            "python": python,
+            "python": shown(python),
             "trials": len(samples[name]["cycles"]),
             "blocks": blocks,
             "direct_ms": 1000 * statistics.median(samples[name]["direct"]),
@@ -347,7 +359,9 @@ def scheduling(
     app = write_app(work / "sleep")
     durs = durations(n_trials, seed, median, sigma)
     (work / "durations.json").write_text(json.dumps(durs))
-    out: dict[str, Any] = {"trials": n_trials, "durations_sum": sum(durs), "python": python}
+    out: dict[str, Any] = {
+        "trials": n_trials, "durations_sum": sum(durs), "python": shown(python)
+    }
 
     busy_hv = work / "busy-hv.jsonl"
     job = run_tuning_job(
