@@ -20,11 +20,8 @@ the app ``<name>``). When several jobs match, the newest is taken and a note say
 
 from __future__ import annotations
 
-import contextlib
-import json
 import re
 import sys
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,27 +114,12 @@ def clients(target: Target) -> Clients:
 # -- the service ---------------------------------------------------------------------------------
 
 
-def alive(endpoint: str, token: str) -> bool:
-    """Whether an emulator answers at ``endpoint`` with ``token`` (a one-item list; 10 s: a
-    stopped one is refused at once, a busy machine may take seconds to answer)."""
-    request = urllib.request.Request(
-        f"{endpoint}/v1/projects/ping/locations/{DEFAULT_REGION}/customJobs?pageSize=1",
-        headers={"Authorization": f"Bearer {token}"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
 def running_emulator(state_dir: Path) -> dict[str, str] | None:
-    """``endpoint.json``'s content for the emulator on ``state_dir`` when it answers, else None."""
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        info = json.loads((state_dir / "endpoint.json").read_text())
-        if alive(info["endpoint"], info.get("token", "")):
-            return {k: str(v) for k, v in info.items()}
-    return None
+    """``endpoint.json``'s content for the emulator on ``state_dir`` when it answers, else None
+    (10 s: a stopped one is refused at once, a busy machine may take seconds to answer)."""
+    from hydra_vertex import local_emulator
+
+    return local_emulator.running_emulator(state_dir, timeout=10.0)
 
 
 def target(

@@ -63,26 +63,37 @@ class EmulatorInfo:
     started_here: bool
 
 
-def alive(endpoint: str, token: str) -> bool:
+def alive(endpoint: str, token: str, timeout: float = 2.0) -> bool:
+    """Whether an emulator answers at ``endpoint`` with ``token`` (a one-item list). A stopped
+    one is refused at once; a busy machine may take seconds to answer (``timeout``)."""
     request = urllib.request.Request(
         f"{endpoint}/v1/projects/ping/locations/us-central1/customJobs?pageSize=1",
         headers={"Authorization": f"Bearer {token}"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=2) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return bool(response.status == 200)
     except OSError:
         return False
 
 
-def _answering(state_dir: Path, started_here: bool = False) -> EmulatorInfo | None:
-    """The emulator of ``state_dir/endpoint.json`` if it answers."""
+def running_emulator(state_dir: Path, timeout: float = 2.0) -> dict[str, str] | None:
+    """``endpoint.json``'s content for the emulator on ``state_dir`` when it answers, else None."""
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         info = json.loads((state_dir / "endpoint.json").read_text())
-        endpoint, token = str(info["endpoint"]), str(info.get("token", ""))
-        if alive(endpoint, token):
-            return EmulatorInfo(endpoint, token, storage_root(state_dir), started_here)
+        if alive(str(info["endpoint"]), str(info.get("token", "")), timeout):
+            return {k: str(v) for k, v in info.items()}
     return None
+
+
+def _answering(state_dir: Path, started_here: bool = False) -> EmulatorInfo | None:
+    """The emulator of ``state_dir/endpoint.json`` if it answers."""
+    info = running_emulator(state_dir)
+    if info is None:
+        return None
+    return EmulatorInfo(
+        info["endpoint"], info.get("token", ""), storage_root(state_dir), started_here
+    )
 
 
 class Lease:
