@@ -83,13 +83,9 @@ def _at(x: float, elapsed: bool) -> str:
     return f"{x:.3g} s elapsed" if elapsed else f"step {x:g}"
 
 
-class MedianStopping:
-    """``MedianAutomatedStoppingSpec``: a running trial whose best value so far is strictly worse
-    than the median, over the completed trials, of their running average up to the trial's last
-    measurement (by step, or by elapsed duration) is stopped. It needs ``MIN_COMPLETED``
-    completed trials with reports up to there; each trial is judged once per new measurement."""
-
-    MIN_COMPLETED = 2
+class _JudgedOnce:
+    """What both policies share: the goal, the clock, the x axis (step or elapsed time), and
+    judging each trial once per new measurement."""
 
     def __init__(
         self, maximize: bool, clock: Clock = time.monotonic, use_elapsed: bool = False
@@ -99,14 +95,29 @@ class MedianStopping:
         self.use_elapsed = use_elapsed
         self._judged: dict[str, float] = {}  # trial id -> the last x judged
 
+    def _new_measurement(self, trial: Curve, x: float) -> bool:
+        """Whether ``x`` is a measurement of ``trial`` not judged yet (and mark it judged)."""
+        if self._judged.get(trial.trial_id) == x:
+            return False
+        self._judged[trial.trial_id] = x
+        return True
+
+
+class MedianStopping(_JudgedOnce):
+    """``MedianAutomatedStoppingSpec``: a running trial whose best value so far is strictly worse
+    than the median, over the completed trials, of their running average up to the trial's last
+    measurement (by step, or by elapsed duration) is stopped. It needs ``MIN_COMPLETED``
+    completed trials with reports up to there; each trial is judged once per new measurement."""
+
+    MIN_COMPLETED = 2
+
     def should_stop(self, trial: Curve, completed: Sequence[Curve]) -> str | None:
         points = _along(trial.points, self.use_elapsed)
         if len(completed) < self.MIN_COMPLETED or not points:
             return None
         x = max(px for px, _ in points)
-        if self._judged.get(trial.trial_id) == x:
+        if not self._new_measurement(trial, x):
             return None
-        self._judged[trial.trial_id] = x
         averages = []
         for other in completed:
             values = [v for ox, v in _along(other.points, self.use_elapsed) if ox <= x]
@@ -121,7 +132,7 @@ class MedianStopping:
         return None
 
 
-class DecayCurveStopping:
+class DecayCurveStopping(_JudgedOnce):
     """``DecayCurveAutomatedStoppingSpec``: extrapolate the running trial's curve (the decay model
     of the module docstring) to the longest completed trial's last measurement; stop the trial if
     the extrapolation is strictly worse than the best completed trial's final value. It needs
@@ -131,22 +142,13 @@ class DecayCurveStopping:
     MIN_COMPLETED = 2
     MIN_POINTS = 3
 
-    def __init__(
-        self, maximize: bool, clock: Clock = time.monotonic, use_elapsed: bool = False
-    ) -> None:
-        self.maximize = maximize
-        self.clock = clock
-        self.use_elapsed = use_elapsed
-        self._judged: dict[str, float] = {}
-
     def should_stop(self, trial: Curve, completed: Sequence[Curve]) -> str | None:
         points = _along(trial.points, self.use_elapsed)
         if len(completed) < self.MIN_COMPLETED or len(points) < self.MIN_POINTS:
             return None
         x = max(px for px, _ in points)
-        if self._judged.get(trial.trial_id) == x:
+        if not self._new_measurement(trial, x):
             return None
-        self._judged[trial.trial_id] = x
         ends = [c[-1][0] for c in (_along(o.points, self.use_elapsed) for o in completed) if c]
         finals = [v for v in (_final(o) for o in completed) if v is not None]
         if not ends or not finals:
