@@ -120,6 +120,9 @@ def test_console_without_the_token_is_a_login_page(
     page_errors(browser)  # the 401 of the page itself
     _css(browser, "#login input[name=token]")[0].send_keys(emulator.console_token)
     _css(browser, "#login button")[0].click()
+    # the click returns before the next page has loaded: wait for it, then check it
+    _until("the page after signing in", lambda: not browser.title.startswith("Emulator console"),
+           30, show=lambda: browser.title)
     assert browser.title.startswith("digits-tuning")
     assert page_errors(browser) == []
     assert _css(browser, "#cancel-form") == []  # read-only: no cancel with the console token
